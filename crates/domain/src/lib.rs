@@ -1,0 +1,9 @@
+//! The pure core of Patron: domain types, exact money, and (later) the
+//! analytics models and the segment language. No I/O, no async runtime.
+
+pub mod customer;
+pub mod error;
+pub mod money;
+
+pub use error::{ApiError, ErrorCode, FieldViolation, Violations};
+pub use money::{Currency, Money};
