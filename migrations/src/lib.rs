@@ -1,1 +1,35 @@
+//! Schema migrations, one migrator per service.
+//!
+//! Each service owns its tables (prefixed with the service name) and records
+//! its applied migrations in its own bookkeeping table, so services can share
+//! one database (monolith) or each have their own (split mode) without
+//! stepping on each other. Every schema change is a new `mYYYYMMDD_NNNNNN_*`
+//! file, self-contained (no imports from entity code).
 
+use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_profile;
+
+macro_rules! migrator {
+    ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
+        pub struct $name;
+
+        #[async_trait::async_trait]
+        impl MigratorTrait for $name {
+            fn migration_table_name() -> DynIden {
+                $table.into_iden()
+            }
+
+            fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+                vec![$(Box::new($migration)),*]
+            }
+        }
+    };
+}
+
+migrator!(ProfileMigrator, "profile_migrations", [m20261122_000001_profile::Migration]);
+migrator!(ScoringMigrator, "scoring_migrations", []);
+migrator!(FeedbackMigrator, "feedback_migrations", []);
+migrator!(CampaignMigrator, "campaign_migrations", []);
+
+pub use sea_orm_migration::MigratorTrait;

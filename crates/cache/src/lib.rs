@@ -1,1 +1,168 @@
+//! The score cache: Redis when `REDIS_URL` is set, an in-process cache
+//! otherwise.
+//!
+//! Callers treat every cache failure as a miss and serve from the store: the
+//! cache makes reads fast, it never makes them fail. Failures are counted in
+//! [`CacheStats`] so operators can see them.
 
+mod local;
+mod redis_cache;
+mod settings;
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use rand::Rng;
+
+pub use local::LocalCache;
+pub use redis_cache::RedisCache;
+pub use settings::{CacheSettings, RedisSettings};
+
+/// Why a cache operation did not complete. Never surfaced to RPC callers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache not connected")]
+    NotConnected,
+    #[error("cache operation timed out")]
+    Timeout,
+    #[error("cache error: {0}")]
+    Backend(String),
+}
+
+/// Operations every cache backend offers. Values are opaque bytes (the
+/// encoded score); keys are the caller's, the backend adds its prefix.
+pub trait ScoreCache: Send + Sync {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, CacheError>> + Send;
+    /// One result per key, in order.
+    fn get_many(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, CacheError>> + Send;
+    fn put(&self, key: &str, value: Vec<u8>) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Writes many entries in one round trip (pipelined on Redis).
+    fn put_many(
+        &self,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
+    fn invalidate(&self, key: &str) -> impl Future<Output = Result<(), CacheError>> + Send;
+}
+
+/// Hit, miss and failure counters.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// Operations that failed or timed out and fell back to the store.
+    pub errors: AtomicU64,
+}
+
+impl CacheStats {
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The configured cache backend.
+#[derive(Clone)]
+pub enum Cache {
+    Redis(RedisCache),
+    Local(LocalCache),
+}
+
+impl Cache {
+    /// Redis when `redis.url` is set, otherwise the in-process cache.
+    /// Never fails: an unreachable Redis is retried in the background.
+    pub fn from_settings(redis: &RedisSettings, cache: &CacheSettings) -> Self {
+        match &redis.url {
+            Some(_) => Cache::Redis(RedisCache::connect_in_background(redis, cache)),
+            None => Cache::Local(LocalCache::new(cache)),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<CacheStats> {
+        match self {
+            Cache::Redis(c) => c.stats(),
+            Cache::Local(c) => c.stats(),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Cache::Redis(_) => "redis",
+            Cache::Local(_) => "local",
+        }
+    }
+}
+
+impl ScoreCache for Cache {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        match self {
+            Cache::Redis(c) => c.get(key).await,
+            Cache::Local(c) => c.get(key).await,
+        }
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        match self {
+            Cache::Redis(c) => c.get_many(keys).await,
+            Cache::Local(c) => c.get_many(keys).await,
+        }
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), CacheError> {
+        match self {
+            Cache::Redis(c) => c.put(key, value).await,
+            Cache::Local(c) => c.put(key, value).await,
+        }
+    }
+
+    async fn put_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), CacheError> {
+        match self {
+            Cache::Redis(c) => c.put_many(entries).await,
+            Cache::Local(c) => c.put_many(entries).await,
+        }
+    }
+
+    async fn invalidate(&self, key: &str) -> Result<(), CacheError> {
+        match self {
+            Cache::Redis(c) => c.invalidate(key).await,
+            Cache::Local(c) => c.invalidate(key).await,
+        }
+    }
+}
+
+/// `ttl` plus a uniformly random extra of up to `jitter` x `ttl`, so entries
+/// written together (after a recompute) do not all expire together.
+pub(crate) fn jittered(ttl: Duration, jitter: f64) -> Duration {
+    let jitter = jitter.clamp(0.0, 1.0);
+    if jitter == 0.0 {
+        return ttl;
+    }
+    let extra = rand::rng().random_range(0.0..=jitter);
+    ttl + ttl.mul_f64(extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let ttl = Duration::from_secs(100);
+        for _ in 0..1000 {
+            let d = jittered(ttl, 0.1);
+            assert!(d >= ttl && d <= Duration::from_secs(110), "{d:?}");
+        }
+        assert_eq!(jittered(ttl, 0.0), ttl);
+    }
+}

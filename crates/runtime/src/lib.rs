@@ -1,1 +1,14 @@
+//! What every Patron server shares: configuration, telemetry, the error to
+//! `tonic::Status` mapping, wire conversions, health, reflection, peers and
+//! the server itself with graceful shutdown.
 
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod peers;
+pub mod server;
+pub mod telemetry;
+
+pub use config::{ServiceKind, Settings};
+pub use error::{ApiResult, to_status};
+pub use server::{Application, ServiceContext, ServiceModule};

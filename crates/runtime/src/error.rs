@@ -1,0 +1,99 @@
+//! The one place an [`ApiError`] becomes a `tonic::Status`, with AIP-193
+//! details: `ErrorInfo` (reason, domain), `BadRequest` field violations and
+//! `RetryInfo` for retryable failures. Internal details are logged here and
+//! never sent.
+
+use std::collections::HashMap;
+
+use patron_domain::{ApiError, ErrorCode};
+use tonic::{Code, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of every Patron error.
+pub const ERROR_DOMAIN: &str = "patron.dev";
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+pub fn code(code: ErrorCode) -> Code {
+    match code {
+        ErrorCode::InvalidArgument => Code::InvalidArgument,
+        ErrorCode::NotFound => Code::NotFound,
+        ErrorCode::AlreadyExists => Code::AlreadyExists,
+        ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+        ErrorCode::Aborted => Code::Aborted,
+        ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+        ErrorCode::Unauthenticated => Code::Unauthenticated,
+        ErrorCode::PermissionDenied => Code::PermissionDenied,
+        ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorCode::Unavailable => Code::Unavailable,
+        ErrorCode::Unimplemented => Code::Unimplemented,
+        ErrorCode::Internal => Code::Internal,
+    }
+}
+
+/// Builds the status a caller receives.
+pub fn to_status(err: ApiError) -> Status {
+    match err.code {
+        ErrorCode::Internal => {
+            tracing::error!(reason = %err.reason, detail = err.detail.as_deref().unwrap_or(""), "internal error")
+        }
+        ErrorCode::Unavailable => {
+            tracing::warn!(reason = %err.reason, detail = err.detail.as_deref().unwrap_or(""), "dependency unavailable")
+        }
+        _ => tracing::debug!(code = ?err.code, reason = %err.reason, message = %err.message, "request failed"),
+    }
+    let mut details = ErrorDetails::new();
+    details.set_error_info(err.reason.to_string(), ERROR_DOMAIN, HashMap::new());
+    for v in &err.violations {
+        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    }
+    if err.retry_after.is_some() {
+        details.set_retry_info(err.retry_after);
+    }
+    Status::with_error_details(code(err.code), err.message, details)
+}
+
+/// Turns a handler result into what tonic expects.
+pub trait IntoGrpc<T> {
+    fn into_grpc(self) -> Result<Response<T>, Status>;
+}
+
+impl<T> IntoGrpc<T> for ApiResult<T> {
+    fn into_grpc(self) -> Result<Response<T>, Status> {
+        self.map(Response::new).map_err(to_status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use patron_domain::Violations;
+
+    #[test]
+    fn field_violations_and_reason_reach_the_status() {
+        let mut v = Violations::new();
+        v.add("customer.email", "is not a valid email address");
+        let status = to_status(v.into_error());
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("bad request details");
+        assert_eq!(bad.field_violations[0].field, "customer.email");
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.reason, "INVALID_ARGUMENT");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+    }
+
+    #[test]
+    fn internal_detail_is_not_sent() {
+        let status = to_status(ApiError::internal("password=hunter2 in a query"));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("hunter2"));
+    }
+
+    #[test]
+    fn unavailable_carries_retry_info() {
+        let status = to_status(ApiError::unavailable("db down", "connection refused"));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.get_error_details().retry_info().is_some());
+    }
+}

@@ -1,0 +1,128 @@
+//! The change-feed outbox.
+
+use chrono::{DateTime, Utc};
+use patron_domain::ApiError;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, ExprTrait, Query},
+};
+
+use super::{ProfileStore, entity::change};
+use crate::db_error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Customer,
+    Transaction,
+    Event,
+    Interaction,
+    Erasure,
+}
+
+impl ChangeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Customer => "customer",
+            ChangeKind::Transaction => "transaction",
+            ChangeKind::Event => "event",
+            ChangeKind::Interaction => "interaction",
+            ChangeKind::Erasure => "erasure",
+        }
+    }
+}
+
+/// A change to append.
+pub struct NewChange {
+    pub kind: ChangeKind,
+    pub customer_id: String,
+    pub payload: Vec<u8>,
+}
+
+/// A stored change.
+#[derive(Debug, Clone)]
+pub struct ChangeRow {
+    pub sequence: i64,
+    pub commit_time: DateTime<Utc>,
+    pub payload: Vec<u8>,
+}
+
+/// Appends `changes` inside the caller's transaction and returns the last
+/// sequence used. The counter row's lock is held until commit, so sequences
+/// become visible in order and without gaps.
+pub(crate) async fn append<C: ConnectionTrait>(
+    txn: &C,
+    changes: Vec<NewChange>,
+    now: DateTime<Utc>,
+) -> Result<i64, ApiError> {
+    if changes.is_empty() {
+        return Ok(0);
+    }
+    let n = changes.len() as i64;
+    let row = txn
+        .query_one(
+            Query::update()
+                .table("profile_feed_head")
+                .value("last_sequence", Expr::col("last_sequence").add(n))
+                .and_where(Expr::col("id").eq(1))
+                .returning_col("last_sequence"),
+        )
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::internal("profile_feed_head row is missing"))?;
+    let last: i64 = row.try_get("", "last_sequence").map_err(db_error)?;
+    let first = last - n + 1;
+    let models = changes.into_iter().enumerate().map(|(i, c)| change::ActiveModel {
+        sequence: Set(first + i as i64),
+        commit_time: Set(now),
+        kind: Set(c.kind.as_str().to_owned()),
+        customer_id: Set(c.customer_id),
+        payload: Set(c.payload),
+    });
+    // Bounded statement size: SQLite allows 32,766 bind parameters, 5 per row.
+    let models: Vec<_> = models.collect();
+    for chunk in models.chunks(5_000) {
+        change::Entity::insert_many(chunk.to_vec())
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(last)
+}
+
+impl ProfileStore {
+    /// Up to `limit` changes with a sequence greater than `after`, in order.
+    pub async fn changes_after(&self, after: i64, limit: u64) -> Result<Vec<ChangeRow>, ApiError> {
+        let rows = change::Entity::find()
+            .filter(change::Column::Sequence.gt(after))
+            .order_by_asc(change::Column::Sequence)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ChangeRow {
+                sequence: r.sequence,
+                commit_time: r.commit_time,
+                payload: r.payload,
+            })
+            .collect())
+    }
+
+    /// The highest committed sequence.
+    pub async fn head_sequence(&self) -> Result<i64, ApiError> {
+        let row = self
+            .db
+            .query_one(
+                Query::select()
+                    .column("last_sequence")
+                    .from("profile_feed_head")
+                    .and_where(Expr::col("id").eq(1)),
+            )
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::internal("profile_feed_head row is missing"))?;
+        row.try_get("", "last_sequence").map_err(db_error)
+    }
+}
