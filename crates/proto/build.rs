@@ -31,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // RPCs a service has not implemented yet answer UNIMPLEMENTED.
+        .generate_default_stubs(true)
         .compile_fds(descriptors)?;
     Ok(())
 }

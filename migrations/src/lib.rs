@@ -27,7 +27,11 @@ macro_rules! migrator {
     };
 }
 
-migrator!(ProfileMigrator, "profile_migrations", [m20261122_000001_profile::Migration]);
+migrator!(
+    ProfileMigrator,
+    "profile_migrations",
+    [m20261122_000001_profile::Migration]
+);
 migrator!(ScoringMigrator, "scoring_migrations", []);
 migrator!(FeedbackMigrator, "feedback_migrations", []);
 migrator!(CampaignMigrator, "campaign_migrations", []);

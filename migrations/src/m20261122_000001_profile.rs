@@ -19,7 +19,12 @@ impl MigrationTrait for Migration {
             Table::create()
                 .table("profile_customers")
                 .col(ColumnDef::new("id").string().not_null().primary_key())
-                .col(ColumnDef::new("external_id").string().not_null().unique_key())
+                .col(
+                    ColumnDef::new("external_id")
+                        .string()
+                        .not_null()
+                        .unique_key(),
+                )
                 .col(ColumnDef::new("display_name").string().not_null())
                 .col(ColumnDef::new("email").string().not_null())
                 .col(ColumnDef::new("phone").string().not_null())
@@ -38,10 +43,22 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new("consent_push").boolean().not_null())
                 .col(ColumnDef::new("consent_post").boolean().not_null())
                 .col(ColumnDef::new("relationship_start_date").date().null())
-                .col(ColumnDef::new("create_time").timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new("update_time").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("create_time")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new("update_time")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .col(ColumnDef::new("version").big_integer().not_null())
-                .col(ColumnDef::new("erase_time").timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new("erase_time")
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -61,9 +78,18 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table("profile_requests")
-                .col(ColumnDef::new("request_key").string().not_null().primary_key())
+                .col(
+                    ColumnDef::new("request_key")
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
                 .col(ColumnDef::new("resource_id").string().not_null())
-                .col(ColumnDef::new("create_time").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("create_time")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -73,7 +99,11 @@ impl MigrationTrait for Migration {
                 .table("profile_transactions")
                 .col(ColumnDef::new("id").string().not_null().primary_key())
                 .col(ColumnDef::new("customer_id").string().not_null())
-                .col(ColumnDef::new("occurred_at").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("occurred_at")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .col(ColumnDef::new("currency").string_len(3).not_null())
                 .col(ColumnDef::new("amount_nanos").big_integer().not_null())
                 .col(ColumnDef::new("cost_nanos").big_integer().null())
@@ -82,7 +112,11 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new("category").string().not_null())
                 .col(ColumnDef::new("quantity").integer().not_null())
                 .col(ColumnDef::new("region").string().not_null())
-                .col(ColumnDef::new("create_time").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("create_time")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .foreign_key(
                     ForeignKey::create()
                         .from("profile_transactions", "customer_id")
@@ -107,9 +141,17 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new("id").string().not_null().primary_key())
                 .col(ColumnDef::new("customer_id").string().not_null())
                 .col(ColumnDef::new("kind").string().not_null())
-                .col(ColumnDef::new("occurred_at").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("occurred_at")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .col(ColumnDef::new("properties").text().not_null())
-                .col(ColumnDef::new("create_time").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("create_time")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .foreign_key(
                     ForeignKey::create()
                         .from("profile_events", "customer_id")
@@ -134,11 +176,19 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new("id").string().not_null().primary_key())
                 .col(ColumnDef::new("customer_id").string().not_null())
                 .col(ColumnDef::new("kind").string().not_null())
-                .col(ColumnDef::new("occurred_at").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("occurred_at")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .col(ColumnDef::new("rep").string().not_null())
                 .col(ColumnDef::new("outcome").string().not_null())
                 .col(ColumnDef::new("notes").text().not_null())
-                .col(ColumnDef::new("create_time").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("create_time")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .foreign_key(
                     ForeignKey::create()
                         .from("profile_interactions", "customer_id")
@@ -180,8 +230,17 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table("profile_changes")
-                .col(ColumnDef::new("sequence").big_integer().not_null().primary_key())
-                .col(ColumnDef::new("commit_time").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("sequence")
+                        .big_integer()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new("commit_time")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .col(ColumnDef::new("kind").string().not_null())
                 .col(ColumnDef::new("customer_id").string().not_null())
                 // The encoded `ChangeEvent.change` (protobuf), written by the service.
@@ -194,8 +253,17 @@ impl MigrationTrait for Migration {
         m.create_table(
             Table::create()
                 .table("profile_erasures")
-                .col(ColumnDef::new("customer_id").string().not_null().primary_key())
-                .col(ColumnDef::new("erase_time").timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new("customer_id")
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(
+                    ColumnDef::new("erase_time")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .col(ColumnDef::new("reason").string().not_null())
                 .col(ColumnDef::new("sequence").big_integer().not_null())
                 .to_owned(),

@@ -1,1 +1,311 @@
+//! The test harness shared by every end-to-end test.
+//!
+//! [`TestApp::spawn`] starts a real server on `127.0.0.1:0` against a fresh
+//! database (a new SQLite file, or a new PostgreSQL database on the server
+//! at `DATABASE_URL`) and returns once grpc.health says SERVING. Use
+//! [`backend_tests!`] to run one test body on every backend.
+//!
+//! PostgreSQL and Redis tests need `DATABASE_URL` (postgres://...) and
+//! `REDIS_URL`. Without them they are skipped with a loud message, unless
+//! `PATRON_TEST_REQUIRE_BACKENDS=1` (set by `.ci/run`), which turns a missing
+//! backend into a failure. Logs: `TEST_LOG=1`.
 
+use std::{sync::LazyLock, time::Duration};
+
+use patron_proto::{
+    campaign::campaign_service_client::CampaignServiceClient,
+    feedback::feedback_service_client::FeedbackServiceClient,
+    profile::customer_profile_service_client::CustomerProfileServiceClient,
+    scoring::scoring_service_client::ScoringServiceClient,
+};
+use patron_runtime::{Application, ServiceKind, ServiceModule, Settings};
+use patron_store::DatabaseSettings;
+use sea_orm::{ConnectionTrait, Database};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+pub use patron_proto as pb;
+
+/// The storage backends every service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let settings = patron_runtime::config::LogSettings {
+            format: patron_runtime::config::LogFormat::Pretty,
+            filter: "debug,h2=info,hyper=info,tower=info,sqlx=warn".into(),
+        };
+        let _ = tracing::subscriber::set_global_default(patron_runtime::telemetry::subscriber(
+            &settings,
+            std::io::stdout,
+        ));
+    }
+});
+
+fn require_backends() -> bool {
+    std::env::var("PATRON_TEST_REQUIRE_BACKENDS").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Reports a missing backend: a loud skip on a laptop, a failure in CI.
+pub fn skip(what: &str, why: &str) {
+    if require_backends() {
+        panic!("{what} is required (PATRON_TEST_REQUIRE_BACKENDS=1) but {why}");
+    }
+    eprintln!(
+        "\n!!! SKIPPED {what}: {why}. Set DATABASE_URL / REDIS_URL or run scripts/test. !!!\n"
+    );
+}
+
+/// The PostgreSQL server URL the tests create databases on, if any.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+}
+
+/// The Redis URL, if any.
+pub fn redis_url() -> Option<String> {
+    std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty())
+}
+
+/// Replaces the database name of a PostgreSQL URL.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_and_path = &base[scheme_end..];
+    let host = host_and_path.split('/').next().unwrap_or(host_and_path);
+    format!("{}{host}/{db}{query}", &base[..scheme_end])
+}
+
+/// A fresh, empty database for one test. `None` (after a loud skip) when
+/// the backend is not available.
+pub async fn fresh_database(
+    backend: Backend,
+) -> Option<(DatabaseSettings, Option<tempfile::TempDir>)> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("patron.db");
+            let settings = DatabaseSettings::with_url(format!("sqlite://{}", path.display()));
+            Some((settings, Some(dir)))
+        }
+        Backend::Postgres => {
+            let Some(server) = postgres_url() else {
+                skip("PostgreSQL test", "DATABASE_URL is not a postgres:// URL");
+                return None;
+            };
+            let name = format!("patron_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = Database::connect(server.as_str())
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL: {e}"));
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            let _ = admin.close().await;
+            Some((
+                DatabaseSettings::with_url(with_database(&server, &name)),
+                None,
+            ))
+        }
+    }
+}
+
+/// Settings for a test server: port 0, a short grace period, fresh database.
+pub fn test_settings(database: DatabaseSettings) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.addr = "127.0.0.1:0".parse().expect("addr");
+    settings.server.shutdown_grace_secs = 5;
+    settings.database = database;
+    settings.database.startup_timeout_secs = 30;
+    settings
+}
+
+/// Every service, as `patron serve` runs them.
+pub fn all_modules() -> Vec<ServiceModule> {
+    vec![
+        patron_profile::module(),
+        patron_scoring::module(),
+        patron_feedback::module(),
+        patron_campaign::module(),
+    ]
+}
+
+/// A running server.
+pub struct TestApp {
+    pub backend: Backend,
+    pub port: u16,
+    pub channel: Channel,
+    pub settings: Settings,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<Result<(), patron_runtime::server::StartupError>>>,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl TestApp {
+    /// All services on a fresh database of `backend`; `None` if skipped.
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], letting the test adjust the settings first.
+    pub async fn spawn_with(
+        backend: Backend,
+        customize: impl FnOnce(&mut Settings),
+    ) -> Option<Self> {
+        LazyLock::force(&TRACING);
+        let (database, tempdir) = fresh_database(backend).await?;
+        let mut settings = test_settings(database);
+        customize(&mut settings);
+        let app = Application::build(settings.clone(), &all_modules())
+            .await
+            .expect("build application");
+        let port = app.port();
+        let shutdown = app.shutdown_token();
+        let handle = tokio::spawn(app.run_until_stopped());
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .connect_lazy();
+        let app = Self {
+            backend,
+            port,
+            channel,
+            settings,
+            shutdown,
+            handle: Some(handle),
+            _tempdir: tempdir,
+        };
+        app.wait_until_serving(&ServiceKind::ALL).await;
+        Some(app)
+    }
+
+    /// Polls grpc.health until every given service is SERVING (30 s at most).
+    pub async fn wait_until_serving(&self, kinds: &[ServiceKind]) {
+        let mut health = HealthClient::new(self.channel.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for kind in kinds {
+            loop {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: kind.grpc_name().into(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().status);
+                if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} not SERVING after 30 s: {status:?}",
+                    kind.grpc_name()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    pub fn profile(&self) -> CustomerProfileServiceClient<Channel> {
+        CustomerProfileServiceClient::new(self.channel.clone())
+    }
+
+    pub fn scoring(&self) -> ScoringServiceClient<Channel> {
+        ScoringServiceClient::new(self.channel.clone())
+    }
+
+    pub fn feedback(&self) -> FeedbackServiceClient<Channel> {
+        FeedbackServiceClient::new(self.channel.clone())
+    }
+
+    pub fn campaign(&self) -> CampaignServiceClient<Channel> {
+        CampaignServiceClient::new(self.channel.clone())
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+
+    /// Shuts the server down as SIGTERM would and waits for it to exit.
+    pub async fn stop(mut self) -> Result<(), patron_runtime::server::StartupError> {
+        self.shutdown.cancel();
+        match self.handle.take() {
+            Some(handle) => handle.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Runs each `async fn name(app: TestApp)` body once per backend, as
+/// `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($(async fn $name:ident($app:ident: TestApp) $body:block)*) => {
+        $(async fn $name($app: $crate::TestApp) $body)*
+
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(app) = $crate::TestApp::spawn($crate::Backend::Sqlite).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(app) = $crate::TestApp::spawn($crate::Backend::Postgres).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// The `BadRequest` field paths of a failed call.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            with_database("postgres://root@127.0.0.1:5432/postgres", "t1"),
+            "postgres://root@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "t2"),
+            "postgres://u:p@h/t2?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "t3"), "postgres://h/t3");
+    }
+}

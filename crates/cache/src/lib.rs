@@ -44,7 +44,8 @@ pub trait ScoreCache: Send + Sync {
         &self,
         keys: &[String],
     ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, CacheError>> + Send;
-    fn put(&self, key: &str, value: Vec<u8>) -> impl Future<Output = Result<(), CacheError>> + Send;
+    fn put(&self, key: &str, value: Vec<u8>)
+    -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Writes many entries in one round trip (pipelined on Redis).
     fn put_many(
         &self,

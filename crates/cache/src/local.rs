@@ -56,7 +56,11 @@ impl LocalCache {
     }
 
     fn count(&self, found: bool) {
-        let counter = if found { &self.stats.hits } else { &self.stats.misses };
+        let counter = if found {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -104,7 +108,10 @@ mod tests {
         assert_eq!(cache.get("a").await.unwrap(), None);
         cache.put("a", b"1".to_vec()).await.unwrap();
         cache
-            .put_many(vec![("b".into(), b"2".to_vec()), ("c".into(), b"3".to_vec())])
+            .put_many(vec![
+                ("b".into(), b"2".to_vec()),
+                ("c".into(), b"3".to_vec()),
+            ])
             .await
             .unwrap();
         let got = cache

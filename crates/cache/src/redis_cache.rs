@@ -128,7 +128,11 @@ impl ScoreCache for RedisCache {
         let mut conn = self.connected()?;
         let key = self.key(key);
         let value: Option<Vec<u8>> = self.run(conn.get(&key)).await?;
-        let counter = if value.is_some() { &self.stats.hits } else { &self.stats.misses };
+        let counter = if value.is_some() {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(value)
     }

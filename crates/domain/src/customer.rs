@@ -42,7 +42,9 @@ impl Gender {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|g| g.as_str().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|g| g.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -79,7 +81,9 @@ impl IncomeBand {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|b| b.as_str().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|b| b.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -177,7 +181,10 @@ impl CustomerFields {
         if self.external_id.is_empty() {
             v.add("external_id", "is required");
         } else if self.external_id.len() > MAX_EXTERNAL_ID_LEN {
-            v.add("external_id", format!("must be at most {MAX_EXTERNAL_ID_LEN} bytes"));
+            v.add(
+                "external_id",
+                format!("must be at most {MAX_EXTERNAL_ID_LEN} bytes"),
+            );
         } else if self.external_id.chars().any(char::is_control) {
             v.add("external_id", "must not contain control characters");
         }
@@ -215,10 +222,8 @@ impl CustomerFields {
                 v.add("birth_date", "must be in 1900 or later");
             }
         }
-        if let Some(d) = self.relationship_start_date {
-            if d > today {
-                v.add("relationship_start_date", "must not be in the future");
-            }
+        if self.relationship_start_date.is_some_and(|d| d > today) {
+            v.add("relationship_start_date", "must not be in the future");
         }
 
         if self.tags.len() > MAX_TAGS {
@@ -241,9 +246,15 @@ impl CustomerFields {
         }
         for (key, value) in &self.attributes {
             if key.is_empty() || key.len() > 64 || key.chars().any(char::is_control) {
-                v.add(format!("attributes[{key:?}]"), "key must be 1 to 64 printable bytes");
+                v.add(
+                    format!("attributes[{key:?}]"),
+                    "key must be 1 to 64 printable bytes",
+                );
             } else if value.len() > 1024 {
-                v.add(format!("attributes[{key:?}]"), "value must be at most 1024 bytes");
+                v.add(
+                    format!("attributes[{key:?}]"),
+                    "value must be at most 1024 bytes",
+                );
             }
         }
 
@@ -334,7 +345,10 @@ mod tests {
         };
         let err = f.validate(today()).unwrap_err();
         let fields: Vec<_> = err.violations.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(fields, ["external_id", "email", "phone", "birth_date", "tags[0]"]);
+        assert_eq!(
+            fields,
+            ["external_id", "email", "phone", "birth_date", "tags[0]"]
+        );
     }
 
     #[test]

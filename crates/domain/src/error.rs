@@ -51,7 +51,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(code: ErrorCode, reason: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+    pub fn new(
+        code: ErrorCode,
+        reason: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             code,
             reason: reason.into(),
@@ -181,6 +185,22 @@ impl Violations {
         }
     }
 
+    /// Keeps a failed result's violations as they are (their fields are
+    /// already full paths), returning the value on success.
+    pub fn take<T>(&mut self, result: Result<T, ApiError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) if e.violations.is_empty() => {
+                self.add("", e.message);
+                None
+            }
+            Err(e) => {
+                self.0.extend(e.violations);
+                None
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -190,12 +210,17 @@ impl Violations {
             [one] => format!("invalid {}: {}", one.field, one.description),
             many => format!("{} invalid fields", many.len()),
         };
-        ApiError::new(ErrorCode::InvalidArgument, "INVALID_ARGUMENT", message).with_violations(self.0)
+        ApiError::new(ErrorCode::InvalidArgument, "INVALID_ARGUMENT", message)
+            .with_violations(self.0)
     }
 
     /// `Ok(())` when nothing was recorded.
     pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() { Ok(()) } else { Err(self.into_error()) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_error())
+        }
     }
 }
 

@@ -84,13 +84,19 @@ impl Money {
             ));
         }
         if (units > 0 && nanos < 0) || (units < 0 && nanos > 0) {
-            return Err(ApiError::invalid_field("nanos", "must have the same sign as units"));
+            return Err(ApiError::invalid_field(
+                "nanos",
+                "must have the same sign as units",
+            ));
         }
         let total = units
             .checked_mul(NANOS_PER_UNIT)
             .and_then(|n| n.checked_add(i64::from(nanos)))
             .ok_or_else(|| ApiError::invalid_field("units", "amount is too large"))?;
-        Ok(Self { currency, nanos: total })
+        Ok(Self {
+            currency,
+            nanos: total,
+        })
     }
 
     /// google.type.Money parts: (units, nanos) with matching signs.
@@ -109,7 +115,9 @@ impl Money {
     /// From a model output in units, rounded to the nearest nano and saturated.
     pub fn from_f64(currency: Currency, units: f64) -> Self {
         let nanos = if units.is_finite() {
-            (units * NANOS_PER_UNIT as f64).round().clamp(i64::MIN as f64, i64::MAX as f64) as i64
+            (units * NANOS_PER_UNIT as f64)
+                .round()
+                .clamp(i64::MIN as f64, i64::MAX as f64) as i64
         } else {
             0
         };

@@ -1,1 +1,6 @@
-fn main() {}
+//! `patron-feedback`: the feedback service on its own.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    patron_runtime::server::run_service_binary(&[patron_feedback::module()]).await
+}

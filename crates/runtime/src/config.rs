@@ -222,9 +222,7 @@ impl Settings {
                 .with_list_parse_key("services")
                 .source(Some(patron_env)),
         );
-        let config = builder
-            .build()
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let config = builder.build().map_err(|e| ConfigError(e.to_string()))?;
         let mut settings: Settings = config
             .try_deserialize()
             .map_err(|e| ConfigError(e.to_string()))?;
@@ -246,10 +244,14 @@ impl Settings {
             ));
         }
         if self.server.request_timeout_ms == 0 {
-            return Err(ConfigError("server.request_timeout_ms must be positive".into()));
+            return Err(ConfigError(
+                "server.request_timeout_ms must be positive".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.cache.ttl_jitter) {
-            return Err(ConfigError("cache.ttl_jitter must be between 0 and 1".into()));
+            return Err(ConfigError(
+                "cache.ttl_jitter must be between 0 and 1".into(),
+            ));
         }
         for (key, url) in [
             ("peers.profile", &self.peers.profile),
@@ -257,12 +259,12 @@ impl Settings {
             ("peers.feedback", &self.peers.feedback),
             ("peers.campaign", &self.peers.campaign),
         ] {
-            if let Some(url) = url {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(ConfigError(format!(
-                        "{key}: {url:?} must be an http:// or https:// URL"
-                    )));
-                }
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(ConfigError(format!(
+                    "{key}: {url:?} must be an http:// or https:// URL"
+                )));
             }
         }
         Ok(())
@@ -326,8 +328,14 @@ mod tests {
         .unwrap();
         assert_eq!(s.server.addr.to_string(), "0.0.0.0:6000");
         assert_eq!(s.server.request_timeout_ms, 7);
-        assert_eq!(s.services, vec![ServiceKind::Profile, ServiceKind::Campaign]);
-        assert_eq!(s.database.url.expose_secret(), "postgres://root@localhost/patron");
+        assert_eq!(
+            s.services,
+            vec![ServiceKind::Profile, ServiceKind::Campaign]
+        );
+        assert_eq!(
+            s.database.url.expose_secret(),
+            "postgres://root@localhost/patron"
+        );
         assert!(s.redis.url.is_some());
     }
 

@@ -40,7 +40,9 @@ pub fn to_status(err: ApiError) -> Status {
         ErrorCode::Unavailable => {
             tracing::warn!(reason = %err.reason, detail = err.detail.as_deref().unwrap_or(""), "dependency unavailable")
         }
-        _ => tracing::debug!(code = ?err.code, reason = %err.reason, message = %err.message, "request failed"),
+        _ => {
+            tracing::debug!(code = ?err.code, reason = %err.reason, message = %err.message, "request failed")
+        }
     }
     let mut details = ErrorDetails::new();
     details.set_error_info(err.reason.to_string(), ERROR_DOMAIN, HashMap::new());

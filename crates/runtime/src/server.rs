@@ -82,7 +82,10 @@ pub struct Application {
 
 impl Application {
     /// Binds and wires everything; connects to nothing yet.
-    pub async fn build(settings: Settings, modules: &[ServiceModule]) -> Result<Self, StartupError> {
+    pub async fn build(
+        settings: Settings,
+        modules: &[ServiceModule],
+    ) -> Result<Self, StartupError> {
         settings.validate()?;
         let kinds: Vec<ServiceKind> = modules.iter().map(|m| m.kind).collect();
         for m in modules {
@@ -251,7 +254,10 @@ impl Application {
         }
         match tokio::time::timeout(grace, &mut serve).await {
             Ok(result) => result?,
-            Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining calls"),
+            Err(_) => tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "grace period over; closing remaining calls"
+            ),
         }
         ctx.storage.clone().close().await;
         tracing::info!("stopped");
@@ -269,7 +275,9 @@ async fn wait_for_storage(ctx: &ServiceContext, kinds: &[ServiceKind]) -> Result
     loop {
         match ctx.storage.ready(&schemas, db.migrate_on_start).await {
             Ok(()) => return Ok(()),
-            Err(e @ StoreError::Connect { .. }) if tokio::time::Instant::now() + delay < deadline => {
+            Err(e @ StoreError::Connect { .. })
+                if tokio::time::Instant::now() + delay < deadline =>
+            {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "storage not ready");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(3));

@@ -24,7 +24,13 @@ where
         .with_env_filter(filter)
         .with_writer(sink);
     if json {
-        Box::new(builder.json().flatten_event(true).with_current_span(false).finish())
+        Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .finish(),
+        )
     } else {
         Box::new(builder.compact().finish())
     }

@@ -45,7 +45,9 @@ pub fn db_error(err: DbErr) -> ApiError {
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
             sqlx_error(e, &err)
         }
-        DbErr::RecordNotFound(what) => ApiError::new(ErrorCode::NotFound, "NOT_FOUND", what.clone()),
+        DbErr::RecordNotFound(what) => {
+            ApiError::new(ErrorCode::NotFound, "NOT_FOUND", what.clone())
+        }
         _ => ApiError::internal(&err),
     }
 }
@@ -70,7 +72,11 @@ fn sqlx_error(e: &sea_orm::sqlx::Error, err: &DbErr) -> ApiError {
                     ..ApiError::aborted("CONCURRENT_MODIFICATION", "concurrent modification, retry")
                 }
             } else if code == "57014" {
-                ApiError::new(ErrorCode::DeadlineExceeded, "DEADLINE_EXCEEDED", "query cancelled")
+                ApiError::new(
+                    ErrorCode::DeadlineExceeded,
+                    "DEADLINE_EXCEEDED",
+                    "query cancelled",
+                )
             } else {
                 ApiError::internal(err)
             }

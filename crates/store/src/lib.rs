@@ -74,7 +74,10 @@ impl Storage {
             url: self.url_for_logs.clone(),
             source: e,
         };
-        self.db.execute_unprepared("SELECT 1").await.map_err(connect_err)?;
+        self.db
+            .execute_unprepared("SELECT 1")
+            .await
+            .map_err(connect_err)?;
         if migrate {
             for schema in schemas {
                 self.migrate(*schema).await?;

@@ -59,14 +59,16 @@ impl DatabaseSettings {
             if path.is_empty() || path == ":memory:" {
                 return Ok(url.to_owned());
             }
-            let parent = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
-            if let Some(dir) = parent {
-                if !dir.is_dir() {
-                    return Err(StoreError::Config(format!(
-                        "database.url: directory {} of SQLite file {path} does not exist",
-                        dir.display()
-                    )));
-                }
+            let parent = Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty());
+            if let Some(dir) = parent
+                && !dir.is_dir()
+            {
+                return Err(StoreError::Config(format!(
+                    "database.url: directory {} of SQLite file {path} does not exist",
+                    dir.display()
+                )));
             }
             let query = if query.contains("mode=") {
                 query.to_owned()

@@ -25,10 +25,10 @@ impl ProfileStore {
         request_key: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<Customer, ApiError> {
-        if let Some(key) = &request_key {
-            if let Some(existing) = self.customer_for_request(key).await? {
-                return Ok(existing);
-            }
+        if let Some(key) = &request_key
+            && let Some(existing) = self.customer_for_request(key).await?
+        {
+            return Ok(existing);
         }
         let customer = Customer {
             id,
@@ -38,14 +38,17 @@ impl ProfileStore {
             version: 1,
             erase_time: None,
         };
-        match self.insert_customer(&customer, request_key.as_deref(), now).await {
+        match self
+            .insert_customer(&customer, request_key.as_deref(), now)
+            .await
+        {
             Ok(()) => Ok(customer),
             Err(err) if err.code == patron_domain::ErrorCode::AlreadyExists => {
                 // Lost a race against a retry of the same request?
-                if let Some(key) = &request_key {
-                    if let Some(existing) = self.customer_for_request(key).await? {
-                        return Ok(existing);
-                    }
+                if let Some(key) = &request_key
+                    && let Some(existing) = self.customer_for_request(key).await?
+                {
+                    return Ok(existing);
                 }
                 Err(ApiError::already_exists(format!(
                     "a customer with external_id {:?} already exists",
@@ -178,5 +181,8 @@ fn encode_tags(tags: &[String]) -> String {
 }
 
 fn decode_tags(s: &str) -> Vec<String> {
-    s.split('|').filter(|t| !t.is_empty()).map(str::to_owned).collect()
+    s.split('|')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

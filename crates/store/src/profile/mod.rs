@@ -1,9 +1,9 @@
 //! The profile service's tables: customers, their transactions, events and
 //! interactions, idempotency keys, and the change-feed outbox.
 
+mod customers;
 pub mod entity;
 mod feed;
-mod customers;
 
 pub use feed::{ChangeKind, ChangeRow, NewChange};
 
