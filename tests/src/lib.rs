@@ -168,6 +168,25 @@ impl TestApp {
         let (database, tempdir) = fresh_database(backend).await?;
         let mut settings = test_settings(database);
         customize(&mut settings);
+        Some(Self::start(backend, settings, tempdir).await)
+    }
+
+    /// Stops this server and starts a new one on the same database.
+    pub async fn restart(mut self) -> Self {
+        let tempdir = self._tempdir.take();
+        let (backend, settings) = (self.backend, self.settings.clone());
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task").expect("clean exit");
+        }
+        Self::start(backend, settings, tempdir).await
+    }
+
+    async fn start(
+        backend: Backend,
+        settings: Settings,
+        tempdir: Option<tempfile::TempDir>,
+    ) -> Self {
         let app = Application::build(settings.clone(), &all_modules())
             .await
             .expect("build application");
@@ -187,7 +206,7 @@ impl TestApp {
             _tempdir: tempdir,
         };
         app.wait_until_serving(&ServiceKind::ALL).await;
-        Some(app)
+        app
     }
 
     /// Polls grpc.health until every given service is SERVING (30 s at most).

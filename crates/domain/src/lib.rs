@@ -1,8 +1,10 @@
 //! The pure core of Patron: domain types, exact money, and (later) the
 //! analytics models and the segment language. No I/O, no async runtime.
 
+pub mod activity;
 pub mod customer;
 pub mod error;
+pub mod filter;
 pub mod money;
 
 pub use error::{ApiError, ErrorCode, FieldViolation, Violations};

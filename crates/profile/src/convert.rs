@@ -1,12 +1,16 @@
 //! Wire <-> domain conversions of the profile service.
 
 use chrono::NaiveDate;
+use chrono::{DateTime, Utc};
 use patron_domain::{
     ApiError, Violations,
+    activity::{Event, EventKind, Interaction, InteractionKind, Transaction},
     customer::{Customer, CustomerFields, Gender, IncomeBand, MarketingConsent},
 };
 use patron_proto::{common, profile as pb};
-use patron_runtime::convert::{date, to_date, to_timestamp};
+use patron_runtime::convert::{
+    date, money, required_money, required_timestamp, to_date, to_money, to_timestamp,
+};
 
 /// Validates a wire customer into domain fields, reporting every bad field.
 /// Field paths are relative to the customer (`email`, `birth_date`, ...).
@@ -14,6 +18,16 @@ pub(crate) fn customer_fields(
     c: &pb::Customer,
     today: NaiveDate,
 ) -> Result<CustomerFields, ApiError> {
+    let mut v = Violations::new();
+    let fields = v.take(raw_customer_fields(c));
+    let validated = fields.and_then(|f| v.take(f.validate(today)));
+    v.finish()?;
+    validated.ok_or_else(|| ApiError::internal("validation returned neither value nor error"))
+}
+
+/// Parses the typed fields (enums, dates) without the business rules, so a
+/// partial update can merge first and validate the result.
+pub(crate) fn raw_customer_fields(c: &pb::Customer) -> Result<CustomerFields, ApiError> {
     let mut v = Violations::new();
     let birth_date = v.take(date(c.birth_date.as_ref(), "birth_date")).flatten();
     let relationship_start_date = v
@@ -49,9 +63,7 @@ pub(crate) fn customer_fields(
         marketing_consent: consent,
         relationship_start_date,
     };
-    let validated = v.take(fields.validate(today));
-    v.finish()?;
-    validated.ok_or_else(|| ApiError::internal("validation returned neither value nor error"))
+    v.finish().map(|()| fields)
 }
 
 pub(crate) fn gender(value: i32) -> Result<Gender, ApiError> {
@@ -154,6 +166,160 @@ pub(crate) fn customer_to_proto(c: &Customer) -> pb::Customer {
         update_time: Some(to_timestamp(c.update_time)),
         etag: c.etag(),
         erase_time: c.erase_time.map(to_timestamp),
+    }
+}
+
+pub(crate) fn transaction(
+    t: &pb::Transaction,
+    now: DateTime<Utc>,
+) -> Result<Transaction, ApiError> {
+    let mut v = Violations::new();
+    let occurred_at = v.take(required_timestamp(t.occurred_at.as_ref(), "occurred_at"));
+    let amount = v.take(required_money(t.amount.as_ref(), "amount"));
+    let cost = v
+        .take(t.cost.as_ref().map(|c| money(c, "cost")).transpose())
+        .flatten();
+    v.finish()?;
+    let (Some(occurred_at), Some(amount)) = (occurred_at, amount) else {
+        return Err(ApiError::internal("transaction conversion lost a field"));
+    };
+    Transaction {
+        id: t.id.clone(),
+        customer_id: t.customer_id.clone(),
+        occurred_at,
+        amount,
+        cost,
+        channel: t.channel.clone(),
+        product_id: t.product_id.clone(),
+        category: t.category.clone(),
+        // 0 is proto3's "unset": one unit.
+        quantity: if t.quantity == 0 { 1 } else { t.quantity },
+        region: t.region.clone(),
+    }
+    .validate(now)
+}
+
+pub(crate) fn transaction_to_proto(t: &Transaction) -> pb::Transaction {
+    pb::Transaction {
+        id: t.id.clone(),
+        customer_id: t.customer_id.clone(),
+        occurred_at: Some(to_timestamp(t.occurred_at)),
+        amount: Some(to_money(t.amount)),
+        cost: t.cost.map(to_money),
+        channel: t.channel.clone(),
+        product_id: t.product_id.clone(),
+        category: t.category.clone(),
+        quantity: t.quantity,
+        region: t.region.clone(),
+        create_time: None,
+    }
+}
+
+pub(crate) fn event(e: &pb::Event, now: DateTime<Utc>) -> Result<Event, ApiError> {
+    let mut v = Violations::new();
+    let occurred_at = v.take(required_timestamp(e.occurred_at.as_ref(), "occurred_at"));
+    let kind = match pb::EventKind::try_from(e.kind) {
+        Ok(pb::EventKind::PageView) => Some(EventKind::PageView),
+        Ok(pb::EventKind::ProductView) => Some(EventKind::ProductView),
+        Ok(pb::EventKind::Search) => Some(EventKind::Search),
+        Ok(pb::EventKind::AddToCart) => Some(EventKind::AddToCart),
+        Ok(pb::EventKind::Click) => Some(EventKind::Click),
+        Ok(pb::EventKind::Unspecified) | Err(_) => {
+            v.add(
+                "kind",
+                "must be one of PAGE_VIEW, PRODUCT_VIEW, SEARCH, ADD_TO_CART, CLICK",
+            );
+            None
+        }
+    };
+    v.finish()?;
+    let (Some(occurred_at), Some(kind)) = (occurred_at, kind) else {
+        return Err(ApiError::internal("event conversion lost a field"));
+    };
+    Event {
+        id: e.id.clone(),
+        customer_id: e.customer_id.clone(),
+        kind,
+        occurred_at,
+        properties: e
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+    .validate(now)
+}
+
+pub(crate) fn event_to_proto(e: &Event) -> pb::Event {
+    let kind = match e.kind {
+        EventKind::PageView => pb::EventKind::PageView,
+        EventKind::ProductView => pb::EventKind::ProductView,
+        EventKind::Search => pb::EventKind::Search,
+        EventKind::AddToCart => pb::EventKind::AddToCart,
+        EventKind::Click => pb::EventKind::Click,
+    };
+    pb::Event {
+        id: e.id.clone(),
+        customer_id: e.customer_id.clone(),
+        kind: kind as i32,
+        occurred_at: Some(to_timestamp(e.occurred_at)),
+        properties: e
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        create_time: None,
+    }
+}
+
+pub(crate) fn interaction(
+    i: &pb::Interaction,
+    now: DateTime<Utc>,
+) -> Result<Interaction, ApiError> {
+    let mut v = Violations::new();
+    let occurred_at = v.take(required_timestamp(i.occurred_at.as_ref(), "occurred_at"));
+    let kind = match pb::InteractionKind::try_from(i.kind) {
+        Ok(pb::InteractionKind::Call) => Some(InteractionKind::Call),
+        Ok(pb::InteractionKind::Email) => Some(InteractionKind::Email),
+        Ok(pb::InteractionKind::Visit) => Some(InteractionKind::Visit),
+        Ok(pb::InteractionKind::Chat) => Some(InteractionKind::Chat),
+        Ok(pb::InteractionKind::Unspecified) | Err(_) => {
+            v.add("kind", "must be one of CALL, EMAIL, VISIT, CHAT");
+            None
+        }
+    };
+    v.finish()?;
+    let (Some(occurred_at), Some(kind)) = (occurred_at, kind) else {
+        return Err(ApiError::internal("interaction conversion lost a field"));
+    };
+    Interaction {
+        id: i.id.clone(),
+        customer_id: i.customer_id.clone(),
+        kind,
+        occurred_at,
+        rep: i.rep.clone(),
+        outcome: i.outcome.clone(),
+        notes: i.notes.clone(),
+    }
+    .validate(now)
+}
+
+pub(crate) fn interaction_to_proto(i: &Interaction) -> pb::Interaction {
+    let kind = match i.kind {
+        InteractionKind::Call => pb::InteractionKind::Call,
+        InteractionKind::Email => pb::InteractionKind::Email,
+        InteractionKind::Visit => pb::InteractionKind::Visit,
+        InteractionKind::Chat => pb::InteractionKind::Chat,
+    };
+    pb::Interaction {
+        id: i.id.clone(),
+        customer_id: i.customer_id.clone(),
+        kind: kind as i32,
+        occurred_at: Some(to_timestamp(i.occurred_at)),
+        rep: i.rep.clone(),
+        outcome: i.outcome.clone(),
+        notes: i.notes.clone(),
+        create_time: None,
     }
 }
 

@@ -5,7 +5,9 @@
 //! migrator; nothing here reads another service's tables.
 
 mod error;
+pub mod paging;
 pub mod profile;
+pub mod query;
 mod settings;
 
 use std::time::Duration;
@@ -119,4 +121,19 @@ impl Storage {
 /// Exposes the configured URL (for tools that need it verbatim).
 pub fn expose_url(settings: &DatabaseSettings) -> &str {
     settings.url.expose_secret()
+}
+
+/// Starts a transaction that will write. On SQLite it takes the write lock
+/// up front (`BEGIN IMMEDIATE`): a deferred transaction that has read and
+/// then tries to write fails with SQLITE_BUSY instead of waiting its turn.
+pub(crate) async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, patron_domain::ApiError> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
+    .map_err(db_error)
 }

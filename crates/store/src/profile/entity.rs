@@ -75,3 +75,93 @@ pub mod change {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod transaction {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "profile_transactions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub customer_id: String,
+        pub occurred_at: DateTimeUtc,
+        pub currency: String,
+        pub amount_nanos: i64,
+        pub cost_nanos: Option<i64>,
+        pub channel: String,
+        pub product_id: String,
+        pub category: String,
+        pub quantity: i32,
+        pub region: String,
+        pub create_time: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "profile_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub customer_id: String,
+        pub kind: String,
+        pub occurred_at: DateTimeUtc,
+        pub properties: String,
+        pub create_time: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod interaction {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "profile_interactions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub customer_id: String,
+        pub kind: String,
+        pub occurred_at: DateTimeUtc,
+        pub rep: String,
+        pub outcome: String,
+        pub notes: String,
+        pub create_time: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod erasure {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "profile_erasures")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub customer_id: String,
+        pub erase_time: DateTimeUtc,
+        pub reason: String,
+        pub sequence: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

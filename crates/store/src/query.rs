@@ -1,0 +1,106 @@
+//! Turns a type-checked [`Filter`] into a sea-query condition. Values are
+//! always bound parameters, never spliced into SQL text.
+
+use patron_domain::{
+    ApiError,
+    filter::{CmpOp, Filter, Value},
+};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, LikeExpr, SimpleExpr};
+
+/// How a filter field maps onto a column.
+#[derive(Debug, Clone, Copy)]
+pub enum Column {
+    /// A plain column compared with the value.
+    Plain(&'static str),
+    /// A "|a|b|" delimited column; `:` is a LIKE.
+    Delimited(&'static str),
+    /// `true` when the column is NOT NULL.
+    IsSet(&'static str),
+}
+
+/// Builds the condition; `column` maps each field name of the schema.
+pub fn condition(
+    filter: &Filter,
+    column: &dyn Fn(&str) -> Option<Column>,
+) -> Result<Condition, ApiError> {
+    Ok(match filter {
+        Filter::And(parts) => {
+            let mut c = Condition::all();
+            for p in parts {
+                c = c.add(condition(p, column)?);
+            }
+            c
+        }
+        Filter::Or(parts) => {
+            let mut c = Condition::any();
+            for p in parts {
+                c = c.add(condition(p, column)?);
+            }
+            c
+        }
+        Filter::Not(inner) => condition(inner, column)?.not(),
+        Filter::Has { field, value } => match column(field) {
+            Some(Column::Delimited(col)) => Condition::all().add(
+                Expr::col(col)
+                    .like(LikeExpr::new(format!("%|{}|%", escape_like(value))).escape('\\')),
+            ),
+            _ => return Err(unknown(field)),
+        },
+        Filter::Compare { field, op, value } => match column(field) {
+            Some(Column::Plain(col)) => Condition::all().add(compare(col, *op, value)),
+            Some(Column::IsSet(col)) => {
+                let set = match value {
+                    Value::Bool(b) => *b,
+                    _ => return Err(unknown(field)),
+                };
+                let want_set = set == (*op == CmpOp::Eq);
+                let e = if want_set {
+                    Expr::col(col).is_not_null()
+                } else {
+                    Expr::col(col).is_null()
+                };
+                Condition::all().add(e)
+            }
+            _ => return Err(unknown(field)),
+        },
+    })
+}
+
+fn unknown(field: &str) -> ApiError {
+    ApiError::internal(format!("filter field {field} has no column mapping"))
+}
+
+fn compare(col: &'static str, op: CmpOp, value: &Value) -> SimpleExpr {
+    if let Value::Prefix(prefix) = value {
+        return Expr::col(col)
+            .like(LikeExpr::new(format!("{}%", escape_like(prefix))).escape('\\'));
+    }
+    let v: sea_orm::Value = match value {
+        Value::Text(s) | Value::Prefix(s) => s.clone().into(),
+        Value::Bool(b) => (*b).into(),
+        Value::Timestamp(t) => (*t).into(),
+        Value::Date(d) => (*d).into(),
+        Value::Integer(i) => (*i).into(),
+    };
+    let c = Expr::col(col);
+    match op {
+        CmpOp::Eq => c.eq(v),
+        CmpOp::Ne => c.ne(v),
+        CmpOp::Lt => c.lt(v),
+        CmpOp::Le => c.lte(v),
+        CmpOp::Gt => c.gt(v),
+        CmpOp::Ge => c.gte(v),
+    }
+}
+
+/// Escapes LIKE wildcards so user text only ever matches literally.
+pub fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
