@@ -5,6 +5,7 @@ pub mod activity;
 pub mod customer;
 pub mod error;
 pub mod filter;
+pub mod models;
 pub mod money;
 
 pub use error::{ApiError, ErrorCode, FieldViolation, Violations};

@@ -34,6 +34,32 @@ pub(crate) enum CustomerCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// List customers (AIP-160 filter, e.g. 'region = "East" AND tags:vip').
+    List {
+        #[arg(long, default_value = "")]
+        filter: String,
+        #[arg(long, default_value = "")]
+        order_by: String,
+        #[arg(long, default_value_t = 20)]
+        page_size: i32,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Everything held on one customer, as JSON (right of access).
+    Export {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Erase a customer's personal data everywhere (right to erasure).
+    Erase {
+        id: String,
+        /// Why (e.g. a ticket number); must not contain personal data.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Create a customer.
     Create {
         #[arg(long)]
@@ -63,7 +89,7 @@ pub(crate) async fn run(f: impl Future<Output = anyhow::Result<()>>) -> ExitCode
     }
 }
 
-async fn channel(target: &Target) -> anyhow::Result<Channel> {
+pub(crate) async fn channel(target: &Target) -> anyhow::Result<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(target.endpoint.clone())?
         .connect_timeout(std::time::Duration::from_secs(3));
     endpoint

@@ -1,7 +1,10 @@
 //! `patron`: run Patron (all services or some in one process), administer it,
 //! and call it from the command line.
 
+mod bench;
 mod client;
+mod demo;
+mod import;
 mod render;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -33,6 +36,9 @@ enum Command {
         /// Comma-separated subset of profile,scoring,feedback,campaign.
         #[arg(long, value_delimiter = ',')]
         services: Vec<ServiceKind>,
+        /// Fill an empty database with the deterministic demo population.
+        #[arg(long)]
+        demo: bool,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -49,7 +55,80 @@ enum Command {
         #[command(subcommand)]
         command: client::CustomerCommand,
     },
+    /// Load CSV files through the API (safe to re-run).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// Demo data.
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
+    /// Load generators (figures for BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
 }
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Customers: external_id, display_name, email, phone, birth_date, gender, region, city,
+    /// occupation, income_band, tags (;-separated), consent_email..consent_post, attr_* columns.
+    Customers {
+        file: PathBuf,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Transactions: id, customer_id or customer_external_id, occurred_at, amount, currency,
+    /// cost, channel, product_id, category, quantity, region.
+    Transactions {
+        file: PathBuf,
+        #[command(flatten)]
+        target: client::Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoCommand {
+    /// Write the deterministic demo population into a running server.
+    Seed {
+        #[arg(long, default_value_t = DEMO_CUSTOMERS)]
+        customers: usize,
+        #[arg(long, default_value_t = DEMO_SEED)]
+        seed: u64,
+        #[command(flatten)]
+        target: client::Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// RecordTransactions throughput.
+    Ingest {
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        transactions: usize,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// StreamChanges catch-up speed from a sequence to the head.
+    Feed {
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[command(flatten)]
+        target: client::Target,
+    },
+}
+
+const DEMO_CUSTOMERS: usize = 5_000;
+const DEMO_SEED: u64 = 42;
 
 fn modules(kinds: &[ServiceKind]) -> Vec<ServiceModule> {
     kinds
@@ -74,7 +153,7 @@ fn load_settings(config: Option<&std::path::Path>) -> Result<Settings, ExitCode>
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { addr, services } => {
+        Command::Serve { addr, services, demo } => {
             let mut settings = match load_settings(cli.config.as_deref()) {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -87,10 +166,10 @@ async fn main() -> ExitCode {
             }
             telemetry::init(&settings.log);
             let kinds = settings.effective_services();
-            match server::serve(settings, &modules(&kinds)).await {
+            match serve(settings, &kinds, demo).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -133,5 +212,100 @@ async fn main() -> ExitCode {
         }
         Command::Health { target } => client::run(client::health(&target)).await,
         Command::Customer { command } => client::run(client::customer(command)).await,
+        Command::Import { command } => {
+            client::run(async {
+                match command {
+                    ImportCommand::Customers { file, target } => {
+                        import::customers(client::channel(&target).await?, &file).await?.print("customers")
+                    }
+                    ImportCommand::Transactions { file, target } => {
+                        import::transactions(client::channel(&target).await?, &file).await?.print("transactions")
+                    }
+                }
+                Ok(())
+            })
+            .await
+        }
+        Command::Demo { command: DemoCommand::Seed { customers, seed, target } } => {
+            client::run(async {
+                let bar = indicatif::ProgressBar::new(0);
+                let s = demo::seed(client::channel(&target).await?, seed, customers, &bar).await?;
+                println!(
+                    "demo data: {} customers, {} transactions, {} events, {} interactions written ({} already present)",
+                    s.customers, s.transactions, s.events, s.interactions, s.duplicates
+                );
+                Ok(())
+            })
+            .await
+        }
+        Command::Bench { command } => {
+            client::run(async {
+                match command {
+                    BenchCommand::Ingest { customers, transactions, batch, concurrency, target } => {
+                        bench::ingest(client::channel(&target).await?, customers, transactions, batch, concurrency).await
+                    }
+                    BenchCommand::Feed { after, target } => bench::feed(client::channel(&target).await?, after).await,
+                }
+            })
+            .await
+        }
     }
+}
+
+/// Runs the server; with `demo`, seeds an empty database once it is ready.
+async fn serve(settings: Settings, kinds: &[ServiceKind], demo: bool) -> anyhow::Result<()> {
+    let app = server::Application::build(settings, &modules(kinds)).await?;
+    let port = app.port();
+    let shutdown = app.shutdown_token();
+    let running = tokio::spawn(app.run_until_stopped());
+    if demo {
+        anyhow::ensure!(kinds.contains(&ServiceKind::Profile), "--demo needs the profile service");
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?.connect_lazy();
+        let seeded = tokio::select! {
+            result = seed_if_empty(channel) => result,
+            finished = &mut Box::pin(async { shutdown.cancelled().await }) => Ok(finished),
+        };
+        if let Err(e) = seeded {
+            tracing::error!(error = %format!("{e:#}"), "demo data could not be written");
+        }
+    }
+    running.await??;
+    Ok(())
+}
+
+async fn seed_if_empty(channel: tonic::transport::Channel) -> anyhow::Result<()> {
+    use patron_proto::profile::{ListCustomersRequest, customer_profile_service_client::CustomerProfileServiceClient};
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let mut health = HealthClient::new(channel.clone());
+    loop {
+        let ready = health
+            .check(HealthCheckRequest { service: ServiceKind::Profile.grpc_name().into() })
+            .await
+            .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32);
+        if ready {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let existing = CustomerProfileServiceClient::new(channel.clone())
+        .list_customers(ListCustomersRequest { page_size: 1, ..Default::default() })
+        .await?
+        .into_inner()
+        .total_size;
+    if existing > 0 {
+        tracing::info!(customers = existing, "database not empty; demo data not written");
+        return Ok(());
+    }
+    tracing::info!(customers = DEMO_CUSTOMERS, seed = DEMO_SEED, "writing demo data");
+    let started = std::time::Instant::now();
+    let s = demo::seed(channel, DEMO_SEED, DEMO_CUSTOMERS, &indicatif::ProgressBar::hidden()).await?;
+    tracing::info!(
+        customers = s.customers,
+        transactions = s.transactions,
+        events = s.events,
+        interactions = s.interactions,
+        seconds = started.elapsed().as_secs_f64(),
+        "demo data ready"
+    );
+    Ok(())
 }

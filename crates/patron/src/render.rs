@@ -44,6 +44,37 @@ pub(crate) fn customer(c: &pb::Customer) -> Value {
     })
 }
 
+fn money(m: Option<&patron_proto::common::Money>) -> Value {
+    m.map(|m| {
+        let nanos = i128::from(m.units) * 1_000_000_000 + i128::from(m.nanos);
+        let sign = if nanos < 0 { "-" } else { "" };
+        let abs = nanos.unsigned_abs();
+        json!({"amount": format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000).trim_end_matches('0').trim_end_matches('.').to_owned(), "currency_code": m.currency_code})
+    })
+    .unwrap_or(Value::Null)
+}
+
+/// The right-of-access export as one JSON document.
+pub(crate) fn export(e: &pb::ExportCustomerDataResponse) -> Value {
+    json!({
+        "customer": e.customer.as_ref().map(customer),
+        "transactions": e.transactions.iter().map(|t| json!({
+            "id": t.id, "occurred_at": timestamp(t.occurred_at.as_ref()), "amount": money(t.amount.as_ref()),
+            "cost": money(t.cost.as_ref()), "channel": t.channel, "product_id": t.product_id,
+            "category": t.category, "quantity": t.quantity, "region": t.region,
+        })).collect::<Vec<_>>(),
+        "events": e.events.iter().map(|ev| json!({
+            "id": ev.id, "kind": pb::EventKind::try_from(ev.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
+            "occurred_at": timestamp(ev.occurred_at.as_ref()), "properties": ev.properties,
+        })).collect::<Vec<_>>(),
+        "interactions": e.interactions.iter().map(|i| json!({
+            "id": i.id, "kind": pb::InteractionKind::try_from(i.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
+            "occurred_at": timestamp(i.occurred_at.as_ref()), "rep": i.rep, "outcome": i.outcome, "notes": i.notes,
+        })).collect::<Vec<_>>(),
+        "export_time": timestamp(e.export_time.as_ref()),
+    })
+}
+
 /// A failed call: code, message, and each field violation on its own line.
 pub(crate) fn status(status: &tonic::Status) -> String {
     let mut out = format!("error: {:?}: {}", status.code(), status.message());

@@ -1,0 +1,113 @@
+//! `patron bench ...`: load generators against a running server. These are
+//! benchmarks, not tests: they print figures for BENCHMARKS.md.
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+use patron_proto::{
+    common::Money,
+    profile::{self as pb, customer_profile_service_client::CustomerProfileServiceClient},
+};
+use prost_types::Timestamp;
+use tonic::transport::Channel;
+
+fn client(channel: Channel) -> CustomerProfileServiceClient<Channel> {
+    CustomerProfileServiceClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20)
+}
+
+/// RecordTransactions throughput: `transactions` spread over `customers`,
+/// `batch` per call, `concurrency` calls in flight.
+pub(crate) async fn ingest(
+    channel: Channel,
+    customers: usize,
+    transactions: usize,
+    batch: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let run = &run[run.len() - 8..];
+    let mut c = client(channel.clone());
+    let mut ids = Vec::with_capacity(customers);
+    for chunk in (0..customers).collect::<Vec<_>>().chunks(1_000) {
+        let batch = chunk
+            .iter()
+            .map(|i| pb::Customer { external_id: format!("bench-{run}-{i}"), region: "East".into(), ..Default::default() })
+            .collect();
+        let r = c.upsert_customers(pb::UpsertCustomersRequest { customers: batch }).await?.into_inner();
+        ids.extend(r.customers.into_iter().map(|c| c.id));
+    }
+    let base = chrono::Utc::now().timestamp() - 700 * 86_400;
+    let batches: Vec<Vec<pb::Transaction>> = (0..transactions)
+        .map(|i| pb::Transaction {
+            id: format!("bench-{run}-t{i}"),
+            customer_id: ids[i % ids.len()].clone(),
+            occurred_at: Some(Timestamp { seconds: base + (i as i64 * 37) % (690 * 86_400), nanos: 0 }),
+            amount: Some(Money { currency_code: "EUR".into(), units: 10 + (i % 90) as i64, nanos: 500_000_000 }),
+            channel: "web".into(),
+            product_id: format!("p-{}", i % 500),
+            category: ["books", "home", "toys", "fashion"][i % 4].into(),
+            quantity: 1,
+            region: "East".into(),
+            ..Default::default()
+        })
+        .collect::<Vec<_>>()
+        .chunks(batch)
+        .map(<[_]>::to_vec)
+        .collect();
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = stream::iter(batches)
+        .map(|transactions| {
+            let mut c = client(channel.clone());
+            async move {
+                let t = Instant::now();
+                c.record_transactions(pb::RecordTransactionsRequest { transactions }).await?;
+                Ok::<_, tonic::Status>(t.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
+    println!(
+        "ingest: {transactions} transactions in batches of {batch}, {concurrency} in flight: {:.2} s, {:.0} transactions/s; per call p50 {:?} p99 {:?}",
+        elapsed.as_secs_f64(),
+        transactions as f64 / elapsed.as_secs_f64(),
+        p(0.5),
+        p(0.99),
+    );
+    Ok(())
+}
+
+/// StreamChanges catch-up: read the feed from `after` to the current head.
+pub(crate) async fn feed(channel: Channel, after: i64) -> anyhow::Result<()> {
+    let mut c = client(channel);
+    let started = Instant::now();
+    let mut stream = c
+        .stream_changes(pb::StreamChangesRequest { after_sequence: after, max_batch_size: 0 })
+        .await?
+        .into_inner();
+    let mut rows = 0u64;
+    let mut head = i64::MAX;
+    let mut last = after;
+    while last < head {
+        let Some(message) = stream.next().await.transpose()? else { break };
+        if head == i64::MAX {
+            head = message.head_sequence;
+        }
+        rows += message.events.len() as u64;
+        last = message.events.last().map_or(last, |e| e.sequence);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "feed: {rows} changes caught up in {:.2} s, {:.0} changes/s",
+        elapsed.as_secs_f64(),
+        rows as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Deterministic synthetic data: a population a newcomer can query at once.
+//!
+//! Customers are acquired over two years. Each buys at a personal rate
+//! (gamma-distributed across customers) and after every purchase may drop
+//! out for good (beta-distributed probability), the BG/NBD story, so the
+//! data has loyal regulars, one-time buyers and churners. Purchases are
+//! thinned by a seasonal curve (busy November-December, quiet summer). Spend
+//! levels, category preferences, channels and regions vary by customer;
+//! events surround purchases and some customers contact service.
+//! The same seed gives the same data, with stable ids, so seeding twice is
+//! idempotent (the second run only finds duplicates).
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use patron_proto::{
+    common::{MarketingConsent, Money},
+    google::r#type::Date,
+    profile as pb,
+};
+use prost_types::Timestamp;
+use rand::{Rng, SeedableRng, seq::IndexedRandom};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Beta, Distribution, Gamma};
+
+/// The end of the demo history (fixed, so the data never depends on today).
+pub(crate) fn demo_end() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().unwrap_or_else(Utc::now)
+}
+
+const DAYS: i64 = 730;
+const REGIONS: &[(&str, &[&str])] = &[
+    ("North", &["Hamburg", "Bremen", "Kiel"]),
+    ("South", &["Munich", "Stuttgart", "Nuremberg"]),
+    ("East", &["Berlin", "Leipzig", "Dresden"]),
+    ("West", &["Cologne", "Dusseldorf", "Essen"]),
+    ("Central", &["Frankfurt", "Kassel", "Erfurt"]),
+];
+const CATEGORIES: &[(&str, f64)] = &[
+    ("books", 18.0),
+    ("electronics", 180.0),
+    ("fashion", 60.0),
+    ("home", 75.0),
+    ("beauty", 28.0),
+    ("sports", 55.0),
+    ("toys", 35.0),
+    ("grocery", 22.0),
+];
+const CHANNELS: &[&str] = &["web", "app", "store"];
+const FIRST: &[&str] = &[
+    "Anna", "Ben", "Clara", "David", "Emma", "Felix", "Greta", "Hannah", "Jonas", "Lea", "Lukas",
+    "Mia", "Noah", "Paul", "Sophie", "Tim", "Lina", "Max", "Nora", "Elias",
+];
+const LAST: &[&str] = &[
+    "Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Schulz",
+    "Hoffmann", "Koch", "Richter", "Klein", "Wolf", "Neumann", "Schwarz",
+];
+const OCCUPATIONS: &[&str] = &["engineer", "teacher", "nurse", "student", "designer", "retired", "manager", "craftsperson"];
+
+/// One customer with everything they did.
+pub(crate) struct DemoCustomer {
+    pub(crate) customer: pb::Customer,
+    /// `customer_id` left empty: filled in once the server assigned the id.
+    pub(crate) transactions: Vec<pb::Transaction>,
+    pub(crate) events: Vec<pb::Event>,
+    pub(crate) interactions: Vec<pb::Interaction>,
+}
+
+fn ts(t: DateTime<Utc>) -> Option<Timestamp> {
+    Some(Timestamp { seconds: t.timestamp(), nanos: 0 })
+}
+
+fn eur(amount: f64) -> Option<Money> {
+    let cents = (amount * 100.0).round() as i64;
+    Some(Money {
+        currency_code: "EUR".into(),
+        units: cents / 100,
+        nanos: ((cents % 100) * 10_000_000) as i32,
+    })
+}
+
+/// Relative purchase intensity by month (1 = average).
+fn seasonality(month: u32) -> f64 {
+    [0.8, 0.75, 0.9, 0.95, 1.0, 0.85, 0.8, 0.85, 1.0, 1.05, 1.5, 1.9][(month as usize - 1) % 12]
+}
+
+/// The population for `seed`, `count` customers.
+pub(crate) fn generate(seed: u64, count: usize) -> Vec<DemoCustomer> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let end = demo_end();
+    let start = end - Duration::days(DAYS);
+    // BG/NBD-style heterogeneity: purchase rate per day and dropout probability.
+    let rate = Gamma::new(0.9, 1.0 / 45.0).expect("valid gamma");
+    let dropout = Beta::new(0.7, 3.5).expect("valid beta");
+    let spend = Gamma::new(4.0, 0.25).expect("valid gamma");
+    (0..count)
+        .map(|i| {
+            let external_id = format!("demo-{i:05}");
+            let first = *FIRST.choose(&mut rng).unwrap_or(&"Alex");
+            let last = *LAST.choose(&mut rng).unwrap_or(&"Meyer");
+            let (region, cities) = REGIONS[rng.random_range(0..REGIONS.len())];
+            let city = cities[rng.random_range(0..cities.len())];
+            let acquired = start + Duration::days(rng.random_range(0..DAYS - 7));
+            let birth = NaiveDate::from_ymd_opt(rng.random_range(1950..2006), rng.random_range(1..=12), rng.random_range(1..=28))
+                .unwrap_or_default();
+            let vip = rng.random_bool(0.05);
+            let customer = pb::Customer {
+                external_id: external_id.clone(),
+                display_name: format!("{first} {last}"),
+                email: format!("{}.{}.{i}@example.com", first.to_lowercase(), ascii(last)),
+                phone: format!("+49151{:07}", rng.random_range(0..10_000_000)),
+                birth_date: Some(Date { year: birth.year(), month: birth.month() as i32, day: birth.day() as i32 }),
+                gender: rng.random_range(1..=4),
+                region: region.into(),
+                city: city.into(),
+                occupation: (*OCCUPATIONS.choose(&mut rng).unwrap_or(&"other")).into(),
+                income_band: rng.random_range(1..=5),
+                tags: if vip { vec!["vip".into()] } else { vec![] },
+                attributes: [("source".to_owned(), "demo".to_owned())].into(),
+                marketing_consent: Some(MarketingConsent {
+                    email: rng.random_bool(0.7),
+                    sms: rng.random_bool(0.35),
+                    phone: rng.random_bool(0.2),
+                    push: rng.random_bool(0.4),
+                    post: rng.random_bool(0.5),
+                }),
+                relationship_start_date: Some(Date {
+                    year: acquired.year(),
+                    month: acquired.month() as i32,
+                    day: acquired.day() as i32,
+                }),
+                ..Default::default()
+            };
+
+            let lambda: f64 = rate.sample(&mut rng) * if vip { 2.5 } else { 1.0 };
+            let p_drop: f64 = dropout.sample(&mut rng);
+            let level: f64 = spend.sample(&mut rng);
+            let favourite = rng.random_range(0..CATEGORIES.len());
+            let home_channel = rng.random_range(0..CHANNELS.len());
+
+            let mut transactions = Vec::new();
+            let mut events = Vec::new();
+            let mut t = acquired;
+            loop {
+                let category_index = if rng.random_bool(0.6) { favourite } else { rng.random_range(0..CATEGORIES.len()) };
+                let (category, base) = CATEGORIES[category_index];
+                let amount = (base * level * rng.random_range(0.5..1.6)).max(1.0);
+                let channel = if rng.random_bool(0.75) { CHANNELS[home_channel] } else { *CHANNELS.choose(&mut rng).unwrap_or(&"web") };
+                let at = t + Duration::minutes(rng.random_range(8 * 60..22 * 60));
+                let k = transactions.len();
+                let product = format!("{category}-{:03}", rng.random_range(0..40));
+                for (j, kind) in [pb::EventKind::ProductView, pb::EventKind::AddToCart].into_iter().enumerate() {
+                    events.push(pb::Event {
+                        id: format!("{external_id}-e{k}-{j}"),
+                        kind: kind as i32,
+                        occurred_at: ts(at - Duration::minutes(10 - j as i64 * 5)),
+                        properties: [("product_id".to_owned(), product.clone())].into(),
+                        ..Default::default()
+                    });
+                }
+                transactions.push(pb::Transaction {
+                    id: format!("{external_id}-t{k}"),
+                    occurred_at: ts(at),
+                    amount: eur(amount),
+                    cost: eur(amount * rng.random_range(0.45..0.7)),
+                    channel: channel.into(),
+                    product_id: product,
+                    category: category.into(),
+                    quantity: if rng.random_bool(0.85) { 1 } else { rng.random_range(2..4) },
+                    region: region.into(),
+                    ..Default::default()
+                });
+                if rng.random_bool(p_drop.clamp(0.0, 1.0)) {
+                    break; // this customer is gone for good
+                }
+                // Next purchase: exponential waiting time, thinned by season.
+                let mut next = t;
+                loop {
+                    let wait = -rng.random::<f64>().max(1e-12).ln() / lambda.max(1e-6);
+                    next += Duration::seconds((wait * 86_400.0).min(4.0e8) as i64);
+                    if next >= end || rng.random_bool((seasonality(next.month()) / 1.9).min(1.0)) {
+                        break;
+                    }
+                }
+                if next >= end {
+                    break;
+                }
+                t = next;
+            }
+            for j in 0..rng.random_range(0..6) {
+                events.push(pb::Event {
+                    id: format!("{external_id}-v{j}"),
+                    kind: pb::EventKind::PageView as i32,
+                    occurred_at: ts(acquired + Duration::days(rng.random_range(0..(end - acquired).num_days().max(1)))),
+                    properties: [("page".to_owned(), "/".to_owned())].into(),
+                    ..Default::default()
+                });
+            }
+            let mut interactions = Vec::new();
+            if rng.random_bool(0.15) {
+                for j in 0..rng.random_range(1..4) {
+                    let kinds = [pb::InteractionKind::Call, pb::InteractionKind::Email, pb::InteractionKind::Chat];
+                    interactions.push(pb::Interaction {
+                        id: format!("{external_id}-i{j}"),
+                        kind: kinds[rng.random_range(0..kinds.len())] as i32,
+                        occurred_at: ts(acquired + Duration::days(rng.random_range(0..(end - acquired).num_days().max(1)))),
+                        rep: format!("rep-{:02}", rng.random_range(1..25)),
+                        outcome: (*["resolved", "follow_up", "sale", "no_answer"].choose(&mut rng).unwrap_or(&"resolved")).into(),
+                        notes: "demo contact".into(),
+                        ..Default::default()
+                    });
+                }
+            }
+            DemoCustomer { customer, transactions, events, interactions }
+        })
+        .collect()
+}
+
+fn ascii(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'ü' => 'u',
+            'ö' => 'o',
+            'ä' => 'a',
+            'ß' => 's',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_and_plausible() {
+        let a = generate(7, 300);
+        let b = generate(7, 300);
+        assert_eq!(a.len(), 300);
+        assert!(a.iter().zip(&b).all(|(x, y)| x.customer == y.customer && x.transactions == y.transactions));
+        let purchases: usize = a.iter().map(|c| c.transactions.len()).sum();
+        let one_time = a.iter().filter(|c| c.transactions.len() == 1).count();
+        assert!(purchases > 600, "{purchases}");
+        assert!(one_time > 30 && one_time < 250, "one-time buyers: {one_time}");
+        let end = demo_end().timestamp();
+        assert!(a.iter().flat_map(|c| &c.transactions).all(|t| t.occurred_at.as_ref().unwrap().seconds < end + 86_400));
+    }
+}
+
+/// What a seeding run wrote.
+#[derive(Debug, Default)]
+pub(crate) struct SeedSummary {
+    pub(crate) customers: usize,
+    pub(crate) transactions: usize,
+    pub(crate) events: usize,
+    pub(crate) interactions: usize,
+    pub(crate) duplicates: usize,
+}
+
+/// Writes the demo population through the public API (so the change feed
+/// and every consumer see it as they would see real data).
+pub(crate) async fn seed(
+    channel: tonic::transport::Channel,
+    seed: u64,
+    count: usize,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<SeedSummary> {
+    use patron_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
+    let mut client = CustomerProfileServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let mut population = generate(seed, count);
+    progress.set_length(population.len() as u64);
+    let mut summary = SeedSummary::default();
+    for chunk in population.chunks_mut(500) {
+        let customers = chunk.iter().map(|c| c.customer.clone()).collect();
+        let stored = client
+            .upsert_customers(pb::UpsertCustomersRequest { customers })
+            .await?
+            .into_inner();
+        summary.customers += stored.created as usize;
+        let mut transactions = Vec::new();
+        let mut events = Vec::new();
+        let mut interactions = Vec::new();
+        for (demo, stored) in chunk.iter_mut().zip(stored.customers) {
+            for t in &mut demo.transactions {
+                t.customer_id = stored.id.clone();
+            }
+            for e in &mut demo.events {
+                e.customer_id = stored.id.clone();
+            }
+            for i in &mut demo.interactions {
+                i.customer_id = stored.id.clone();
+            }
+            transactions.append(&mut demo.transactions);
+            events.append(&mut demo.events);
+            interactions.append(&mut demo.interactions);
+        }
+        for batch in transactions.chunks(5_000) {
+            let r = client
+                .record_transactions(pb::RecordTransactionsRequest { transactions: batch.to_vec() })
+                .await?
+                .into_inner();
+            summary.transactions += r.accepted as usize;
+            summary.duplicates += r.duplicates as usize;
+        }
+        for batch in events.chunks(5_000) {
+            let r = client.record_events(pb::RecordEventsRequest { events: batch.to_vec() }).await?.into_inner();
+            summary.events += r.accepted as usize;
+            summary.duplicates += r.duplicates as usize;
+        }
+        for batch in interactions.chunks(5_000) {
+            let r = client
+                .record_interactions(pb::RecordInteractionsRequest { interactions: batch.to_vec() })
+                .await?
+                .into_inner();
+            summary.interactions += r.accepted as usize;
+            summary.duplicates += r.duplicates as usize;
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    Ok(summary)
+}
