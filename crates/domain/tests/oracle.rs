@@ -20,11 +20,23 @@ fn cdnow() -> Cdnow {
     let mut bg = Vec::new();
     let mut gg = Vec::new();
     for line in text.lines().skip(1) {
-        let f: Vec<f64> = line.split(',').map(|v| v.trim().parse().expect("number")).collect();
+        let f: Vec<f64> = line
+            .split(',')
+            .map(|v| v.trim().parse().expect("number"))
+            .collect();
         let (x, t_x, t, zbar) = (f[1] as u32, f[2], f[3], f[4]);
-        bg.push(BgNbdRow { x, t_x, t, weight: 1.0 });
+        bg.push(BgNbdRow {
+            x,
+            t_x,
+            t,
+            weight: 1.0,
+        });
         if x > 0 {
-            gg.push(GammaGammaRow { x, mean_value: zbar, weight: 1.0 });
+            gg.push(GammaGammaRow {
+                x,
+                mean_value: zbar,
+                weight: 1.0,
+            });
         }
     }
     assert_eq!(bg.len(), 2357);
@@ -46,7 +58,11 @@ fn bgnbd_reproduces_fader_hardie_lee_2005_on_cdnow() {
     assert!(sig3(p.alpha, 4.41), "alpha = {}", p.alpha);
     assert!(sig3(p.a, 0.793), "a = {}", p.a);
     assert!(sig3(p.b, 2.43), "b = {}", p.b);
-    assert!((fit.log_likelihood - -9582.4).abs() < 0.1, "ll = {}", fit.log_likelihood);
+    assert!(
+        (fit.log_likelihood - -9582.4).abs() < 0.1,
+        "ll = {}",
+        fit.log_likelihood
+    );
     assert_eq!(fit.customers, 2357.0);
     assert_eq!(fit.repeat_customers, 946.0);
 }
@@ -64,7 +80,12 @@ fn gamma_gamma_reproduces_fader_hardie_2013_on_cdnow() {
 #[test]
 fn closed_forms_match_the_reference_implementation() {
     // At the published parameters; values from bench/lifetimes_reference.py.
-    let p = BgNbdParams { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 };
+    let p = BgNbdParams {
+        r: 0.243,
+        alpha: 4.414,
+        a: 0.793,
+        b: 2.426,
+    };
     let cases = [
         (2, 30.43, 38.86, 1.226_028_174_767, 0.726_578_570_081),
         (0, 0.0, 38.86, 0.195_098_052_011, 1.0),
@@ -73,10 +94,18 @@ fn closed_forms_match_the_reference_implementation() {
         (23, 37.0, 38.5, 15.215_575_253_895, 0.930_901_123_234),
     ];
     for (x, t_x, t, expected, alive) in cases {
-        let e = p.conditional_expected_purchases(39.0, x, t_x, t).expect("converges");
-        assert!((e - expected).abs() < 1e-6, "E[Y(39) | {x}, {t_x}, {t}] = {e}, expected {expected}");
+        let e = p
+            .conditional_expected_purchases(39.0, x, t_x, t)
+            .expect("converges");
+        assert!(
+            (e - expected).abs() < 1e-6,
+            "E[Y(39) | {x}, {t_x}, {t}] = {e}, expected {expected}"
+        );
         let pa = p.p_alive(x, t_x, t);
-        assert!((pa - alive).abs() < 1e-6, "P(alive | {x}, {t_x}, {t}) = {pa}, expected {alive}");
+        assert!(
+            (pa - alive).abs() < 1e-6,
+            "P(alive | {x}, {t_x}, {t}) = {pa}, expected {alive}"
+        );
     }
     let e = p.expected_purchases(39.0).unwrap();
     assert!((e - 1.196_723_193_321).abs() < 1e-6, "E[X(39)] = {e}");
@@ -105,24 +134,46 @@ fn simulate_bgnbd(truth: BgNbdParams, customers: usize, seed: u64) -> Vec<BgNbdR
                     break;
                 }
             }
-            BgNbdRow { x, t_x, t, weight: 1.0 }
+            BgNbdRow {
+                x,
+                t_x,
+                t,
+                weight: 1.0,
+            }
         })
         .collect()
 }
 
 #[test]
 fn bgnbd_recovers_simulated_parameters() {
-    let truth = BgNbdParams { r: 0.5, alpha: 12.0, a: 0.7, b: 2.5 };
+    let truth = BgNbdParams {
+        r: 0.5,
+        alpha: 12.0,
+        a: 0.7,
+        b: 2.5,
+    };
     let rows = simulate_bgnbd(truth, 40_000, 11);
     let p = bgnbd::fit(&rows).expect("fit").params;
-    for (name, got, want) in [("r", p.r, truth.r), ("alpha", p.alpha, truth.alpha), ("a", p.a, truth.a), ("b", p.b, truth.b)] {
-        assert!((got - want).abs() / want < 0.12, "{name}: fitted {got}, true {want}");
+    for (name, got, want) in [
+        ("r", p.r, truth.r),
+        ("alpha", p.alpha, truth.alpha),
+        ("a", p.a, truth.a),
+        ("b", p.b, truth.b),
+    ] {
+        assert!(
+            (got - want).abs() / want < 0.12,
+            "{name}: fitted {got}, true {want}"
+        );
     }
 }
 
 #[test]
 fn gamma_gamma_recovers_simulated_parameters() {
-    let truth = GammaGammaParams { p: 6.0, q: 4.0, v: 15.0 };
+    let truth = GammaGammaParams {
+        p: 6.0,
+        q: 4.0,
+        v: 15.0,
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let nu_dist = Gamma::new(truth.q, 1.0 / truth.v).unwrap();
     let rows: Vec<_> = (0..30_000)
@@ -131,11 +182,22 @@ fn gamma_gamma_recovers_simulated_parameters() {
             let value = Gamma::new(truth.p, 1.0 / nu).unwrap();
             let x = rng.random_range(1..8u32);
             let mean = (0..x).map(|_| value.sample(&mut rng)).sum::<f64>() / f64::from(x);
-            GammaGammaRow { x, mean_value: mean, weight: 1.0 }
+            GammaGammaRow {
+                x,
+                mean_value: mean,
+                weight: 1.0,
+            }
         })
         .collect();
     let g = gamma_gamma::fit(&rows).expect("fit").params;
-    for (name, got, want) in [("p", g.p, truth.p), ("q", g.q, truth.q), ("v", g.v, truth.v)] {
-        assert!((got - want).abs() / want < 0.1, "{name}: fitted {got}, true {want}");
+    for (name, got, want) in [
+        ("p", g.p, truth.p),
+        ("q", g.q, truth.q),
+        ("v", g.v, truth.v),
+    ] {
+        assert!(
+            (got - want).abs() / want < 0.1,
+            "{name}: fitted {got}, true {want}"
+        );
     }
 }

@@ -33,9 +33,16 @@ pub(crate) async fn ingest(
     for chunk in (0..customers).collect::<Vec<_>>().chunks(1_000) {
         let batch = chunk
             .iter()
-            .map(|i| pb::Customer { external_id: format!("bench-{run}-{i}"), region: "East".into(), ..Default::default() })
+            .map(|i| pb::Customer {
+                external_id: format!("bench-{run}-{i}"),
+                region: "East".into(),
+                ..Default::default()
+            })
             .collect();
-        let r = c.upsert_customers(pb::UpsertCustomersRequest { customers: batch }).await?.into_inner();
+        let r = c
+            .upsert_customers(pb::UpsertCustomersRequest { customers: batch })
+            .await?
+            .into_inner();
         ids.extend(r.customers.into_iter().map(|c| c.id));
     }
     let base = chrono::Utc::now().timestamp() - 700 * 86_400;
@@ -43,8 +50,15 @@ pub(crate) async fn ingest(
         .map(|i| pb::Transaction {
             id: format!("bench-{run}-t{i}"),
             customer_id: ids[i % ids.len()].clone(),
-            occurred_at: Some(Timestamp { seconds: base + (i as i64 * 37) % (690 * 86_400), nanos: 0 }),
-            amount: Some(Money { currency_code: "EUR".into(), units: 10 + (i % 90) as i64, nanos: 500_000_000 }),
+            occurred_at: Some(Timestamp {
+                seconds: base + (i as i64 * 37) % (690 * 86_400),
+                nanos: 0,
+            }),
+            amount: Some(Money {
+                currency_code: "EUR".into(),
+                units: 10 + (i % 90) as i64,
+                nanos: 500_000_000,
+            }),
             channel: "web".into(),
             product_id: format!("p-{}", i % 500),
             category: ["books", "home", "toys", "fashion"][i % 4].into(),
@@ -62,7 +76,8 @@ pub(crate) async fn ingest(
             let mut c = client(channel.clone());
             async move {
                 let t = Instant::now();
-                c.record_transactions(pb::RecordTransactionsRequest { transactions }).await?;
+                c.record_transactions(pb::RecordTransactionsRequest { transactions })
+                    .await?;
                 Ok::<_, tonic::Status>(t.elapsed())
             }
         })
@@ -89,14 +104,19 @@ pub(crate) async fn feed(channel: Channel, after: i64) -> anyhow::Result<()> {
     let mut c = client(channel);
     let started = Instant::now();
     let mut stream = c
-        .stream_changes(pb::StreamChangesRequest { after_sequence: after, max_batch_size: 0 })
+        .stream_changes(pb::StreamChangesRequest {
+            after_sequence: after,
+            max_batch_size: 0,
+        })
         .await?
         .into_inner();
     let mut rows = 0u64;
     let mut head = i64::MAX;
     let mut last = after;
     while last < head {
-        let Some(message) = stream.next().await.transpose()? else { break };
+        let Some(message) = stream.next().await.transpose()? else {
+            break;
+        };
         if head == i64::MAX {
             head = message.head_sequence;
         }

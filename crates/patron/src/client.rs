@@ -138,6 +138,56 @@ pub(crate) async fn customer(command: CustomerCommand) -> anyhow::Result<()> {
                 serde_json::to_string_pretty(&render::customer(&customer))?
             );
         }
+        CustomerCommand::List {
+            filter,
+            order_by,
+            page_size,
+            target,
+        } => {
+            let mut client = CustomerProfileServiceClient::new(channel(&target).await?);
+            let page = client
+                .list_customers(pb::ListCustomersRequest {
+                    page_size,
+                    page_token: String::new(),
+                    filter,
+                    order_by,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "{:<38} {:<14} {:<24} {:<10} EMAIL",
+                "ID", "EXTERNAL ID", "NAME", "REGION"
+            );
+            for c in &page.customers {
+                println!(
+                    "{:<38} {:<14} {:<24} {:<10} {}",
+                    c.id, c.external_id, c.display_name, c.region, c.email
+                );
+            }
+            println!("({} of {} matching)", page.customers.len(), page.total_size);
+        }
+        CustomerCommand::Export { id, target } => {
+            let mut client = CustomerProfileServiceClient::new(channel(&target).await?);
+            let export = client
+                .export_customer_data(pb::ExportCustomerDataRequest { id })
+                .await?
+                .into_inner();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&render::export(&export))?
+            );
+        }
+        CustomerCommand::Erase { id, reason, target } => {
+            let mut client = CustomerProfileServiceClient::new(channel(&target).await?);
+            let r = client
+                .erase_customer(pb::EraseCustomerRequest { id, reason })
+                .await?
+                .into_inner();
+            println!(
+                "erased {} (change-feed sequence {})",
+                r.customer_id, r.sequence
+            );
+        }
         CustomerCommand::Create {
             external_id,
             name,

@@ -23,7 +23,9 @@ use rand_distr::{Beta, Distribution, Gamma};
 
 /// The end of the demo history (fixed, so the data never depends on today).
 pub(crate) fn demo_end() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().unwrap_or_else(Utc::now)
+    Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_else(Utc::now)
 }
 
 const DAYS: i64 = 730;
@@ -50,10 +52,33 @@ const FIRST: &[&str] = &[
     "Mia", "Noah", "Paul", "Sophie", "Tim", "Lina", "Max", "Nora", "Elias",
 ];
 const LAST: &[&str] = &[
-    "Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Schulz",
-    "Hoffmann", "Koch", "Richter", "Klein", "Wolf", "Neumann", "Schwarz",
+    "Müller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Meyer",
+    "Wagner",
+    "Becker",
+    "Schulz",
+    "Hoffmann",
+    "Koch",
+    "Richter",
+    "Klein",
+    "Wolf",
+    "Neumann",
+    "Schwarz",
 ];
-const OCCUPATIONS: &[&str] = &["engineer", "teacher", "nurse", "student", "designer", "retired", "manager", "craftsperson"];
+const OCCUPATIONS: &[&str] = &[
+    "engineer",
+    "teacher",
+    "nurse",
+    "student",
+    "designer",
+    "retired",
+    "manager",
+    "craftsperson",
+];
 
 /// One customer with everything they did.
 pub(crate) struct DemoCustomer {
@@ -65,7 +90,10 @@ pub(crate) struct DemoCustomer {
 }
 
 fn ts(t: DateTime<Utc>) -> Option<Timestamp> {
-    Some(Timestamp { seconds: t.timestamp(), nanos: 0 })
+    Some(Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    })
 }
 
 fn eur(amount: f64) -> Option<Money> {
@@ -79,7 +107,9 @@ fn eur(amount: f64) -> Option<Money> {
 
 /// Relative purchase intensity by month (1 = average).
 fn seasonality(month: u32) -> f64 {
-    [0.8, 0.75, 0.9, 0.95, 1.0, 0.85, 0.8, 0.85, 1.0, 1.05, 1.5, 1.9][(month as usize - 1) % 12]
+    [
+        0.8, 0.75, 0.9, 0.95, 1.0, 0.85, 0.8, 0.85, 1.0, 1.05, 1.5, 1.9,
+    ][(month as usize - 1) % 12]
 }
 
 /// The population for `seed`, `count` customers.
@@ -99,15 +129,23 @@ pub(crate) fn generate(seed: u64, count: usize) -> Vec<DemoCustomer> {
             let (region, cities) = REGIONS[rng.random_range(0..REGIONS.len())];
             let city = cities[rng.random_range(0..cities.len())];
             let acquired = start + Duration::days(rng.random_range(0..DAYS - 7));
-            let birth = NaiveDate::from_ymd_opt(rng.random_range(1950..2006), rng.random_range(1..=12), rng.random_range(1..=28))
-                .unwrap_or_default();
+            let birth = NaiveDate::from_ymd_opt(
+                rng.random_range(1950..2006),
+                rng.random_range(1..=12),
+                rng.random_range(1..=28),
+            )
+            .unwrap_or_default();
             let vip = rng.random_bool(0.05);
             let customer = pb::Customer {
                 external_id: external_id.clone(),
                 display_name: format!("{first} {last}"),
                 email: format!("{}.{}.{i}@example.com", first.to_lowercase(), ascii(last)),
                 phone: format!("+49151{:07}", rng.random_range(0..10_000_000)),
-                birth_date: Some(Date { year: birth.year(), month: birth.month() as i32, day: birth.day() as i32 }),
+                birth_date: Some(Date {
+                    year: birth.year(),
+                    month: birth.month() as i32,
+                    day: birth.day() as i32,
+                }),
                 gender: rng.random_range(1..=4),
                 region: region.into(),
                 city: city.into(),
@@ -140,14 +178,25 @@ pub(crate) fn generate(seed: u64, count: usize) -> Vec<DemoCustomer> {
             let mut events = Vec::new();
             let mut t = acquired;
             loop {
-                let category_index = if rng.random_bool(0.6) { favourite } else { rng.random_range(0..CATEGORIES.len()) };
+                let category_index = if rng.random_bool(0.6) {
+                    favourite
+                } else {
+                    rng.random_range(0..CATEGORIES.len())
+                };
                 let (category, base) = CATEGORIES[category_index];
                 let amount = (base * level * rng.random_range(0.5..1.6)).max(1.0);
-                let channel = if rng.random_bool(0.75) { CHANNELS[home_channel] } else { *CHANNELS.choose(&mut rng).unwrap_or(&"web") };
+                let channel = if rng.random_bool(0.75) {
+                    CHANNELS[home_channel]
+                } else {
+                    *CHANNELS.choose(&mut rng).unwrap_or(&"web")
+                };
                 let at = t + Duration::minutes(rng.random_range(8 * 60..22 * 60));
                 let k = transactions.len();
                 let product = format!("{category}-{:03}", rng.random_range(0..40));
-                for (j, kind) in [pb::EventKind::ProductView, pb::EventKind::AddToCart].into_iter().enumerate() {
+                for (j, kind) in [pb::EventKind::ProductView, pb::EventKind::AddToCart]
+                    .into_iter()
+                    .enumerate()
+                {
                     events.push(pb::Event {
                         id: format!("{external_id}-e{k}-{j}"),
                         kind: kind as i32,
@@ -164,7 +213,11 @@ pub(crate) fn generate(seed: u64, count: usize) -> Vec<DemoCustomer> {
                     channel: channel.into(),
                     product_id: product,
                     category: category.into(),
-                    quantity: if rng.random_bool(0.85) { 1 } else { rng.random_range(2..4) },
+                    quantity: if rng.random_bool(0.85) {
+                        1
+                    } else {
+                        rng.random_range(2..4)
+                    },
                     region: region.into(),
                     ..Default::default()
                 });
@@ -189,7 +242,8 @@ pub(crate) fn generate(seed: u64, count: usize) -> Vec<DemoCustomer> {
                 events.push(pb::Event {
                     id: format!("{external_id}-v{j}"),
                     kind: pb::EventKind::PageView as i32,
-                    occurred_at: ts(acquired + Duration::days(rng.random_range(0..(end - acquired).num_days().max(1)))),
+                    occurred_at: ts(acquired
+                        + Duration::days(rng.random_range(0..(end - acquired).num_days().max(1)))),
                     properties: [("page".to_owned(), "/".to_owned())].into(),
                     ..Default::default()
                 });
@@ -197,19 +251,34 @@ pub(crate) fn generate(seed: u64, count: usize) -> Vec<DemoCustomer> {
             let mut interactions = Vec::new();
             if rng.random_bool(0.15) {
                 for j in 0..rng.random_range(1..4) {
-                    let kinds = [pb::InteractionKind::Call, pb::InteractionKind::Email, pb::InteractionKind::Chat];
+                    let kinds = [
+                        pb::InteractionKind::Call,
+                        pb::InteractionKind::Email,
+                        pb::InteractionKind::Chat,
+                    ];
                     interactions.push(pb::Interaction {
                         id: format!("{external_id}-i{j}"),
                         kind: kinds[rng.random_range(0..kinds.len())] as i32,
-                        occurred_at: ts(acquired + Duration::days(rng.random_range(0..(end - acquired).num_days().max(1)))),
+                        occurred_at: ts(acquired
+                            + Duration::days(
+                                rng.random_range(0..(end - acquired).num_days().max(1)),
+                            )),
                         rep: format!("rep-{:02}", rng.random_range(1..25)),
-                        outcome: (*["resolved", "follow_up", "sale", "no_answer"].choose(&mut rng).unwrap_or(&"resolved")).into(),
+                        outcome: (*["resolved", "follow_up", "sale", "no_answer"]
+                            .choose(&mut rng)
+                            .unwrap_or(&"resolved"))
+                        .into(),
                         notes: "demo contact".into(),
                         ..Default::default()
                     });
                 }
             }
-            DemoCustomer { customer, transactions, events, interactions }
+            DemoCustomer {
+                customer,
+                transactions,
+                events,
+                interactions,
+            }
         })
         .collect()
 }
@@ -235,13 +304,24 @@ mod tests {
         let a = generate(7, 300);
         let b = generate(7, 300);
         assert_eq!(a.len(), 300);
-        assert!(a.iter().zip(&b).all(|(x, y)| x.customer == y.customer && x.transactions == y.transactions));
+        assert!(
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| x.customer == y.customer && x.transactions == y.transactions)
+        );
         let purchases: usize = a.iter().map(|c| c.transactions.len()).sum();
         let one_time = a.iter().filter(|c| c.transactions.len() == 1).count();
         assert!(purchases > 600, "{purchases}");
-        assert!(one_time > 30 && one_time < 250, "one-time buyers: {one_time}");
+        assert!(
+            one_time > 30 && one_time < 250,
+            "one-time buyers: {one_time}"
+        );
         let end = demo_end().timestamp();
-        assert!(a.iter().flat_map(|c| &c.transactions).all(|t| t.occurred_at.as_ref().unwrap().seconds < end + 86_400));
+        assert!(
+            a.iter()
+                .flat_map(|c| &c.transactions)
+                .all(|t| t.occurred_at.as_ref().unwrap().seconds < end + 86_400)
+        );
     }
 }
 
@@ -296,20 +376,29 @@ pub(crate) async fn seed(
         }
         for batch in transactions.chunks(5_000) {
             let r = client
-                .record_transactions(pb::RecordTransactionsRequest { transactions: batch.to_vec() })
+                .record_transactions(pb::RecordTransactionsRequest {
+                    transactions: batch.to_vec(),
+                })
                 .await?
                 .into_inner();
             summary.transactions += r.accepted as usize;
             summary.duplicates += r.duplicates as usize;
         }
         for batch in events.chunks(5_000) {
-            let r = client.record_events(pb::RecordEventsRequest { events: batch.to_vec() }).await?.into_inner();
+            let r = client
+                .record_events(pb::RecordEventsRequest {
+                    events: batch.to_vec(),
+                })
+                .await?
+                .into_inner();
             summary.events += r.accepted as usize;
             summary.duplicates += r.duplicates as usize;
         }
         for batch in interactions.chunks(5_000) {
             let r = client
-                .record_interactions(pb::RecordInteractionsRequest { interactions: batch.to_vec() })
+                .record_interactions(pb::RecordInteractionsRequest {
+                    interactions: batch.to_vec(),
+                })
                 .await?
                 .into_inner();
             summary.interactions += r.accepted as usize;

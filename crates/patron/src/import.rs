@@ -81,7 +81,10 @@ struct Row<'a> {
 
 impl Row<'_> {
     fn get(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|i| self.record.get(*i)).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|i| self.record.get(*i))
+            .unwrap_or("")
     }
 }
 
@@ -97,9 +100,14 @@ fn parse_date(s: &str, column: &str) -> Result<Option<Date>, String> {
     if s.is_empty() {
         return Ok(None);
     }
-    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("{column}: {s:?} is not YYYY-MM-DD"))?;
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("{column}: {s:?} is not YYYY-MM-DD"))?;
     use chrono::Datelike;
-    Ok(Some(Date { year: d.year(), month: d.month() as i32, day: d.day() as i32 }))
+    Ok(Some(Date {
+        year: d.year(),
+        month: d.month() as i32,
+        day: d.day() as i32,
+    }))
 }
 
 fn parse_enum(s: &str, column: &str, values: &[&str]) -> Result<i32, String> {
@@ -121,12 +129,26 @@ fn customer_from_row(row: &Row<'_>) -> Result<pb::Customer, String> {
         email: row.get("email").to_owned(),
         phone: row.get("phone").to_owned(),
         birth_date: parse_date(row.get("birth_date"), "birth_date")?,
-        gender: parse_enum(row.get("gender"), "gender", &["female", "male", "other", "undisclosed"])?,
+        gender: parse_enum(
+            row.get("gender"),
+            "gender",
+            &["female", "male", "other", "undisclosed"],
+        )?,
         region: row.get("region").to_owned(),
         city: row.get("city").to_owned(),
         occupation: row.get("occupation").to_owned(),
-        income_band: parse_enum(row.get("income_band"), "income_band", &["low", "lower_middle", "middle", "upper_middle", "high"])?,
-        tags: row.get("tags").split(';').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect(),
+        income_band: parse_enum(
+            row.get("income_band"),
+            "income_band",
+            &["low", "lower_middle", "middle", "upper_middle", "high"],
+        )?,
+        tags: row
+            .get("tags")
+            .split(';')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect(),
         attributes: row
             .headers
             .iter()
@@ -143,7 +165,10 @@ fn customer_from_row(row: &Row<'_>) -> Result<pb::Customer, String> {
             push: consent("push")?,
             post: consent("post")?,
         }),
-        relationship_start_date: parse_date(row.get("relationship_start_date"), "relationship_start_date")?,
+        relationship_start_date: parse_date(
+            row.get("relationship_start_date"),
+            "relationship_start_date",
+        )?,
         ..Default::default()
     })
 }
@@ -156,13 +181,27 @@ pub(crate) fn parse_money(s: &str, currency: &str, column: &str) -> Result<Money
         None => (false, s),
     };
     let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if whole.is_empty() && frac.is_empty() || frac.len() > 9 || !whole.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+    if whole.is_empty() && frac.is_empty()
+        || frac.len() > 9
+        || !whole
+            .chars()
+            .chain(frac.chars())
+            .all(|c| c.is_ascii_digit())
+    {
         return Err(bad());
     }
-    let units: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+    let units: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
     let nanos: i32 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
     let sign = if negative { -1 } else { 1 };
-    Ok(Money { currency_code: currency.to_uppercase(), units: sign * units, nanos: sign as i32 * nanos })
+    Ok(Money {
+        currency_code: currency.to_uppercase(),
+        units: sign * units,
+        nanos: sign as i32 * nanos,
+    })
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {
@@ -173,7 +212,10 @@ fn parse_time(s: &str) -> Result<Timestamp, String> {
                 .map(|d| d.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc())
         })
         .map_err(|_| format!("occurred_at: {s:?} is not RFC 3339 or YYYY-MM-DD"))?;
-    Ok(Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 })
+    Ok(Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    })
 }
 
 fn transaction_from_row(row: &Row<'_>) -> Result<(pb::Transaction, String), String> {
@@ -188,7 +230,9 @@ fn transaction_from_row(row: &Row<'_>) -> Result<(pb::Transaction, String), Stri
     };
     let quantity = match row.get("quantity") {
         "" => 1,
-        q => q.parse().map_err(|_| format!("quantity: {q:?} is not an integer"))?,
+        q => q
+            .parse()
+            .map_err(|_| format!("quantity: {q:?} is not an integer"))?,
     };
     let t = pb::Transaction {
         id: row.get("id").to_owned(),
@@ -234,7 +278,11 @@ fn rejected_items(status: &tonic::Status, field: &str) -> Option<HashMap<usize, 
 pub(crate) async fn customers(channel: Channel, path: &Path) -> anyhow::Result<ImportSummary> {
     let mut client = CustomerProfileServiceClient::new(channel);
     let (mut reader, headers) = rows(path)?;
-    anyhow::ensure!(headers.contains_key("external_id"), "{}: an external_id column is required", path.display());
+    anyhow::ensure!(
+        headers.contains_key("external_id"),
+        "{}: an external_id column is required",
+        path.display()
+    );
     let bar = progress_for(path);
     let mut summary = ImportSummary::default();
     let mut batch: Vec<(u64, pb::Customer)> = Vec::with_capacity(BATCH);
@@ -243,13 +291,18 @@ pub(crate) async fn customers(channel: Channel, path: &Path) -> anyhow::Result<I
         let more = match reader.read_record(&mut record) {
             Ok(more) => more,
             Err(e) => {
-                summary.rejected.push((e.position().map_or(0, |p| p.line()), e.to_string()));
+                summary
+                    .rejected
+                    .push((e.position().map_or(0, |p| p.line()), e.to_string()));
                 continue;
             }
         };
         if more {
             let line = record.position().map_or(0, |p| p.line());
-            match customer_from_row(&Row { record: &record, headers: &headers }) {
+            match customer_from_row(&Row {
+                record: &record,
+                headers: &headers,
+            }) {
                 Ok(c) => batch.push((line, c)),
                 Err(reason) => summary.rejected.push((line, reason)),
             }
@@ -260,7 +313,10 @@ pub(crate) async fn customers(channel: Channel, path: &Path) -> anyhow::Result<I
             // One retry after dropping the rows the server rejected.
             for _ in 0..2 {
                 let customers = pending.iter().map(|(_, c)| c.clone()).collect();
-                match client.upsert_customers(pb::UpsertCustomersRequest { customers }).await {
+                match client
+                    .upsert_customers(pb::UpsertCustomersRequest { customers })
+                    .await
+                {
                     Ok(r) => {
                         let r = r.into_inner();
                         summary.accepted += (r.created + r.updated) as usize;
@@ -296,7 +352,9 @@ pub(crate) async fn transactions(channel: Channel, path: &Path) -> anyhow::Resul
     let mut client = CustomerProfileServiceClient::new(channel);
     let (mut reader, headers) = rows(path)?;
     anyhow::ensure!(
-        headers.contains_key("id") && headers.contains_key("amount") && headers.contains_key("occurred_at"),
+        headers.contains_key("id")
+            && headers.contains_key("amount")
+            && headers.contains_key("occurred_at"),
         "{}: id, amount and occurred_at columns are required",
         path.display()
     );
@@ -309,13 +367,18 @@ pub(crate) async fn transactions(channel: Channel, path: &Path) -> anyhow::Resul
         let more = match reader.read_record(&mut record) {
             Ok(more) => more,
             Err(e) => {
-                summary.rejected.push((e.position().map_or(0, |p| p.line()), e.to_string()));
+                summary
+                    .rejected
+                    .push((e.position().map_or(0, |p| p.line()), e.to_string()));
                 continue;
             }
         };
         if more {
             let line = record.position().map_or(0, |p| p.line());
-            match transaction_from_row(&Row { record: &record, headers: &headers }) {
+            match transaction_from_row(&Row {
+                record: &record,
+                headers: &headers,
+            }) {
                 Ok((t, external)) => batch.push((line, t, external)),
                 Err(reason) => summary.rejected.push((line, reason)),
             }
@@ -329,7 +392,10 @@ pub(crate) async fn transactions(channel: Channel, path: &Path) -> anyhow::Resul
                     match ids_by_external.get(external.as_str()) {
                         Some(id) => t.customer_id = id.clone(),
                         None => {
-                            summary.rejected.push((*line, format!("customer_external_id: no customer {external:?}")));
+                            summary.rejected.push((
+                                *line,
+                                format!("customer_external_id: no customer {external:?}"),
+                            ));
                             return false;
                         }
                     }
@@ -341,7 +407,10 @@ pub(crate) async fn transactions(channel: Channel, path: &Path) -> anyhow::Resul
                     break;
                 }
                 let transactions = pending.iter().map(|(_, t, _)| t.clone()).collect();
-                match client.record_transactions(pb::RecordTransactionsRequest { transactions }).await {
+                match client
+                    .record_transactions(pb::RecordTransactionsRequest { transactions })
+                    .await
+                {
                     Ok(r) => {
                         let r = r.into_inner();
                         summary.accepted += r.accepted as usize;
@@ -381,7 +450,9 @@ async fn resolve_external_ids(
 ) -> anyhow::Result<()> {
     let mut wanted: Vec<&str> = rows
         .iter()
-        .filter(|(_, t, e)| t.customer_id.is_empty() && !e.is_empty() && !known.contains_key(e.as_str()))
+        .filter(|(_, t, e)| {
+            t.customer_id.is_empty() && !e.is_empty() && !known.contains_key(e.as_str())
+        })
         .map(|(_, _, e)| e.as_str())
         .collect();
     wanted.sort_unstable();
@@ -389,11 +460,20 @@ async fn resolve_external_ids(
     for chunk in wanted.chunks(50) {
         let filter = chunk
             .iter()
-            .map(|e| format!("external_id = \"{}\"", e.replace('\\', "\\\\").replace('"', "\\\"")))
+            .map(|e| {
+                format!(
+                    "external_id = \"{}\"",
+                    e.replace('\\', "\\\\").replace('"', "\\\"")
+                )
+            })
             .collect::<Vec<_>>()
             .join(" OR ");
         let page = client
-            .list_customers(pb::ListCustomersRequest { page_size: 1_000, filter, ..Default::default() })
+            .list_customers(pb::ListCustomersRequest {
+                page_size: 1_000,
+                filter,
+                ..Default::default()
+            })
             .await?
             .into_inner();
         known.extend(page.customers.into_iter().map(|c| (c.external_id, c.id)));
@@ -408,7 +488,10 @@ mod tests {
     #[test]
     fn money_is_parsed_exactly() {
         let m = parse_money("19.99", "eur", "amount").unwrap();
-        assert_eq!((m.currency_code.as_str(), m.units, m.nanos), ("EUR", 19, 990_000_000));
+        assert_eq!(
+            (m.currency_code.as_str(), m.units, m.nanos),
+            ("EUR", 19, 990_000_000)
+        );
         let m = parse_money("-5.5", "USD", "amount").unwrap();
         assert_eq!((m.units, m.nanos), (-5, -500_000_000));
         let m = parse_money(".25", "USD", "amount").unwrap();

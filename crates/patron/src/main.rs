@@ -259,8 +259,12 @@ async fn serve(settings: Settings, kinds: &[ServiceKind], demo: bool) -> anyhow:
     let shutdown = app.shutdown_token();
     let running = tokio::spawn(app.run_until_stopped());
     if demo {
-        anyhow::ensure!(kinds.contains(&ServiceKind::Profile), "--demo needs the profile service");
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?.connect_lazy();
+        anyhow::ensure!(
+            kinds.contains(&ServiceKind::Profile),
+            "--demo needs the profile service"
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+            .connect_lazy();
         let seeded = tokio::select! {
             result = seed_if_empty(channel) => result,
             finished = &mut Box::pin(async { shutdown.cancelled().await }) => Ok(finished),
@@ -274,12 +278,18 @@ async fn serve(settings: Settings, kinds: &[ServiceKind], demo: bool) -> anyhow:
 }
 
 async fn seed_if_empty(channel: tonic::transport::Channel) -> anyhow::Result<()> {
-    use patron_proto::profile::{ListCustomersRequest, customer_profile_service_client::CustomerProfileServiceClient};
-    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use patron_proto::profile::{
+        ListCustomersRequest, customer_profile_service_client::CustomerProfileServiceClient,
+    };
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
     let mut health = HealthClient::new(channel.clone());
     loop {
         let ready = health
-            .check(HealthCheckRequest { service: ServiceKind::Profile.grpc_name().into() })
+            .check(HealthCheckRequest {
+                service: ServiceKind::Profile.grpc_name().into(),
+            })
             .await
             .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32);
         if ready {
@@ -288,17 +298,33 @@ async fn seed_if_empty(channel: tonic::transport::Channel) -> anyhow::Result<()>
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let existing = CustomerProfileServiceClient::new(channel.clone())
-        .list_customers(ListCustomersRequest { page_size: 1, ..Default::default() })
+        .list_customers(ListCustomersRequest {
+            page_size: 1,
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .total_size;
     if existing > 0 {
-        tracing::info!(customers = existing, "database not empty; demo data not written");
+        tracing::info!(
+            customers = existing,
+            "database not empty; demo data not written"
+        );
         return Ok(());
     }
-    tracing::info!(customers = DEMO_CUSTOMERS, seed = DEMO_SEED, "writing demo data");
+    tracing::info!(
+        customers = DEMO_CUSTOMERS,
+        seed = DEMO_SEED,
+        "writing demo data"
+    );
     let started = std::time::Instant::now();
-    let s = demo::seed(channel, DEMO_SEED, DEMO_CUSTOMERS, &indicatif::ProgressBar::hidden()).await?;
+    let s = demo::seed(
+        channel,
+        DEMO_SEED,
+        DEMO_CUSTOMERS,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await?;
     tracing::info!(
         customers = s.customers,
         transactions = s.transactions,

@@ -63,7 +63,9 @@ impl Server {
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let health = patron(dir, &["health", "--endpoint", &endpoint]).output().expect("health");
+            let health = patron(dir, &["health", "--endpoint", &endpoint])
+                .output()
+                .expect("health");
             if health.status.success() {
                 break;
             }
@@ -75,13 +77,19 @@ impl Server {
 
     /// SIGTERM, then the exit status within `timeout`.
     fn terminate(mut self, timeout: Duration) -> std::process::ExitStatus {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "server did not exit within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -99,15 +107,40 @@ fn serve_seed_import_export_erase_and_stop() {
     let dir = dir.path();
     let server = Server::start(dir);
     let e = server.endpoint.clone();
-    assert!(dir.join("patron.db").exists(), "SQLite file in the working directory by default");
+    assert!(
+        dir.join("patron.db").exists(),
+        "SQLite file in the working directory by default"
+    );
 
-    let seeded = stdout(&run(dir, &["demo", "seed", "--customers", "120", "--endpoint", &e]));
+    let seeded = stdout(&run(
+        dir,
+        &["demo", "seed", "--customers", "120", "--endpoint", &e],
+    ));
     assert!(seeded.contains("120 customers"), "{seeded}");
-    let again = stdout(&run(dir, &["demo", "seed", "--customers", "120", "--endpoint", &e]));
-    assert!(again.contains("0 customers, 0 transactions"), "seeding twice is idempotent: {again}");
+    let again = stdout(&run(
+        dir,
+        &["demo", "seed", "--customers", "120", "--endpoint", &e],
+    ));
+    assert!(
+        again.contains("0 customers, 0 transactions"),
+        "seeding twice is idempotent: {again}"
+    );
 
-    let listed = stdout(&run(dir, &["customer", "list", "--filter", "external_id = \"demo-00007\"", "--endpoint", &e]));
-    assert!(listed.contains("demo-00007") && listed.contains("(1 of 1 matching)"), "{listed}");
+    let listed = stdout(&run(
+        dir,
+        &[
+            "customer",
+            "list",
+            "--filter",
+            "external_id = \"demo-00007\"",
+            "--endpoint",
+            &e,
+        ],
+    ));
+    assert!(
+        listed.contains("demo-00007") && listed.contains("(1 of 1 matching)"),
+        "{listed}"
+    );
 
     std::fs::write(
         dir.join("customers.csv"),
@@ -116,11 +149,23 @@ fn serve_seed_import_export_erase_and_stop() {
          cli-2,Bad Email,not-an-email,West,,no\n",
     )
     .unwrap();
-    let first = stdout(&run(dir, &["import", "customers", "customers.csv", "--endpoint", &e]));
-    assert!(first.contains("1 accepted, 0 already present, 1 rejected"), "{first}");
+    let first = stdout(&run(
+        dir,
+        &["import", "customers", "customers.csv", "--endpoint", &e],
+    ));
+    assert!(
+        first.contains("1 accepted, 0 already present, 1 rejected"),
+        "{first}"
+    );
     assert!(first.contains("line 3: email"), "{first}");
-    let second = stdout(&run(dir, &["import", "customers", "customers.csv", "--endpoint", &e]));
-    assert!(second.contains("0 accepted, 1 already present, 1 rejected"), "{second}");
+    let second = stdout(&run(
+        dir,
+        &["import", "customers", "customers.csv", "--endpoint", &e],
+    ));
+    assert!(
+        second.contains("0 accepted, 1 already present, 1 rejected"),
+        "{second}"
+    );
 
     std::fs::write(
         dir.join("transactions.csv"),
@@ -130,22 +175,77 @@ fn serve_seed_import_export_erase_and_stop() {
          cli-t3,nobody,2026-03-01,5.00,EUR,books\n",
     )
     .unwrap();
-    let tx = stdout(&run(dir, &["import", "transactions", "transactions.csv", "--endpoint", &e]));
-    assert!(tx.contains("2 accepted, 0 already present, 1 rejected") && tx.contains("line 4"), "{tx}");
-    let tx = stdout(&run(dir, &["import", "transactions", "transactions.csv", "--endpoint", &e]));
+    let tx = stdout(&run(
+        dir,
+        &[
+            "import",
+            "transactions",
+            "transactions.csv",
+            "--endpoint",
+            &e,
+        ],
+    ));
+    assert!(
+        tx.contains("2 accepted, 0 already present, 1 rejected") && tx.contains("line 4"),
+        "{tx}"
+    );
+    let tx = stdout(&run(
+        dir,
+        &[
+            "import",
+            "transactions",
+            "transactions.csv",
+            "--endpoint",
+            &e,
+        ],
+    ));
     assert!(tx.contains("0 accepted, 2 already present"), "{tx}");
 
-    let listed = stdout(&run(dir, &["customer", "list", "--filter", "external_id = \"cli-1\"", "--endpoint", &e]));
-    let id = listed.lines().nth(1).and_then(|l| l.split_whitespace().next()).expect("a row").to_owned();
+    let listed = stdout(&run(
+        dir,
+        &[
+            "customer",
+            "list",
+            "--filter",
+            "external_id = \"cli-1\"",
+            "--endpoint",
+            &e,
+        ],
+    ));
+    let id = listed
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a row")
+        .to_owned();
     let export = stdout(&run(dir, &["customer", "export", &id, "--endpoint", &e]));
-    assert!(export.contains("grace@example.com") && export.contains("\"amount\": \"19.99\""), "{export}");
+    assert!(
+        export.contains("grace@example.com") && export.contains("\"amount\": \"19.99\""),
+        "{export}"
+    );
 
-    let erased = stdout(&run(dir, &["customer", "erase", &id, "--reason", "cli test", "--endpoint", &e]));
+    let erased = stdout(&run(
+        dir,
+        &[
+            "customer",
+            "erase",
+            &id,
+            "--reason",
+            "cli test",
+            "--endpoint",
+            &e,
+        ],
+    ));
     assert!(erased.contains(&format!("erased {id}")), "{erased}");
     let after = stdout(&run(dir, &["customer", "get", &id, "--endpoint", &e]));
-    assert!(!after.contains("grace@example.com") && after.contains("erase_time"), "{after}");
+    assert!(
+        !after.contains("grace@example.com") && after.contains("erase_time"),
+        "{after}"
+    );
 
-    let missing = patron(dir, &["customer", "get", "no-such-id", "--endpoint", &e]).output().unwrap();
+    let missing = patron(dir, &["customer", "get", "no-such-id", "--endpoint", &e])
+        .output()
+        .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"));
 
@@ -170,5 +270,8 @@ fn invalid_configuration_fails_at_start_naming_the_key() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/no/such/dir") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("/no/such/dir") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }

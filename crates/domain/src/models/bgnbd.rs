@@ -8,11 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::{
-    FitError,
-    optimize::bfgs,
-    special::hyp2f1,
-};
+use super::{FitError, optimize::bfgs, special::hyp2f1};
 
 /// Fitted BG/NBD parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,15 +96,28 @@ pub fn log_likelihood_and_gradient(p: &BgNbdParams, rows: &[BgNbdRow]) -> (f64, 
         };
         let w3 = 1.0 - w4;
         let d_r = tables.ds_r[x] + ln_alpha - w3 * ln_at - w4 * ln_atx;
-        let d_alpha = p.r / p.alpha - w3 * rx / (p.alpha + row.t)
-            - if row.x > 0 { w4 * rx / (p.alpha + row.t_x) } else { 0.0 };
+        let d_alpha = p.r / p.alpha
+            - w3 * rx / (p.alpha + row.t)
+            - if row.x > 0 {
+                w4 * rx / (p.alpha + row.t_x)
+            } else {
+                0.0
+            };
         let d_a = tables.ds_beta_da[x] + w4 / p.a;
-        let d_b = tables.ds_beta_db[x] - if row.x > 0 { w4 / (p.b + f64::from(row.x) - 1.0) } else { 0.0 };
+        let d_b = tables.ds_beta_db[x]
+            - if row.x > 0 {
+                w4 / (p.b + f64::from(row.x) - 1.0)
+            } else {
+                0.0
+            };
         let w = row.weight;
         (w * ll, [w * d_r, w * d_alpha, w * d_a, w * d_b])
     };
     let add = |(l1, g1): (f64, [f64; 4]), (l2, g2): (f64, [f64; 4])| {
-        (l1 + l2, [g1[0] + g2[0], g1[1] + g2[1], g1[2] + g2[2], g1[3] + g2[3]])
+        (
+            l1 + l2,
+            [g1[0] + g2[0], g1[1] + g2[1], g1[2] + g2[2], g1[3] + g2[3]],
+        )
     };
     if rows.len() < 50_000 {
         rows.iter().map(per_row).fold((0.0, [0.0; 4]), add)
@@ -136,7 +145,9 @@ pub fn compress(rows: &[BgNbdRow]) -> Vec<BgNbdRow> {
     let mut out: Vec<BgNbdRow> = Vec::with_capacity(sorted.len() / 4 + 1);
     for row in sorted {
         match out.last_mut() {
-            Some(last) if last.x == row.x && last.t_x == row.t_x && last.t == row.t => last.weight += row.weight,
+            Some(last) if last.x == row.x && last.t_x == row.t_x && last.t == row.t => {
+                last.weight += row.weight
+            }
             _ => out.push(row),
         }
     }
@@ -170,14 +181,29 @@ pub fn fit(rows: &[BgNbdRow]) -> Result<BgNbdFit, FitError> {
     let mean_t = data.iter().map(|r| r.t * r.weight).sum::<f64>() / customers;
     let scale = 1.0 / customers;
     let objective = |theta: &[f64]| {
-        let p = BgNbdParams { r: theta[0].exp(), alpha: theta[1].exp(), a: theta[2].exp(), b: theta[3].exp() };
+        let p = BgNbdParams {
+            r: theta[0].exp(),
+            alpha: theta[1].exp(),
+            a: theta[2].exp(),
+            b: theta[3].exp(),
+        };
         let (ll, g) = log_likelihood_and_gradient(&p, &data);
-        let grad = vec![-g[0] * p.r * scale, -g[1] * p.alpha * scale, -g[2] * p.a * scale, -g[3] * p.b * scale];
+        let grad = vec![
+            -g[0] * p.r * scale,
+            -g[1] * p.alpha * scale,
+            -g[2] * p.a * scale,
+            -g[3] * p.b * scale,
+        ];
         (-ll * scale, grad)
     };
     let start = [0.0, mean_t.max(1e-3).ln(), 0.0, 0.0];
     let m = bfgs(&objective, &start, 1e-9, 1e-15, 1_000);
-    let params = BgNbdParams { r: m.x[0].exp(), alpha: m.x[1].exp(), a: m.x[2].exp(), b: m.x[3].exp() };
+    let params = BgNbdParams {
+        r: m.x[0].exp(),
+        alpha: m.x[1].exp(),
+        a: m.x[2].exp(),
+        b: m.x[3].exp(),
+    };
     let at_boundary = m.x.iter().any(|t| !(-18.0..=18.0).contains(t));
     if !m.converged || at_boundary || !m.value.is_finite() {
         return Err(FitError::NotConverged {
@@ -202,12 +228,19 @@ impl BgNbdParams {
             return 1.0;
         }
         let rx = self.r + f64::from(x);
-        let odds = self.a / (self.b + f64::from(x) - 1.0) * ((self.alpha + t) / (self.alpha + t_x)).powf(rx);
+        let odds = self.a / (self.b + f64::from(x) - 1.0)
+            * ((self.alpha + t) / (self.alpha + t_x)).powf(rx);
         1.0 / (1.0 + odds)
     }
 
     /// E[Y(horizon) | x, t_x, T]: expected purchases in (T, T + horizon].
-    pub fn conditional_expected_purchases(&self, horizon: f64, x: u32, t_x: f64, t: f64) -> Option<f64> {
+    pub fn conditional_expected_purchases(
+        &self,
+        horizon: f64,
+        x: u32,
+        t_x: f64,
+        t: f64,
+    ) -> Option<f64> {
         let xf = f64::from(x);
         let rx = self.r + xf;
         let z = horizon / (self.alpha + t + horizon);
@@ -226,7 +259,8 @@ impl BgNbdParams {
     /// E[X(t)]: expected purchases of a new customer in (0, t].
     pub fn expected_purchases(&self, t: f64) -> Option<f64> {
         let f = hyp2f1(self.r, self.b, self.a + self.b - 1.0, t / (self.alpha + t))?;
-        let e = (self.a + self.b - 1.0) / (self.a - 1.0) * (1.0 - (self.alpha / (self.alpha + t)).powf(self.r) * f);
+        let e = (self.a + self.b - 1.0) / (self.a - 1.0)
+            * (1.0 - (self.alpha / (self.alpha + t)).powf(self.r) * f);
         e.is_finite().then_some(e)
     }
 }
@@ -239,11 +273,31 @@ mod tests {
     #[test]
     fn analytic_gradient_matches_numeric() {
         let rows = [
-            BgNbdRow { x: 0, t_x: 0.0, t: 30.0, weight: 3.0 },
-            BgNbdRow { x: 2, t_x: 10.5, t: 40.0, weight: 1.0 },
-            BgNbdRow { x: 7, t_x: 35.0, t: 38.0, weight: 2.0 },
+            BgNbdRow {
+                x: 0,
+                t_x: 0.0,
+                t: 30.0,
+                weight: 3.0,
+            },
+            BgNbdRow {
+                x: 2,
+                t_x: 10.5,
+                t: 40.0,
+                weight: 1.0,
+            },
+            BgNbdRow {
+                x: 7,
+                t_x: 35.0,
+                t: 38.0,
+                weight: 2.0,
+            },
         ];
-        let p = BgNbdParams { r: 0.6, alpha: 4.0, a: 0.8, b: 2.5 };
+        let p = BgNbdParams {
+            r: 0.6,
+            alpha: 4.0,
+            a: 0.8,
+            b: 2.5,
+        };
         let (_, g) = log_likelihood_and_gradient(&p, &rows);
         let h = 1e-6;
         let bump = |i: usize, d: f64| {
@@ -258,20 +312,46 @@ mod tests {
         };
         for (i, gi) in g.iter().enumerate() {
             let numeric = (bump(i, h) - bump(i, -h)) / (2.0 * h);
-            assert!((gi - numeric).abs() < 1e-6 * numeric.abs().max(1.0), "param {i}: {gi} vs {numeric}");
+            assert!(
+                (gi - numeric).abs() < 1e-6 * numeric.abs().max(1.0),
+                "param {i}: {gi} vs {numeric}"
+            );
         }
     }
 
     #[test]
     fn degenerate_populations_are_errors() {
-        let one_time = [BgNbdRow { x: 0, t_x: 0.0, t: 10.0, weight: 5.0 }];
+        let one_time = [BgNbdRow {
+            x: 0,
+            t_x: 0.0,
+            t: 10.0,
+            weight: 5.0,
+        }];
         assert_eq!(fit(&one_time).unwrap_err(), FitError::NoRepeatPurchases);
         assert_eq!(fit(&[]).unwrap_err(), FitError::NoData);
-        let single = [BgNbdRow { x: 3, t_x: 5.0, t: 10.0, weight: 1.0 }];
+        let single = [BgNbdRow {
+            x: 3,
+            t_x: 5.0,
+            t: 10.0,
+            weight: 1.0,
+        }];
         assert_eq!(fit(&single).unwrap_err(), FitError::TooFewCustomers);
-        let identical = [BgNbdRow { x: 3, t_x: 5.0, t: 10.0, weight: 100.0 }];
-        assert!(matches!(fit(&identical), Err(FitError::NotConverged { .. })));
-        let bad = [BgNbdRow { x: 1, t_x: 12.0, t: 10.0, weight: 1.0 }];
+        let identical = [BgNbdRow {
+            x: 3,
+            t_x: 5.0,
+            t: 10.0,
+            weight: 100.0,
+        }];
+        assert!(matches!(
+            fit(&identical),
+            Err(FitError::NotConverged { .. })
+        ));
+        let bad = [BgNbdRow {
+            x: 1,
+            t_x: 12.0,
+            t: 10.0,
+            weight: 1.0,
+        }];
         assert!(matches!(fit(&bad), Err(FitError::InvalidRow(_))));
     }
 }

@@ -37,7 +37,10 @@ pub struct GammaGammaFit {
 
 /// Σ weight × log-likelihood and its gradient in (p, q, v). Terms that depend
 /// only on x are computed once per distinct x.
-pub fn log_likelihood_and_gradient(g: &GammaGammaParams, rows: &[GammaGammaRow]) -> (f64, [f64; 3]) {
+pub fn log_likelihood_and_gradient(
+    g: &GammaGammaParams,
+    rows: &[GammaGammaRow],
+) -> (f64, [f64; 3]) {
     let max_x = rows.iter().map(|r| r.x).max().unwrap_or(0) as usize;
     // Per x: ln Γ(px+q) - ln Γ(px) and the digammas.
     let mut lg = vec![0.0; max_x + 1];
@@ -73,7 +76,9 @@ pub fn log_likelihood_and_gradient(g: &GammaGammaParams, rows: &[GammaGammaRow])
         let w = r.weight;
         (w * ll, [w * d_p, w * d_q, w * d_v])
     };
-    let add = |(l1, a): (f64, [f64; 3]), (l2, b): (f64, [f64; 3])| (l1 + l2, [a[0] + b[0], a[1] + b[1], a[2] + b[2]]);
+    let add = |(l1, a): (f64, [f64; 3]), (l2, b): (f64, [f64; 3])| {
+        (l1 + l2, [a[0] + b[0], a[1] + b[1], a[2] + b[2]])
+    };
     if rows.len() < 50_000 {
         rows.iter().map(per_row).fold((0.0, [0.0; 3]), add)
     } else {
@@ -89,8 +94,15 @@ pub fn log_likelihood(g: &GammaGammaParams, rows: &[GammaGammaRow]) -> f64 {
 
 /// Maximum-likelihood fit over repeat buyers (rows with x = 0 are ignored).
 pub fn fit(rows: &[GammaGammaRow]) -> Result<GammaGammaFit, FitError> {
-    let data: Vec<GammaGammaRow> = rows.iter().copied().filter(|r| r.x > 0 && r.weight > 0.0).collect();
-    if let Some(bad) = data.iter().find(|r| !(r.mean_value.is_finite() && r.mean_value > 0.0)) {
+    let data: Vec<GammaGammaRow> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.x > 0 && r.weight > 0.0)
+        .collect();
+    if let Some(bad) = data
+        .iter()
+        .find(|r| !(r.mean_value.is_finite() && r.mean_value > 0.0))
+    {
         return Err(FitError::InvalidRow(format!("{bad:?}")));
     }
     let customers: f64 = data.iter().map(|r| r.weight).sum();
@@ -103,18 +115,41 @@ pub fn fit(rows: &[GammaGammaRow]) -> Result<GammaGammaFit, FitError> {
     let mean = data.iter().map(|r| r.mean_value * r.weight).sum::<f64>() / customers;
     let scale = 1.0 / customers;
     let objective = |theta: &[f64]| {
-        let g = GammaGammaParams { p: theta[0].exp(), q: theta[1].exp(), v: theta[2].exp() };
+        let g = GammaGammaParams {
+            p: theta[0].exp(),
+            q: theta[1].exp(),
+            v: theta[2].exp(),
+        };
         let (ll, d) = log_likelihood_and_gradient(&g, &data);
-        (-ll * scale, vec![-d[0] * g.p * scale, -d[1] * g.q * scale, -d[2] * g.v * scale])
+        (
+            -ll * scale,
+            vec![
+                -d[0] * g.p * scale,
+                -d[1] * g.q * scale,
+                -d[2] * g.v * scale,
+            ],
+        )
     };
     let start = [0.0, 0.0, mean.max(1e-6).ln()];
     let m = bfgs(&objective, &start, 1e-9, 1e-15, 1_000);
-    let params = GammaGammaParams { p: m.x[0].exp(), q: m.x[1].exp(), v: m.x[2].exp() };
+    let params = GammaGammaParams {
+        p: m.x[0].exp(),
+        q: m.x[1].exp(),
+        v: m.x[2].exp(),
+    };
     let at_boundary = m.x.iter().any(|t| !(-18.0..=18.0).contains(t));
     if !m.converged || at_boundary || !m.value.is_finite() {
-        return Err(FitError::NotConverged { iterations: m.iterations, detail: format!("{params:?}") });
+        return Err(FitError::NotConverged {
+            iterations: m.iterations,
+            detail: format!("{params:?}"),
+        });
     }
-    Ok(GammaGammaFit { params, log_likelihood: -m.value / scale, iterations: m.iterations, customers })
+    Ok(GammaGammaFit {
+        params,
+        log_likelihood: -m.value / scale,
+        iterations: m.iterations,
+        customers,
+    })
 }
 
 impl GammaGammaParams {
@@ -124,7 +159,11 @@ impl GammaGammaParams {
         let px = self.p * f64::from(x);
         if x == 0 || self.q <= 1.0 {
             // No own history: the population mean (defined only for q > 1).
-            return if self.q > 1.0 { self.p * self.v / (self.q - 1.0) } else { mean_value };
+            return if self.q > 1.0 {
+                self.p * self.v / (self.q - 1.0)
+            } else {
+                mean_value
+            };
         }
         self.p * (self.v + f64::from(x) * mean_value) / (px + self.q - 1.0)
     }
@@ -137,10 +176,22 @@ mod tests {
     #[test]
     fn analytic_gradient_matches_numeric() {
         let rows = [
-            GammaGammaRow { x: 1, mean_value: 12.5, weight: 2.0 },
-            GammaGammaRow { x: 4, mean_value: 40.0, weight: 1.0 },
+            GammaGammaRow {
+                x: 1,
+                mean_value: 12.5,
+                weight: 2.0,
+            },
+            GammaGammaRow {
+                x: 4,
+                mean_value: 40.0,
+                weight: 1.0,
+            },
         ];
-        let g = GammaGammaParams { p: 5.0, q: 3.5, v: 14.0 };
+        let g = GammaGammaParams {
+            p: 5.0,
+            q: 3.5,
+            v: 14.0,
+        };
         let (_, d) = log_likelihood_and_gradient(&g, &rows);
         let h = 1e-6;
         for i in 0..3 {
@@ -154,17 +205,51 @@ mod tests {
                 log_likelihood(&q, &rows)
             };
             let numeric = (bump(h) - bump(-h)) / (2.0 * h);
-            assert!((d[i] - numeric).abs() < 1e-6 * numeric.abs().max(1.0), "{i}: {} vs {numeric}", d[i]);
+            assert!(
+                (d[i] - numeric).abs() < 1e-6 * numeric.abs().max(1.0),
+                "{i}: {} vs {numeric}",
+                d[i]
+            );
         }
     }
 
     #[test]
     fn degenerate_populations_are_errors() {
         assert_eq!(fit(&[]).unwrap_err(), FitError::NoRepeatPurchases);
-        assert_eq!(fit(&[GammaGammaRow { x: 0, mean_value: 1.0, weight: 9.0 }]).unwrap_err(), FitError::NoRepeatPurchases);
-        assert_eq!(fit(&[GammaGammaRow { x: 2, mean_value: 3.0, weight: 1.0 }]).unwrap_err(), FitError::TooFewCustomers);
-        let identical = [GammaGammaRow { x: 2, mean_value: 10.0, weight: 50.0 }];
-        assert!(matches!(fit(&identical), Err(FitError::NotConverged { .. })));
-        assert!(matches!(fit(&[GammaGammaRow { x: 2, mean_value: -1.0, weight: 5.0 }]), Err(FitError::InvalidRow(_))));
+        assert_eq!(
+            fit(&[GammaGammaRow {
+                x: 0,
+                mean_value: 1.0,
+                weight: 9.0
+            }])
+            .unwrap_err(),
+            FitError::NoRepeatPurchases
+        );
+        assert_eq!(
+            fit(&[GammaGammaRow {
+                x: 2,
+                mean_value: 3.0,
+                weight: 1.0
+            }])
+            .unwrap_err(),
+            FitError::TooFewCustomers
+        );
+        let identical = [GammaGammaRow {
+            x: 2,
+            mean_value: 10.0,
+            weight: 50.0,
+        }];
+        assert!(matches!(
+            fit(&identical),
+            Err(FitError::NotConverged { .. })
+        ));
+        assert!(matches!(
+            fit(&[GammaGammaRow {
+                x: 2,
+                mean_value: -1.0,
+                weight: 5.0
+            }]),
+            Err(FitError::InvalidRow(_))
+        ));
     }
 }

@@ -2,10 +2,14 @@
 //! summaries, RFM, BG/NBD, Gamma-Gamma, CLV, churn, tiers, quadrants,
 //! lifecycle, loyalty, profitability and category affinity.
 
+pub mod affinity;
 pub mod bgnbd;
 pub mod gamma_gamma;
 pub mod optimize;
+pub mod rfm;
+pub mod scores;
 pub mod special;
+pub mod summary;
 
 /// Why a model could not be fitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -18,6 +22,8 @@ pub enum FitError {
     TooFewCustomers,
     #[error("invalid customer summary {0}")]
     InvalidRow(String),
-    #[error("the optimiser did not converge after {iterations} iterations (last parameters {detail}); the data does not identify the model")]
+    #[error(
+        "the optimiser did not converge after {iterations} iterations (last parameters {detail}); the data does not identify the model"
+    )]
     NotConverged { iterations: usize, detail: String },
 }

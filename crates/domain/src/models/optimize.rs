@@ -25,13 +25,25 @@ pub fn bfgs(
     let (mut fx, mut g) = f(&x);
     let mut h = identity(n);
     if !fx.is_finite() {
-        return Minimum { x, value: fx, iterations: 0, converged: false };
+        return Minimum {
+            x,
+            value: fx,
+            iterations: 0,
+            converged: false,
+        };
     }
     for iteration in 1..=max_iterations {
         if max_abs(&g) < gtol {
-            return Minimum { x, value: fx, iterations: iteration - 1, converged: true };
+            return Minimum {
+                x,
+                value: fx,
+                iterations: iteration - 1,
+                converged: true,
+            };
         }
-        let mut d: Vec<f64> = (0..n).map(|i| -(0..n).map(|j| h[i][j] * g[j]).sum::<f64>()).collect();
+        let mut d: Vec<f64> = (0..n)
+            .map(|i| -(0..n).map(|j| h[i][j] * g[j]).sum::<f64>())
+            .collect();
         let mut slope: f64 = d.iter().zip(&g).map(|(a, b)| a * b).sum();
         if slope >= 0.0 {
             // Not a descent direction: restart from steepest descent.
@@ -55,7 +67,12 @@ pub fn bfgs(
         let Some((next, f_next, g_next)) = accepted else {
             // No progress possible along any step: at a (numerical) minimum?
             let converged = max_abs(&g) < gtol * 1e3;
-            return Minimum { x, value: fx, iterations: iteration, converged };
+            return Minimum {
+                x,
+                value: fx,
+                iterations: iteration,
+                converged,
+            };
         };
         let s: Vec<f64> = next.iter().zip(&x).map(|(a, b)| a - b).collect();
         let y: Vec<f64> = g_next.iter().zip(&g).map(|(a, b)| a - b).collect();
@@ -65,26 +82,41 @@ pub fn bfgs(
         fx = f_next;
         g = g_next;
         if small_change && max_abs(&g) < gtol * 1e3 {
-            return Minimum { x, value: fx, iterations: iteration, converged: true };
+            return Minimum {
+                x,
+                value: fx,
+                iterations: iteration,
+                converged: true,
+            };
         }
         if sy > 1e-12 {
             // H <- (I - rho s y^T) H (I - rho y s^T) + rho s s^T
             let rho = 1.0 / sy;
-            let hy: Vec<f64> = (0..n).map(|i| (0..n).map(|j| h[i][j] * y[j]).sum()).collect();
+            let hy: Vec<f64> = (0..n)
+                .map(|i| (0..n).map(|j| h[i][j] * y[j]).sum())
+                .collect();
             let yhy: f64 = y.iter().zip(&hy).map(|(a, b)| a * b).sum();
             for i in 0..n {
                 for j in 0..n {
-                    h[i][j] += -rho * (hy[i] * s[j] + s[i] * hy[j]) + (rho * rho * yhy + rho) * s[i] * s[j];
+                    h[i][j] += -rho * (hy[i] * s[j] + s[i] * hy[j])
+                        + (rho * rho * yhy + rho) * s[i] * s[j];
                 }
             }
         }
     }
     let converged = max_abs(&g) < gtol;
-    Minimum { x, value: fx, iterations: max_iterations, converged }
+    Minimum {
+        x,
+        value: fx,
+        iterations: max_iterations,
+        converged,
+    }
 }
 
 fn identity(n: usize) -> Vec<Vec<f64>> {
-    (0..n).map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect()
+    (0..n)
+        .map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+        .collect()
 }
 
 fn max_abs(v: &[f64]) -> f64 {
@@ -100,11 +132,17 @@ mod tests {
         let f = |p: &[f64]| {
             let (x, y) = (p[0], p[1]);
             let value = (1.0 - x).powi(2) + 100.0 * (y - x * x).powi(2);
-            let grad = vec![-2.0 * (1.0 - x) - 400.0 * x * (y - x * x), 200.0 * (y - x * x)];
+            let grad = vec![
+                -2.0 * (1.0 - x) - 400.0 * x * (y - x * x),
+                200.0 * (y - x * x),
+            ];
             (value, grad)
         };
         let m = bfgs(&f, &[-1.2, 1.0], 1e-9, 1e-15, 1_000);
         assert!(m.converged, "{m:?}");
-        assert!((m.x[0] - 1.0).abs() < 1e-6 && (m.x[1] - 1.0).abs() < 1e-6, "{m:?}");
+        assert!(
+            (m.x[0] - 1.0).abs() < 1e-6 && (m.x[1] - 1.0).abs() < 1e-6,
+            "{m:?}"
+        );
     }
 }
