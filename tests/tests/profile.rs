@@ -308,7 +308,10 @@ backend_tests! {
     async fn transactions_are_idempotent_exact_and_atomic(app: TestApp) {
         let mut profile = app.profile();
         let c = create(&app, customer("t1")).await;
-        let batch = vec![tx("tx-1", &c.id, 1_700_000_000), tx("tx-2", &c.id, 1_700_100_000), tx("tx-3", &c.id, 1_700_200_000)];
+        let mut with_cost = tx("tx-2", &c.id, 1_700_100_000);
+        with_cost.cost = eur(7, 250_000_000);
+        // A mix of rows with and without cost (NULL) in one batch.
+        let batch = vec![tx("tx-1", &c.id, 1_700_000_000), with_cost, tx("tx-3", &c.id, 1_700_200_000)];
         let r = profile
             .record_transactions(pb::RecordTransactionsRequest { transactions: batch.clone() })
             .await
@@ -362,6 +365,8 @@ backend_tests! {
             .into_inner();
         assert_eq!(listed.transactions.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["tx-3", "tx-2"], "newest first");
         assert_eq!(listed.transactions[0].amount, eur(19, 990_000_000), "money is exact");
+        assert_eq!(listed.transactions[0].cost, None);
+        assert_eq!(listed.transactions[1].cost, eur(7, 250_000_000));
         let rest = profile
             .list_transactions(pb::ListTransactionsRequest {
                 customer_id: c.id.clone(),

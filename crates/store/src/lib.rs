@@ -4,6 +4,7 @@
 //! Each service owns its tables (`profile_*`, `scoring_*`, ...) and its own
 //! migrator; nothing here reads another service's tables.
 
+mod bulk;
 mod error;
 pub mod paging;
 pub mod profile;

@@ -11,7 +11,7 @@ use patron_domain::{
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait, OnConflict, Query},
+    sea_query::{Expr, ExprTrait, Query},
 };
 
 use super::{
@@ -19,10 +19,7 @@ use super::{
     entity::{customer, event, interaction, transaction},
     feed,
 };
-use crate::{db_error, paging::Cursor};
-
-/// SQLite binds at most 32,766 parameters per statement; stay below.
-const MAX_PARAMS: usize = 30_000;
+use crate::{bulk, db_error, paging::Cursor};
 
 /// Outcome of a batch write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -201,28 +198,15 @@ impl ProfileStore {
         let txn = crate::begin_write(&self.db).await?;
         self.check_customers(&txn, field, customer_ids).await?;
 
-        let mut inserted: HashSet<String> = HashSet::with_capacity(rows.len());
-        let per_statement = (MAX_PARAMS / columns.len()).max(1);
         let mut seen_in_batch = HashSet::with_capacity(rows.len());
         let unique: Vec<&Row> = rows
             .iter()
             .filter(|r| seen_in_batch.insert(r.id.as_str()))
             .collect();
-        for chunk in unique.chunks(per_statement) {
-            let mut insert = Query::insert();
-            insert
-                .into_table(table)
-                .columns(columns.iter().copied())
-                .on_conflict(OnConflict::column("id").do_nothing().to_owned())
-                .returning_col("id");
-            for row in chunk {
-                insert
-                    .values(row.values.iter().cloned().map(Into::into))
-                    .map_err(|e| ApiError::internal(format!("insert values: {e}")))?;
-            }
-            for r in txn.query_all(&insert).await.map_err(db_error)? {
-                inserted.insert(r.try_get::<String>("", "id").map_err(db_error)?);
-            }
+        let values = unique.iter().map(|r| r.values.clone()).collect();
+        let mut inserted: HashSet<String> = HashSet::with_capacity(unique.len());
+        for r in bulk::insert(&txn, table, columns, values, Some("id"), Some("id")).await? {
+            inserted.insert(r.try_get::<String>("", "id").map_err(db_error)?);
         }
         let changes: Vec<NewChange> = unique
             .into_iter()

@@ -3,13 +3,12 @@
 use chrono::{DateTime, Utc};
 use patron_domain::ApiError;
 use sea_orm::{
-    ActiveValue::Set,
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, Query},
 };
 
 use super::{ProfileStore, entity::change};
-use crate::db_error;
+use crate::{bulk, db_error};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
@@ -72,24 +71,28 @@ pub(crate) async fn append<C: ConnectionTrait>(
         .ok_or_else(|| ApiError::internal("profile_feed_head row is missing"))?;
     let last: i64 = row.try_get("", "last_sequence").map_err(db_error)?;
     let first = last - n + 1;
-    let models = changes
+    let rows = changes
         .into_iter()
         .enumerate()
-        .map(|(i, c)| change::ActiveModel {
-            sequence: Set(first + i as i64),
-            commit_time: Set(now),
-            kind: Set(c.kind.as_str().to_owned()),
-            customer_id: Set(c.customer_id),
-            payload: Set(c.payload),
-        });
-    // Bounded statement size: SQLite allows 32,766 bind parameters, 5 per row.
-    let models: Vec<_> = models.collect();
-    for chunk in models.chunks(5_000) {
-        change::Entity::insert_many(chunk.to_vec())
-            .exec(txn)
-            .await
-            .map_err(db_error)?;
-    }
+        .map(|(i, c)| {
+            vec![
+                (first + i as i64).into(),
+                now.into(),
+                c.kind.as_str().to_owned().into(),
+                c.customer_id.into(),
+                c.payload.into(),
+            ]
+        })
+        .collect();
+    bulk::insert(
+        txn,
+        "profile_changes",
+        &["sequence", "commit_time", "kind", "customer_id", "payload"],
+        rows,
+        None,
+        None,
+    )
+    .await?;
     Ok(last)
 }
 

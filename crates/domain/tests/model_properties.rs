@@ -1,0 +1,121 @@
+//! Property tests of the models: no panics, finite likelihoods, scores in
+//! range and consistent with their definitions, whatever the population.
+
+use patron_domain::models::{
+    bgnbd::{self, BgNbdParams, BgNbdRow},
+    gamma_gamma::{self, GammaGammaParams, GammaGammaRow},
+    scores::{FittedModel, LifecycleStage, ModelSettings, ValueTier, score_population},
+    summary::{Purchase, summarize},
+};
+use proptest::prelude::*;
+
+fn bg_row() -> impl Strategy<Value = BgNbdRow> {
+    (0u32..60, 0.0f64..500.0, 0.0f64..500.0, 1u32..5).prop_map(|(x, a, b, w)| {
+        let t = a.max(b);
+        let t_x = if x == 0 { 0.0 } else { a.min(b) };
+        BgNbdRow {
+            x,
+            t_x,
+            t,
+            weight: f64::from(w),
+        }
+    })
+}
+
+fn params() -> impl Strategy<Value = BgNbdParams> {
+    (1e-3f64..50.0, 1e-3f64..500.0, 1e-3f64..50.0, 1e-3f64..50.0)
+        .prop_map(|(r, alpha, a, b)| BgNbdParams { r, alpha, a, b })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn bgnbd_log_likelihood_is_finite(p in params(), rows in proptest::collection::vec(bg_row(), 1..50)) {
+        let (ll, grad) = bgnbd::log_likelihood_and_gradient(&p, &rows);
+        prop_assert!(ll.is_finite(), "{ll}");
+        prop_assert!(ll <= 1e-9 || rows.iter().any(|r| r.t == 0.0), "a likelihood of discrete counts is at most 1: {ll}");
+        prop_assert!(grad.iter().all(|g| g.is_finite()));
+    }
+
+    #[test]
+    fn bgnbd_fit_never_panics(rows in proptest::collection::vec(bg_row(), 0..40)) {
+        if let Ok(fit) = bgnbd::fit(&rows) {
+            let p = fit.params;
+            prop_assert!(p.r > 0.0 && p.alpha > 0.0 && p.a > 0.0 && p.b > 0.0);
+            prop_assert!(fit.log_likelihood.is_finite());
+        }
+    }
+
+    #[test]
+    fn predictions_are_sane(p in params(), row in bg_row()) {
+        let alive = p.p_alive(row.x, row.t_x, row.t);
+        prop_assert!((0.0..=1.0).contains(&alive));
+        if let Some(e) = p.conditional_expected_purchases(365.0, row.x, row.t_x, row.t) {
+            prop_assert!(e >= 0.0 && e.is_finite());
+        }
+    }
+
+    #[test]
+    fn gamma_gamma_is_finite_and_fit_never_panics(
+        rows in proptest::collection::vec((1u32..30, 0.01f64..5000.0, 1u32..4), 0..40),
+        p in 0.01f64..50.0, q in 0.01f64..50.0, v in 0.01f64..500.0,
+    ) {
+        let rows: Vec<GammaGammaRow> = rows.into_iter().map(|(x, m, w)| GammaGammaRow { x, mean_value: m, weight: f64::from(w) }).collect();
+        let g = GammaGammaParams { p, q, v };
+        prop_assert!(gamma_gamma::log_likelihood(&g, &rows).is_finite());
+        let value = g.conditional_expected_value(rows.first().map_or(1, |r| r.x), rows.first().map_or(10.0, |r| r.mean_value));
+        prop_assert!(value.is_finite() && value > 0.0);
+        let _ = gamma_gamma::fit(&rows);
+    }
+
+    #[test]
+    fn population_scores_respect_their_definitions(
+        purchases in proptest::collection::vec((0u32..40, 0i32..700, 1i64..500), 1..300),
+    ) {
+        let purchases: Vec<Purchase> = purchases
+            .into_iter()
+            .map(|(customer, day, units)| Purchase { customer, day, amount_nanos: units * 1_000_000_000, cost_nanos: units * 400_000_000 })
+            .collect();
+        let as_of = 700;
+        let summaries = summarize(40, &purchases, as_of);
+        let model = FittedModel {
+            bg_nbd: BgNbdParams { r: 0.5, alpha: 20.0, a: 0.8, b: 2.5 },
+            gamma_gamma: GammaGammaParams { p: 6.0, q: 4.0, v: 15.0 },
+        };
+        let settings = ModelSettings::default();
+        let scores = score_population(&summaries, None, &model, &settings, as_of);
+        prop_assert_eq!(scores.len(), summaries.len());
+        let n = scores.len() as f64;
+        let rank = |t: ValueTier| match t { ValueTier::Low => 0, ValueTier::Medium => 1, ValueTier::High => 2 };
+        for a in &scores {
+            let larger = scores.iter().filter(|b| b.predicted_clv_365d > a.predicted_clv_365d).count() as f64;
+            if a.value_tier == ValueTier::High {
+                prop_assert!(larger / n < 0.2, "HIGH means fewer than 20% have a larger CLV");
+            }
+            for b in &scores {
+                if a.predicted_clv_365d > b.predicted_clv_365d {
+                    prop_assert!(rank(a.value_tier) >= rank(b.value_tier));
+                }
+            }
+        }
+        for (s, sum) in scores.iter().zip(&summaries) {
+            prop_assert!((1..=5).contains(&s.r_score) && (1..=5).contains(&s.f_score) && (1..=5).contains(&s.m_score));
+            prop_assert!((0.0..=1.0).contains(&s.churn_probability));
+            prop_assert!((0.0..=1.0).contains(&s.loyalty_index));
+            prop_assert!(s.predicted_clv_365d.is_finite() && s.predicted_clv_365d >= 0.0);
+            prop_assert_eq!(s.monetary_nanos, sum.total_nanos);
+            prop_assert_eq!(s.margin_nanos, s.revenue_nanos - s.cost_nanos);
+            if sum.x == 0 && s.recency_days <= settings.churned_after_days {
+                prop_assert_eq!(s.lifecycle, LifecycleStage::New);
+            }
+        }
+        // Frequency scores are monotone in frequency.
+        for a in &scores {
+            for b in &scores {
+                if a.frequency < b.frequency { prop_assert!(a.f_score <= b.f_score); }
+                if a.recency_days < b.recency_days { prop_assert!(a.r_score >= b.r_score); }
+            }
+        }
+    }
+}
