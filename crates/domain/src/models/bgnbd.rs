@@ -72,24 +72,51 @@ impl XTables {
     }
 }
 
+/// Largest whole-day time for which ln(α + t) is tabulated.
+const MAX_TABULATED_DAY: f64 = 100_000.0;
+
 /// Σ weight × log-likelihood and its gradient in (r, α, a, b).
 pub fn log_likelihood_and_gradient(p: &BgNbdParams, rows: &[BgNbdRow]) -> (f64, [f64; 4]) {
+    let whole_days = rows
+        .iter()
+        .all(|r| r.t.fract() == 0.0 && r.t_x.fract() == 0.0 && r.t <= MAX_TABULATED_DAY);
+    log_likelihood_and_gradient_with(p, rows, whole_days)
+}
+
+fn log_likelihood_and_gradient_with(
+    p: &BgNbdParams,
+    rows: &[BgNbdRow],
+    whole_days: bool,
+) -> (f64, [f64; 4]) {
     let max_x = rows.iter().map(|r| r.x).max().unwrap_or(0);
     let tables = XTables::new(p, max_x);
     let ln_alpha = p.alpha.ln();
     let ln_a = p.a.ln();
+    // With whole-day times (Patron's data), ln(α + d) is a table lookup.
+    let ln_alpha_plus: Vec<f64> = if whole_days {
+        let max_day = rows.iter().map(|r| r.t as usize).max().unwrap_or(0);
+        (0..=max_day).map(|d| (p.alpha + d as f64).ln()).collect()
+    } else {
+        Vec::new()
+    };
+    let ln_alpha_plus = |t: f64| {
+        if whole_days {
+            ln_alpha_plus[t as usize]
+        } else {
+            (p.alpha + t).ln()
+        }
+    };
     let per_row = |row: &BgNbdRow| -> (f64, [f64; 4]) {
         let x = row.x as usize;
         let rx = p.r + f64::from(row.x);
-        let ln_at = (p.alpha + row.t).ln();
+        let ln_at = ln_alpha_plus(row.t);
         let ln_a1 = tables.s_r[x] + p.r * ln_alpha;
         let ln_a2 = tables.s_beta[x];
         let ln_a3 = -rx * ln_at;
         let (ll, w4, ln_atx) = if row.x > 0 {
-            let ln_atx = (p.alpha + row.t_x).ln();
+            let ln_atx = ln_alpha_plus(row.t_x);
             let ln_a4 = ln_a - (p.b + f64::from(row.x) - 1.0).ln() - rx * ln_atx;
-            let m = ln_a3.max(ln_a4);
-            let lse = m + ((ln_a3 - m).exp() + (ln_a4 - m).exp()).ln();
+            let lse = ln_a3.max(ln_a4) + (-(ln_a3 - ln_a4).abs()).exp().ln_1p();
             (ln_a1 + ln_a2 + lse, (ln_a4 - lse).exp(), ln_atx)
         } else {
             (ln_a1 + ln_a2 + ln_a3, 0.0, 0.0)
@@ -178,6 +205,9 @@ pub fn fit(rows: &[BgNbdRow]) -> Result<BgNbdFit, FitError> {
         return Err(FitError::TooFewCustomers);
     }
     let data = compress(rows);
+    let whole_days = data
+        .iter()
+        .all(|r| r.t.fract() == 0.0 && r.t_x.fract() == 0.0 && r.t <= MAX_TABULATED_DAY);
     let mean_t = data.iter().map(|r| r.t * r.weight).sum::<f64>() / customers;
     let scale = 1.0 / customers;
     let objective = |theta: &[f64]| {
@@ -187,7 +217,7 @@ pub fn fit(rows: &[BgNbdRow]) -> Result<BgNbdFit, FitError> {
             a: theta[2].exp(),
             b: theta[3].exp(),
         };
-        let (ll, g) = log_likelihood_and_gradient(&p, &data);
+        let (ll, g) = log_likelihood_and_gradient_with(&p, &data, whole_days);
         let grad = vec![
             -g[0] * p.r * scale,
             -g[1] * p.alpha * scale,

@@ -61,7 +61,8 @@ const NANOS: f64 = 1e9;
 /// ordered by customer index. Runs in O(n) (bucketing by customer, then a
 /// small sort per customer), without copying the purchases.
 pub fn summarize(customers: usize, purchases: &[Purchase], as_of_day: i32) -> Vec<CustomerSummary> {
-    // Bucket purchase indices by customer (counting sort).
+    // Bucket the purchases by customer (counting sort) into a contiguous
+    // scratch array, so each customer's history is read sequentially.
     let mut starts = vec![0u32; customers + 1];
     for p in purchases {
         if p.day <= as_of_day && (p.customer as usize) < customers {
@@ -72,40 +73,47 @@ pub fn summarize(customers: usize, purchases: &[Purchase], as_of_day: i32) -> Ve
         starts[i + 1] += starts[i];
     }
     let mut next = starts.clone();
-    let mut order = vec![0u32; starts[customers] as usize];
-    for (i, p) in purchases.iter().enumerate() {
+    let mut bucketed = vec![Entry::default(); starts[customers] as usize];
+    for p in purchases {
         if p.day <= as_of_day && (p.customer as usize) < customers {
             let slot = &mut next[p.customer as usize];
-            order[*slot as usize] = i as u32;
+            bucketed[*slot as usize] = Entry {
+                day: p.day,
+                amount_nanos: p.amount_nanos,
+                cost_nanos: p.cost_nanos,
+            };
             *slot += 1;
         }
     }
-    let mut order_chunks: Vec<&mut [u32]> = Vec::with_capacity(customers);
-    let mut rest: &mut [u32] = &mut order;
+    let mut slices: Vec<(usize, &mut [Entry])> = Vec::with_capacity(customers);
+    let mut rest: &mut [Entry] = &mut bucketed;
     for c in 0..customers {
         let len = (starts[c + 1] - starts[c]) as usize;
         let (head, tail) = rest.split_at_mut(len);
-        order_chunks.push(head);
+        if len > 0 {
+            slices.push((c, head));
+        }
         rest = tail;
     }
-    order_chunks
+    slices
         .into_par_iter()
-        .enumerate()
-        .filter(|(_, idx)| !idx.is_empty())
-        .map(|(c, idx)| {
-            idx.sort_unstable_by_key(|&i| purchases[i as usize].day);
-            summarize_one(c as u32, idx, purchases, as_of_day)
+        .map(|(c, entries)| {
+            entries.sort_unstable_by_key(|e| e.day);
+            summarize_one(c as u32, entries, as_of_day)
         })
         .collect()
 }
 
-fn summarize_one(
-    customer: u32,
-    idx: &[u32],
-    purchases: &[Purchase],
-    as_of_day: i32,
-) -> CustomerSummary {
-    let first_day = purchases[idx[0] as usize].day;
+/// A purchase inside its customer's bucket.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    day: i32,
+    amount_nanos: i64,
+    cost_nanos: i64,
+}
+
+fn summarize_one(customer: u32, entries: &[Entry], as_of_day: i32) -> CustomerSummary {
+    let first_day = entries[0].day;
     let mut s = CustomerSummary {
         customer,
         first_day,
@@ -115,8 +123,7 @@ fn summarize_one(
     let mut occasion_day = first_day;
     let mut occasions = 0u32;
     let mut repeat_total: i128 = 0;
-    for &i in idx {
-        let p = purchases[i as usize];
+    for p in entries {
         s.transactions += 1;
         s.total_nanos += i128::from(p.amount_nanos);
         s.total_cost_nanos += i128::from(p.cost_nanos);
