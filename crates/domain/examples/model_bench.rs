@@ -73,18 +73,18 @@ fn generate(customers: usize, transactions: usize) -> Vec<Purchase> {
 
 fn load_or_generate(dir: &Path, customers: usize, transactions: usize) -> Vec<Purchase> {
     let path = dir.join("purchases.bin");
-    if let Ok(bytes) = std::fs::read(&path) {
-        if bytes.len() == transactions * RECORD {
-            return bytes
-                .chunks_exact(RECORD)
-                .map(|r| Purchase {
-                    customer: u32::from_le_bytes(r[0..4].try_into().unwrap()),
-                    day: i32::from_le_bytes(r[4..8].try_into().unwrap()),
-                    amount_nanos: i64::from_le_bytes(r[8..16].try_into().unwrap()),
-                    cost_nanos: i64::from_le_bytes(r[16..24].try_into().unwrap()),
-                })
-                .collect();
-        }
+    if let Ok(bytes) = std::fs::read(&path)
+        && bytes.len() == transactions * RECORD
+    {
+        return bytes
+            .chunks_exact(RECORD)
+            .map(|r| Purchase {
+                customer: u32::from_le_bytes(r[0..4].try_into().unwrap()),
+                day: i32::from_le_bytes(r[4..8].try_into().unwrap()),
+                amount_nanos: i64::from_le_bytes(r[8..16].try_into().unwrap()),
+                cost_nanos: i64::from_le_bytes(r[16..24].try_into().unwrap()),
+            })
+            .collect();
     }
     let purchases = generate(customers, transactions);
     std::fs::create_dir_all(dir).expect("bench dir");

@@ -194,7 +194,7 @@ mod tests {
         };
         let (_, d) = log_likelihood_and_gradient(&g, &rows);
         let h = 1e-6;
-        for i in 0..3 {
+        for (i, di) in d.iter().enumerate() {
             let bump = |delta: f64| {
                 let mut q = g;
                 match i {
@@ -206,9 +206,8 @@ mod tests {
             };
             let numeric = (bump(h) - bump(-h)) / (2.0 * h);
             assert!(
-                (d[i] - numeric).abs() < 1e-6 * numeric.abs().max(1.0),
-                "{i}: {} vs {numeric}",
-                d[i]
+                (di - numeric).abs() < 1e-6 * numeric.abs().max(1.0),
+                "{i}: {di} vs {numeric}"
             );
         }
     }

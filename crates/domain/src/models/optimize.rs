@@ -10,11 +10,14 @@ pub struct Minimum {
     pub converged: bool,
 }
 
+/// An objective: the value and the gradient at a point.
+pub type Objective<'a> = dyn Fn(&[f64]) -> (f64, Vec<f64>) + 'a;
+
 /// Minimises `f`, which returns the value and the gradient at a point.
 /// Converges when the largest gradient component is below `gtol` or a step
 /// no longer changes the value relative to `ftol`.
 pub fn bfgs(
-    f: &dyn Fn(&[f64]) -> (f64, Vec<f64>),
+    f: &Objective<'_>,
     start: &[f64],
     gtol: f64,
     ftol: f64,
