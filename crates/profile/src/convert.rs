@@ -18,9 +18,8 @@ pub(crate) fn customer_fields(
     c: &pb::Customer,
     today: NaiveDate,
 ) -> Result<CustomerFields, ApiError> {
-    let mut v = Violations::new();
-    let fields = v.take(raw_customer_fields(c));
-    let validated = fields.and_then(|f| v.take(f.validate(today)));
+    let (fields, mut v) = parse_typed(c);
+    let validated = v.take(fields.validate(today));
     v.finish()?;
     validated.ok_or_else(|| ApiError::internal("validation returned neither value nor error"))
 }
@@ -28,6 +27,14 @@ pub(crate) fn customer_fields(
 /// Parses the typed fields (enums, dates) without the business rules, so a
 /// partial update can merge first and validate the result.
 pub(crate) fn raw_customer_fields(c: &pb::Customer) -> Result<CustomerFields, ApiError> {
+    let (fields, v) = parse_typed(c);
+    v.finish().map(|()| fields)
+}
+
+/// The fields with their typed values parsed; an invalid typed field is
+/// recorded in the violations and left at its default, so the business
+/// rules can still check the rest.
+fn parse_typed(c: &pb::Customer) -> (CustomerFields, Violations) {
     let mut v = Violations::new();
     let birth_date = v.take(date(c.birth_date.as_ref(), "birth_date")).flatten();
     let relationship_start_date = v
@@ -63,7 +70,7 @@ pub(crate) fn raw_customer_fields(c: &pb::Customer) -> Result<CustomerFields, Ap
         marketing_consent: consent,
         relationship_start_date,
     };
-    v.finish().map(|()| fields)
+    (fields, v)
 }
 
 pub(crate) fn gender(value: i32) -> Result<Gender, ApiError> {
