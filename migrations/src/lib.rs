@@ -9,6 +9,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_profile;
+mod m20261122_000002_feedback;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -33,7 +34,11 @@ migrator!(
     [m20261122_000001_profile::Migration]
 );
 migrator!(ScoringMigrator, "scoring_migrations", []);
-migrator!(FeedbackMigrator, "feedback_migrations", []);
+migrator!(
+    FeedbackMigrator,
+    "feedback_migrations",
+    [m20261122_000002_feedback::Migration]
+);
 migrator!(CampaignMigrator, "campaign_migrations", []);
 
 pub use sea_orm_migration::MigratorTrait;

@@ -17,6 +17,7 @@ pub fn module() -> ServiceModule {
             ServiceKind::Feedback,
         ],
         register,
+        on_ready: None,
     }
 }
 

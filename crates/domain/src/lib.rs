@@ -4,6 +4,7 @@
 pub mod activity;
 pub mod customer;
 pub mod error;
+pub mod feedback;
 pub mod filter;
 pub mod models;
 pub mod money;

@@ -1,11 +1,18 @@
-//! `patron.feedback.v1.FeedbackService`: NPS and CSAT surveys, complaints and their lifecycle, satisfaction reports.
-//!
-//! The service is registered and healthy; its RPCs are built by the issue
-//! that owns this capability and answer UNIMPLEMENTED until then.
+//! `patron.feedback.v1.FeedbackService`: NPS and CSAT surveys, complaints and
+//! their lifecycle, satisfaction reports, and per-customer summaries.
+//! Erasures reach it through the profile change feed.
 
-use patron_proto::feedback::feedback_service_server::{FeedbackService, FeedbackServiceServer};
+mod consumer;
+mod convert;
+mod grpc;
+mod reports;
+mod service;
+
+use patron_proto::feedback::feedback_service_server::FeedbackServiceServer;
 use patron_runtime::{ServiceContext, ServiceKind, ServiceModule};
 use tonic::service::RoutesBuilder;
+
+pub use service::FeedbackApi;
 
 /// How a server hosts this service.
 pub fn module() -> ServiceModule {
@@ -13,6 +20,7 @@ pub fn module() -> ServiceModule {
         kind: ServiceKind::Feedback,
         depends_on: &[ServiceKind::Profile],
         register,
+        on_ready: Some(consumer::start),
     }
 }
 
@@ -24,17 +32,3 @@ fn register(ctx: &ServiceContext, routes: &mut RoutesBuilder) {
             .max_encoding_message_size(limit),
     );
 }
-
-#[derive(Clone)]
-pub struct FeedbackApi {
-    _ctx: ServiceContext,
-}
-
-impl FeedbackApi {
-    pub fn new(ctx: &ServiceContext) -> Self {
-        Self { _ctx: ctx.clone() }
-    }
-}
-
-#[tonic::async_trait]
-impl FeedbackService for FeedbackApi {}

@@ -20,6 +20,7 @@ pub fn module() -> ServiceModule {
         kind: ServiceKind::Profile,
         depends_on: &[],
         register,
+        on_ready: None,
     }
 }
 

@@ -99,3 +99,22 @@ mod tests {
         assert!(status.get_error_details().retry_info().is_some());
     }
 }
+
+/// A failed call to another Patron service, as this service's error: the
+/// peer being down is UNAVAILABLE (retryable), anything else is our
+/// INTERNAL problem (details logged, not forwarded).
+pub fn from_peer(peer: &str, status: Status) -> ApiError {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+            ApiError::unavailable(
+                format!("the {peer} service is unavailable"),
+                status.message(),
+            )
+        }
+        _ => ApiError::internal(format!(
+            "{peer} answered {:?}: {}",
+            status.code(),
+            status.message()
+        )),
+    }
+}

@@ -51,6 +51,9 @@ pub struct ServiceModule {
     pub depends_on: &'static [ServiceKind],
     /// Adds the service's gRPC server to the routes.
     pub register: fn(&ServiceContext, &mut RoutesBuilder),
+    /// Starts background work (e.g. a change-feed consumer) once storage is
+    /// ready; it must stop when `ServiceContext::shutdown` is cancelled.
+    pub on_ready: Option<fn(&ServiceContext)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,7 @@ pub struct Application {
     health: HealthReporter,
     ctx: ServiceContext,
     kinds: Vec<ServiceKind>,
+    on_ready: Vec<fn(&ServiceContext)>,
 }
 
 impl Application {
@@ -155,6 +159,7 @@ impl Application {
             health,
             ctx,
             kinds,
+            on_ready: modules.iter().filter_map(|m| m.on_ready).collect(),
         })
     }
 
@@ -185,6 +190,7 @@ impl Application {
             health,
             ctx,
             kinds,
+            on_ready,
         } = self;
         let server_settings = &ctx.settings.server;
         let shutdown = ctx.shutdown.clone();
@@ -235,6 +241,9 @@ impl Application {
             result = &mut serve => return result.map_err(Into::into),
             result = ready => match result {
                 Ok(()) => {
+                    for start in &on_ready {
+                        start(&ctx);
+                    }
                     set_status(&health, &kinds, ServingStatus::Serving).await;
                     tracing::info!(addr = %local_addr, "ready");
                 }

@@ -13,6 +13,7 @@ pub fn module() -> ServiceModule {
         kind: ServiceKind::Scoring,
         depends_on: &[ServiceKind::Profile, ServiceKind::Feedback],
         register,
+        on_ready: None,
     }
 }
 

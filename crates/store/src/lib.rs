@@ -6,6 +6,7 @@
 
 mod bulk;
 mod error;
+pub mod feedback;
 pub mod paging;
 pub mod profile;
 pub mod query;

@@ -1,0 +1,707 @@
+//! The feedback service's tables: survey responses, complaints, idempotency
+//! keys and the profile change-feed cursor.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use patron_domain::{
+    ApiError, ErrorCode,
+    feedback::{Complaint, ComplaintStatus, NpsCounts, Severity, SurveyKind, SurveyResponse},
+    filter::{FieldSpec, FieldType, Filter},
+};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
+    sea_query::{Expr, ExprTrait, OnConflict, Query},
+};
+
+use crate::{Storage, begin_write, bulk, db_error, paging::Cursor, query};
+
+pub mod entity {
+    pub mod complaint {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "feedback_complaints")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            pub customer_id: String,
+            #[sea_orm(column_name = "type")]
+            pub kind: String,
+            pub product_id: String,
+            pub region: String,
+            pub channel: String,
+            pub assignee: String,
+            pub severity: String,
+            pub status: String,
+            pub description: String,
+            pub resolution: String,
+            pub filed_time: DateTimeUtc,
+            pub first_response_time: Option<DateTimeUtc>,
+            pub resolved_time: Option<DateTimeUtc>,
+            pub update_time: DateTimeUtc,
+            pub version: i64,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+}
+
+use entity::complaint;
+
+/// Outcome of a batch of responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Submitted {
+    pub accepted: usize,
+    pub duplicates: usize,
+}
+
+/// One group of an NPS or CSAT aggregate ("" when not grouped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreGroup {
+    pub key: String,
+    pub nps: NpsCounts,
+    /// CSAT: responses scoring 4 or 5, all responses, sum of scores.
+    pub satisfied: i64,
+    pub responses: i64,
+    pub score_sum: i64,
+}
+
+/// What a complaint report needs of one complaint.
+#[derive(Debug, Clone)]
+pub struct ComplaintTimes {
+    pub key: String,
+    pub filed_time: DateTime<Utc>,
+    pub first_response_time: Option<DateTime<Utc>>,
+    pub resolved_time: Option<DateTime<Utc>>,
+}
+
+/// A customer's feedback at a glance.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerFeedback {
+    pub latest_nps: Option<(i32, DateTime<Utc>)>,
+    pub csat_mean: Option<f64>,
+    pub csat_responses: i64,
+    pub open_complaints: i64,
+    pub oldest_open_complaint: Option<DateTime<Utc>>,
+    pub total_complaints: i64,
+}
+
+/// Report group-by dimensions map to these columns only (never to caller text).
+pub fn response_group_column(group_by: &str) -> Option<&'static str> {
+    match group_by {
+        "product_id" => Some("product_id"),
+        "region" => Some("region"),
+        "channel" => Some("channel"),
+        _ => None,
+    }
+}
+
+pub fn complaint_group_column(group_by: &str) -> Option<&'static str> {
+    match group_by {
+        "type" => Some("type"),
+        "product_id" => Some("product_id"),
+        "region" => Some("region"),
+        "assignee" => Some("assignee"),
+        _ => None,
+    }
+}
+
+/// The fields `ListComplaints.filter` accepts.
+pub fn complaint_filter_fields() -> &'static [FieldSpec] {
+    const STATUS: &[&str] = &["open", "in_progress", "resolved", "closed"];
+    const SEVERITY: &[&str] = &["low", "medium", "high", "critical"];
+    const FIELDS: &[FieldSpec] = &[
+        FieldSpec {
+            name: "status",
+            ty: FieldType::Enum(STATUS),
+        },
+        FieldSpec {
+            name: "severity",
+            ty: FieldType::Enum(SEVERITY),
+        },
+        FieldSpec {
+            name: "type",
+            ty: FieldType::Text,
+        },
+        FieldSpec {
+            name: "product_id",
+            ty: FieldType::Text,
+        },
+        FieldSpec {
+            name: "region",
+            ty: FieldType::Text,
+        },
+        FieldSpec {
+            name: "channel",
+            ty: FieldType::Text,
+        },
+        FieldSpec {
+            name: "assignee",
+            ty: FieldType::Text,
+        },
+        FieldSpec {
+            name: "customer_id",
+            ty: FieldType::Text,
+        },
+        FieldSpec {
+            name: "filed_time",
+            ty: FieldType::Timestamp,
+        },
+    ];
+    FIELDS
+}
+
+#[derive(Clone)]
+pub struct FeedbackStore {
+    db: DatabaseConnection,
+}
+
+/// Positional placeholders in the backend's syntax, numbered from `first`.
+fn ph(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
+}
+
+impl FeedbackStore {
+    pub fn new(storage: &Storage) -> Self {
+        Self {
+            db: storage.connection().clone(),
+        }
+    }
+
+    /// Inserts the responses that are new (by id), atomically.
+    pub async fn submit_responses(
+        &self,
+        batch: &[SurveyResponse],
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, ApiError> {
+        let mut seen = std::collections::HashSet::new();
+        let rows: Vec<Vec<Value>> = batch
+            .iter()
+            .filter(|r| seen.insert(r.id.as_str()))
+            .map(|r| {
+                vec![
+                    r.id.clone().into(),
+                    r.customer_id.clone().into(),
+                    r.kind.as_str().to_owned().into(),
+                    r.score.into(),
+                    r.comment.clone().into(),
+                    r.product_id.clone().into(),
+                    r.region.clone().into(),
+                    r.channel.clone().into(),
+                    r.occurred_at.into(),
+                    now.into(),
+                ]
+            })
+            .collect();
+        let txn = begin_write(&self.db).await?;
+        let inserted = bulk::insert(
+            &txn,
+            "feedback_responses",
+            &[
+                "id",
+                "customer_id",
+                "kind",
+                "score",
+                "comment",
+                "product_id",
+                "region",
+                "channel",
+                "occurred_at",
+                "create_time",
+            ],
+            rows,
+            Some("id"),
+            Some("id"),
+        )
+        .await?
+        .len();
+        txn.commit().await.map_err(db_error)?;
+        Ok(Submitted {
+            accepted: inserted,
+            duplicates: batch.len() - inserted,
+        })
+    }
+
+    /// Files a complaint; a retried `request_key` returns the first one.
+    pub async fn file_complaint(
+        &self,
+        c: &Complaint,
+        request_key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Complaint, ApiError> {
+        if let Some(key) = request_key
+            && let Some(existing) = self.complaint_for_request(key).await?
+        {
+            return Ok(existing);
+        }
+        let txn = begin_write(&self.db).await?;
+        complaint::Entity::insert(to_active(c))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(db_error)?;
+        if let Some(key) = request_key {
+            let inserted = txn
+                .execute(
+                    Query::insert()
+                        .into_table("feedback_requests")
+                        .columns(["request_key", "resource_id", "create_time"])
+                        .values_panic([key.into(), c.id.clone().into(), now.into()])
+                        .on_conflict(OnConflict::column("request_key").do_nothing().to_owned()),
+                )
+                .await
+                .map_err(db_error)?;
+            if inserted.rows_affected() == 0 {
+                // A concurrent retry won: drop ours, return theirs.
+                drop(txn);
+                return self
+                    .complaint_for_request(key)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("request key without complaint"));
+            }
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(c.clone())
+    }
+
+    async fn complaint_for_request(&self, key: &str) -> Result<Option<Complaint>, ApiError> {
+        let row = self
+            .db
+            .query_one(
+                Query::select()
+                    .column("resource_id")
+                    .from("feedback_requests")
+                    .and_where(Expr::col("request_key").eq(key)),
+            )
+            .await
+            .map_err(db_error)?;
+        match row {
+            Some(r) => {
+                let id: String = r.try_get("", "resource_id").map_err(db_error)?;
+                self.get_complaint(&id).await.map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn get_complaint(&self, id: &str) -> Result<Complaint, ApiError> {
+        complaint::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .map(from_model)
+            .transpose()?
+            .ok_or_else(|| ApiError::not_found("complaint", id))
+    }
+
+    /// Writes `updated` if the stored version is still `expected_version`
+    /// (ABORTED otherwise: exactly one of concurrent updates wins).
+    pub async fn update_complaint(
+        &self,
+        updated: &Complaint,
+        expected_version: i64,
+    ) -> Result<(), ApiError> {
+        let res = complaint::Entity::update_many()
+            .set(to_active(updated))
+            .filter(complaint::Column::Id.eq(updated.id.clone()))
+            .filter(complaint::Column::Version.eq(expected_version))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        if res.rows_affected == 1 {
+            Ok(())
+        } else {
+            self.get_complaint(&updated.id).await?;
+            Err(ApiError::aborted(
+                "ETAG_MISMATCH",
+                format!("the complaint changed since etag {expected_version}; read it again"),
+            ))
+        }
+    }
+
+    /// One page of complaints, newest filed first.
+    pub async fn list_complaints(
+        &self,
+        filter: Option<&Filter>,
+        page_size: u64,
+        after: Option<&Cursor>,
+    ) -> Result<(Vec<Complaint>, Option<Cursor>, u64), ApiError> {
+        let column = |field: &str| {
+            complaint_filter_fields()
+                .iter()
+                .find(|f| f.name == field)
+                .map(|f| query::Column::Plain(f.name))
+        };
+        let condition = match filter {
+            Some(f) => query::condition(f, &column)?,
+            None => Condition::all(),
+        };
+        let total = complaint::Entity::find()
+            .filter(condition.clone())
+            .count(&self.db)
+            .await
+            .map_err(db_error)?;
+        let mut select = complaint::Entity::find().filter(condition);
+        if let Some(c) = after {
+            let at = DateTime::parse_from_rfc3339(&c.key)
+                .map_err(|_| ApiError::invalid_field("page_token", "is not a valid page token"))?
+                .with_timezone(&Utc);
+            select = select.filter(
+                Condition::any()
+                    .add(complaint::Column::FiledTime.lt(at))
+                    .add(
+                        Condition::all()
+                            .add(complaint::Column::FiledTime.eq(at))
+                            .add(complaint::Column::Id.lt(c.id.clone())),
+                    ),
+            );
+        }
+        let mut rows: Vec<Complaint> = select
+            .order_by_desc(complaint::Column::FiledTime)
+            .order_by_desc(complaint::Column::Id)
+            .limit(page_size + 1)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(from_model)
+            .collect::<Result<_, _>>()?;
+        let next = if rows.len() as u64 > page_size {
+            rows.truncate(page_size as usize);
+            rows.last().map(|c| Cursor {
+                key: c
+                    .filed_time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                id: c.id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok((rows, next, total))
+    }
+
+    /// NPS or CSAT counts over [start, end), overall ("") or by `group_column`.
+    pub async fn score_groups(
+        &self,
+        kind: SurveyKind,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        group_column: Option<&'static str>,
+    ) -> Result<Vec<ScoreGroup>, ApiError> {
+        let backend = self.db.get_database_backend();
+        let (key, grouping) = match group_column {
+            Some(c) => (c, format!(" GROUP BY {c} ORDER BY {c}")),
+            None => ("''", String::new()),
+        };
+        let sql = format!(
+            "SELECT {key} AS k, \
+             CAST(SUM(CASE WHEN score >= 9 THEN 1 ELSE 0 END) AS BIGINT) AS promoters, \
+             CAST(SUM(CASE WHEN score BETWEEN 7 AND 8 THEN 1 ELSE 0 END) AS BIGINT) AS passives, \
+             CAST(SUM(CASE WHEN score <= 6 THEN 1 ELSE 0 END) AS BIGINT) AS detractors, \
+             CAST(SUM(CASE WHEN score >= 4 THEN 1 ELSE 0 END) AS BIGINT) AS satisfied, \
+             CAST(COUNT(*) AS BIGINT) AS responses, CAST(SUM(score) AS BIGINT) AS score_sum \
+             FROM feedback_responses WHERE kind = {} AND occurred_at >= {} AND occurred_at < {}{grouping}",
+            ph(backend, 1),
+            ph(backend, 2),
+            ph(backend, 3),
+        );
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [kind.as_str().into(), start.into(), end.into()],
+            ))
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| {
+                let get = |c: &str| {
+                    r.try_get::<Option<i64>>("", c)
+                        .map(Option::unwrap_or_default)
+                        .map_err(db_error)
+                };
+                Ok(ScoreGroup {
+                    key: r
+                        .try_get::<Option<String>>("", "k")
+                        .map_err(db_error)?
+                        .unwrap_or_default(),
+                    nps: NpsCounts {
+                        promoters: get("promoters")?,
+                        passives: get("passives")?,
+                        detractors: get("detractors")?,
+                    },
+                    satisfied: get("satisfied")?,
+                    responses: get("responses")?,
+                    score_sum: get("score_sum")?,
+                })
+            })
+            .collect()
+    }
+
+    /// (time, score) of every NPS response in [start, end), for trends.
+    pub async fn nps_points(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, i32)>, ApiError> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .columns(["occurred_at", "score"])
+                    .from("feedback_responses")
+                    .and_where(Expr::col("kind").eq("nps"))
+                    .and_where(Expr::col("occurred_at").gte(start))
+                    .and_where(Expr::col("occurred_at").lt(end)),
+            )
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "occurred_at").map_err(db_error)?,
+                    r.try_get("", "score").map_err(db_error)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Complaints filed in [start, end), keyed by `group_column` ("" when none).
+    pub async fn complaint_times(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        group_column: Option<&'static str>,
+    ) -> Result<Vec<ComplaintTimes>, ApiError> {
+        let rows = complaint::Entity::find()
+            .filter(complaint::Column::FiledTime.gte(start))
+            .filter(complaint::Column::FiledTime.lt(end))
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|m| ComplaintTimes {
+                key: match group_column {
+                    Some("type") => m.kind,
+                    Some("product_id") => m.product_id,
+                    Some("region") => m.region,
+                    Some("assignee") => m.assignee,
+                    _ => String::new(),
+                },
+                filed_time: m.filed_time,
+                first_response_time: m.first_response_time,
+                resolved_time: m.resolved_time,
+            })
+            .collect())
+    }
+
+    /// Filing times of complaints open now (OPEN or IN_PROGRESS).
+    pub async fn open_filed_times(&self) -> Result<Vec<DateTime<Utc>>, ApiError> {
+        complaint::Entity::find()
+            .select_only()
+            .column(complaint::Column::FiledTime)
+            .filter(complaint::Column::Status.is_in(["open", "in_progress"]))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_error)
+    }
+
+    /// Complaints per product filed in [start, end).
+    pub async fn complaints_per_product(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<HashMap<String, i64>, ApiError> {
+        let rows: Vec<(String, i64)> = complaint::Entity::find()
+            .select_only()
+            .column(complaint::Column::ProductId)
+            .column_as(complaint::Column::Id.count(), "n")
+            .filter(complaint::Column::FiledTime.gte(start))
+            .filter(complaint::Column::FiledTime.lt(end))
+            .group_by(complaint::Column::ProductId)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    pub async fn customer_feedback(&self, customer_id: &str) -> Result<CustomerFeedback, ApiError> {
+        let mut out = CustomerFeedback::default();
+        let latest = self
+            .db
+            .query_one(
+                Query::select()
+                    .columns(["score", "occurred_at"])
+                    .from("feedback_responses")
+                    .and_where(Expr::col("customer_id").eq(customer_id))
+                    .and_where(Expr::col("kind").eq("nps"))
+                    .order_by("occurred_at", sea_orm::Order::Desc)
+                    .order_by("id", sea_orm::Order::Desc)
+                    .limit(1),
+            )
+            .await
+            .map_err(db_error)?;
+        if let Some(r) = latest {
+            out.latest_nps = Some((
+                r.try_get("", "score").map_err(db_error)?,
+                r.try_get("", "occurred_at").map_err(db_error)?,
+            ));
+        }
+        let csat: Vec<i32> = self
+            .db
+            .query_all(
+                Query::select()
+                    .column("score")
+                    .from("feedback_responses")
+                    .and_where(Expr::col("customer_id").eq(customer_id))
+                    .and_where(Expr::col("kind").eq("csat")),
+            )
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|r| r.try_get("", "score").map_err(db_error))
+            .collect::<Result<_, _>>()?;
+        out.csat_responses = csat.len() as i64;
+        if !csat.is_empty() {
+            out.csat_mean =
+                Some(csat.iter().map(|s| f64::from(*s)).sum::<f64>() / csat.len() as f64);
+        }
+        let complaints = complaint::Entity::find()
+            .filter(complaint::Column::CustomerId.eq(customer_id))
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        out.total_complaints = complaints.len() as i64;
+        for c in complaints
+            .iter()
+            .filter(|c| c.status == "open" || c.status == "in_progress")
+        {
+            out.open_complaints += 1;
+            out.oldest_open_complaint = Some(
+                out.oldest_open_complaint
+                    .map_or(c.filed_time, |t| Ord::min(t, c.filed_time)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The profile change-feed cursor of `consumer` (0 before the first batch).
+    pub async fn cursor(&self, consumer: &str) -> Result<i64, ApiError> {
+        let row = self
+            .db
+            .query_one(
+                Query::select()
+                    .column("after_sequence")
+                    .from("feedback_feed_cursor")
+                    .and_where(Expr::col("consumer").eq(consumer)),
+            )
+            .await
+            .map_err(db_error)?;
+        row.map_or(Ok(0), |r| r.try_get("", "after_sequence").map_err(db_error))
+    }
+
+    /// Removes the personal free text of these customers and advances the
+    /// cursor, in one transaction: a restart resumes without loss.
+    pub async fn apply_erasures(
+        &self,
+        consumer: &str,
+        customer_ids: &[String],
+        cursor: i64,
+    ) -> Result<(), ApiError> {
+        let txn = begin_write(&self.db).await?;
+        if !customer_ids.is_empty() {
+            txn.execute(
+                Query::update()
+                    .table("feedback_responses")
+                    .value("comment", "")
+                    .and_where(Expr::col("customer_id").is_in(customer_ids.iter().cloned())),
+            )
+            .await
+            .map_err(db_error)?;
+            txn.execute(
+                Query::update()
+                    .table("feedback_complaints")
+                    .value("description", "")
+                    .value("resolution", "")
+                    .and_where(Expr::col("customer_id").is_in(customer_ids.iter().cloned())),
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        txn.execute(
+            Query::insert()
+                .into_table("feedback_feed_cursor")
+                .columns(["consumer", "after_sequence"])
+                .values_panic([consumer.into(), cursor.into()])
+                .on_conflict(
+                    OnConflict::column("consumer")
+                        .update_column("after_sequence")
+                        .to_owned(),
+                ),
+        )
+        .await
+        .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)
+    }
+}
+
+fn to_active(c: &Complaint) -> complaint::ActiveModel {
+    complaint::ActiveModel {
+        id: Set(c.id.clone()),
+        customer_id: Set(c.customer_id.clone()),
+        kind: Set(c.kind.clone()),
+        product_id: Set(c.product_id.clone()),
+        region: Set(c.region.clone()),
+        channel: Set(c.channel.clone()),
+        assignee: Set(c.assignee.clone()),
+        severity: Set(c.severity.as_str().to_owned()),
+        status: Set(c.status.as_str().to_owned()),
+        description: Set(c.description.clone()),
+        resolution: Set(c.resolution.clone()),
+        filed_time: Set(c.filed_time),
+        first_response_time: Set(c.first_response_time),
+        resolved_time: Set(c.resolved_time),
+        update_time: Set(c.update_time),
+        version: Set(c.version),
+    }
+}
+
+fn from_model(m: complaint::Model) -> Result<Complaint, ApiError> {
+    let corrupt = |what: &str| {
+        ApiError::new(
+            ErrorCode::Internal,
+            "INTERNAL",
+            format!("stored complaint has an invalid {what}"),
+        )
+    };
+    Ok(Complaint {
+        id: m.id,
+        customer_id: m.customer_id,
+        kind: m.kind,
+        product_id: m.product_id,
+        region: m.region,
+        channel: m.channel,
+        assignee: m.assignee,
+        severity: Severity::parse(&m.severity).ok_or_else(|| corrupt("severity"))?,
+        status: ComplaintStatus::parse(&m.status).ok_or_else(|| corrupt("status"))?,
+        description: m.description,
+        resolution: m.resolution,
+        filed_time: m.filed_time,
+        first_response_time: m.first_response_time,
+        resolved_time: m.resolved_time,
+        update_time: m.update_time,
+        version: m.version,
+    })
+}
