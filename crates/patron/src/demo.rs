@@ -332,7 +332,112 @@ pub(crate) struct SeedSummary {
     pub(crate) transactions: usize,
     pub(crate) events: usize,
     pub(crate) interactions: usize,
+    pub(crate) survey_responses: usize,
+    pub(crate) complaints: usize,
     pub(crate) duplicates: usize,
+}
+
+/// Survey answers and complaint history for the seeded customers: about 40%
+/// answered NPS (lower scores among customers who stopped buying), 20% CSAT,
+/// and 6% complained (most complaints resolved, some still open).
+fn feedback_for(
+    seed: u64,
+    customers: &[(String, String, i64)],
+) -> (
+    Vec<patron_proto::feedback::SurveyResponse>,
+    Vec<(String, patron_proto::feedback::Complaint)>,
+) {
+    use patron_proto::feedback as fb;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(1));
+    let end = demo_end().timestamp();
+    let products = [
+        "books-001",
+        "electronics-007",
+        "fashion-012",
+        "home-003",
+        "toys-020",
+    ];
+    let mut responses = Vec::new();
+    let mut complaints = Vec::new();
+    for (external_id, id, last_purchase) in customers {
+        let lapsed = end - last_purchase > 200 * 86_400;
+        let at = (*last_purchase + rng.random_range(1..20) * 86_400).min(end - 3_600);
+        let product = products[rng.random_range(0..products.len())];
+        if rng.random_bool(0.4) {
+            let score = if lapsed {
+                rng.random_range(0..=8)
+            } else {
+                rng.random_range(4..=10)
+            };
+            responses.push(fb::SurveyResponse {
+                id: format!("{external_id}-nps"),
+                customer_id: id.clone(),
+                kind: fb::SurveyKind::Nps as i32,
+                score,
+                comment: if score <= 6 {
+                    "delivery was slow".into()
+                } else {
+                    String::new()
+                },
+                product_id: product.into(),
+                region: String::new(),
+                channel: "email".into(),
+                occurred_at: Some(Timestamp {
+                    seconds: at,
+                    nanos: 0,
+                }),
+            });
+        }
+        if rng.random_bool(0.2) {
+            responses.push(fb::SurveyResponse {
+                id: format!("{external_id}-csat"),
+                customer_id: id.clone(),
+                kind: fb::SurveyKind::Csat as i32,
+                score: rng.random_range(1..=5).max(if lapsed { 1 } else { 3 }),
+                product_id: product.into(),
+                channel: "web".into(),
+                occurred_at: Some(Timestamp {
+                    seconds: at,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            });
+        }
+        if rng.random_bool(0.06) {
+            let filed = at;
+            let open = filed > end - 20 * 86_400 || rng.random_bool(0.1);
+            let hours = rng.random_range(1..200);
+            complaints.push((
+                format!("demo-complaint-{external_id}"),
+                fb::Complaint {
+                    customer_id: id.clone(),
+                    r#type: ["delivery", "billing", "quality", "service"][rng.random_range(0..4)]
+                        .into(),
+                    product_id: product.into(),
+                    region: String::new(),
+                    channel: "phone".into(),
+                    assignee: format!("rep-{:02}", rng.random_range(1..12)),
+                    severity: rng.random_range(1..=4),
+                    status: if open {
+                        fb::ComplaintStatus::Open as i32
+                    } else {
+                        fb::ComplaintStatus::Closed as i32
+                    },
+                    description: "demo complaint".into(),
+                    filed_time: Some(Timestamp {
+                        seconds: filed,
+                        nanos: 0,
+                    }),
+                    resolved_time: (!open).then_some(Timestamp {
+                        seconds: (filed + hours * 3_600).min(end),
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    (responses, complaints)
 }
 
 /// Writes the demo population through the public API (so the change feed
@@ -344,12 +449,14 @@ pub(crate) async fn seed(
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<SeedSummary> {
     use patron_proto::profile::customer_profile_service_client::CustomerProfileServiceClient;
+    let client_channel = channel.clone();
     let mut client = CustomerProfileServiceClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let mut population = generate(seed, count);
     progress.set_length(population.len() as u64);
     let mut summary = SeedSummary::default();
+    let mut seeded: Vec<(String, String, i64)> = Vec::with_capacity(count);
     for chunk in population.chunks_mut(500) {
         let customers = chunk.iter().map(|c| c.customer.clone()).collect();
         let stored = client
@@ -361,6 +468,12 @@ pub(crate) async fn seed(
         let mut events = Vec::new();
         let mut interactions = Vec::new();
         for (demo, stored) in chunk.iter_mut().zip(stored.customers) {
+            let last = demo
+                .transactions
+                .last()
+                .and_then(|t| t.occurred_at.as_ref())
+                .map_or(0, |t| t.seconds);
+            seeded.push((stored.external_id.clone(), stored.id.clone(), last));
             for t in &mut demo.transactions {
                 t.customer_id = stored.id.clone();
             }
@@ -405,6 +518,28 @@ pub(crate) async fn seed(
             summary.duplicates += r.duplicates as usize;
         }
         progress.inc(chunk.len() as u64);
+    }
+    let (responses, complaints) = feedback_for(seed, &seeded);
+    let mut feedback =
+        patron_proto::feedback::feedback_service_client::FeedbackServiceClient::new(client_channel);
+    for batch in responses.chunks(5_000) {
+        let r = feedback
+            .submit_survey_responses(patron_proto::feedback::SubmitSurveyResponsesRequest {
+                responses: batch.to_vec(),
+            })
+            .await?
+            .into_inner();
+        summary.survey_responses += r.accepted as usize;
+        summary.duplicates += r.duplicates as usize;
+    }
+    for (request_id, complaint) in complaints {
+        feedback
+            .file_complaint(patron_proto::feedback::FileComplaintRequest {
+                complaint: Some(complaint),
+                request_id,
+            })
+            .await?;
+        summary.complaints += 1;
     }
     progress.finish_and_clear();
     Ok(summary)

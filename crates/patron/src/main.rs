@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod import;
 mod render;
+mod report;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -65,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: DemoCommand,
     },
+    /// Reports as readable tables.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Load generators (figures for BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -85,6 +91,24 @@ enum ImportCommand {
     /// cost, channel, product_id, category, quantity, region.
     Transactions {
         file: PathBuf,
+        #[command(flatten)]
+        target: client::Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Net Promoter Score, optionally by product, region or channel.
+    Nps {
+        #[arg(long, default_value = "")]
+        by: String,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Complaints: resolution rate and times, optionally by type, product, region or assignee.
+    Complaints {
+        #[arg(long, default_value = "")]
+        by: String,
         #[command(flatten)]
         target: client::Target,
     },
@@ -115,6 +139,13 @@ enum BenchCommand {
         batch: usize,
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// GetNpsReport by product over many survey responses.
+    Nps {
+        #[arg(long, default_value_t = 1_000_000)]
+        responses: usize,
         #[command(flatten)]
         target: client::Target,
     },
@@ -231,10 +262,19 @@ async fn main() -> ExitCode {
                 let bar = indicatif::ProgressBar::new(0);
                 let s = demo::seed(client::channel(&target).await?, seed, customers, &bar).await?;
                 println!(
-                    "demo data: {} customers, {} transactions, {} events, {} interactions written ({} already present)",
-                    s.customers, s.transactions, s.events, s.interactions, s.duplicates
+                    "demo data: {} customers, {} transactions, {} events, {} interactions, {} survey responses, {} complaints written ({} already present)",
+                    s.customers, s.transactions, s.events, s.interactions, s.survey_responses, s.complaints, s.duplicates
                 );
                 Ok(())
+            })
+            .await
+        }
+        Command::Report { command } => {
+            client::run(async {
+                match command {
+                    ReportCommand::Nps { by, target } => report::nps(client::channel(&target).await?, &by).await,
+                    ReportCommand::Complaints { by, target } => report::complaints(client::channel(&target).await?, &by).await,
+                }
             })
             .await
         }
@@ -245,6 +285,7 @@ async fn main() -> ExitCode {
                         bench::ingest(client::channel(&target).await?, customers, transactions, batch, concurrency).await
                     }
                     BenchCommand::Feed { after, target } => bench::feed(client::channel(&target).await?, after).await,
+                    BenchCommand::Nps { responses, target } => bench::nps(client::channel(&target).await?, responses).await,
                 }
             })
             .await
@@ -330,6 +371,8 @@ async fn seed_if_empty(channel: tonic::transport::Channel) -> anyhow::Result<()>
         transactions = s.transactions,
         events = s.events,
         interactions = s.interactions,
+        survey_responses = s.survey_responses,
+        complaints = s.complaints,
         seconds = started.elapsed().as_secs_f64(),
         "demo data ready"
     );
