@@ -403,10 +403,10 @@ impl FeedbackStore {
         };
         let sql = format!(
             "SELECT {key} AS k, \
-             CAST(SUM(CASE WHEN score >= 9 THEN 1 ELSE 0 END) AS BIGINT) AS promoters, \
-             CAST(SUM(CASE WHEN score BETWEEN 7 AND 8 THEN 1 ELSE 0 END) AS BIGINT) AS passives, \
-             CAST(SUM(CASE WHEN score <= 6 THEN 1 ELSE 0 END) AS BIGINT) AS detractors, \
-             CAST(SUM(CASE WHEN score >= 4 THEN 1 ELSE 0 END) AS BIGINT) AS satisfied, \
+             CAST(COUNT(*) FILTER (WHERE score >= 9) AS BIGINT) AS promoters, \
+             CAST(COUNT(*) FILTER (WHERE score BETWEEN 7 AND 8) AS BIGINT) AS passives, \
+             CAST(COUNT(*) FILTER (WHERE score <= 6) AS BIGINT) AS detractors, \
+             CAST(COUNT(*) FILTER (WHERE score >= 4) AS BIGINT) AS satisfied, \
              CAST(COUNT(*) AS BIGINT) AS responses, CAST(SUM(score) AS BIGINT) AS score_sum \
              FROM feedback_responses WHERE kind = {} AND occurred_at >= {} AND occurred_at < {}{grouping}",
             ph(backend, 1),
