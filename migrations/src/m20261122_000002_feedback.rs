@@ -136,6 +136,34 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        // Daily rollup of responses, written in the same transaction as the
+        // responses: reports read whole days here and only the partial days
+        // at the edges of a window from the raw rows.
+        m.create_table(
+            Table::create()
+                .table("feedback_daily")
+                .col(ColumnDef::new("day").date().not_null())
+                .col(ColumnDef::new("kind").string().not_null())
+                .col(ColumnDef::new("product_id").string().not_null())
+                .col(ColumnDef::new("region").string().not_null())
+                .col(ColumnDef::new("channel").string().not_null())
+                .col(ColumnDef::new("promoters").big_integer().not_null())
+                .col(ColumnDef::new("passives").big_integer().not_null())
+                .col(ColumnDef::new("detractors").big_integer().not_null())
+                .col(ColumnDef::new("satisfied").big_integer().not_null())
+                .col(ColumnDef::new("responses").big_integer().not_null())
+                .col(ColumnDef::new("score_sum").big_integer().not_null())
+                .primary_key(
+                    Index::create()
+                        .col(Alias::new("day"))
+                        .col(Alias::new("kind"))
+                        .col(Alias::new("product_id"))
+                        .col(Alias::new("region"))
+                        .col(Alias::new("channel")),
+                )
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table("feedback_feed_cursor")

@@ -99,6 +99,16 @@ backend_tests! {
             .unwrap()
             .into_inner();
         assert_eq!(window.responses, 10);
+        // Partial day, a whole day, partial day: rollup and raw rows combined.
+        let spanning = fb
+            .get_nps_report(pb::GetNpsReportRequest { start_time: ts(BASE + 5 * 3_600), end_time: ts(BASE + 53 * 3_600), group_by: "product_id".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let (p, s, d, score) = expect(&|i| (5..53).contains(&i));
+        assert_eq!((spanning.promoters, spanning.passives, spanning.detractors, spanning.responses), (p, s, d, 48));
+        assert!((spanning.nps - score).abs() < 1e-9);
+        assert_eq!(spanning.groups.iter().map(|g| g.responses).sum::<i64>(), 48);
 
         let csat = fb.get_csat_report(pb::GetCsatReportRequest::default()).await.unwrap().into_inner();
         assert_eq!((csat.responses, csat.satisfied), (40, 16));

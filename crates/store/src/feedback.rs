@@ -203,32 +203,105 @@ impl FeedbackStore {
             })
             .collect();
         let txn = begin_write(&self.db).await?;
-        let inserted = bulk::insert(
+        let columns = [
+            "id",
+            "customer_id",
+            "kind",
+            "score",
+            "comment",
+            "product_id",
+            "region",
+            "channel",
+            "occurred_at",
+            "create_time",
+        ];
+        let inserted: std::collections::HashSet<String> = bulk::insert(
             &txn,
             "feedback_responses",
-            &[
-                "id",
-                "customer_id",
-                "kind",
-                "score",
-                "comment",
-                "product_id",
-                "region",
-                "channel",
-                "occurred_at",
-                "create_time",
-            ],
+            &columns,
             rows,
             Some("id"),
             Some("id"),
         )
         .await?
-        .len();
+        .into_iter()
+        .map(|r| r.try_get::<String>("", "id").map_err(db_error))
+        .collect::<Result<_, _>>()?;
+        self.roll_up(&txn, batch, &inserted).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(Submitted {
-            accepted: inserted,
-            duplicates: batch.len() - inserted,
+            accepted: inserted.len(),
+            duplicates: batch.len() - inserted.len(),
         })
+    }
+
+    /// Adds the newly inserted responses to the daily rollup (same transaction).
+    async fn roll_up<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        batch: &[SurveyResponse],
+        inserted: &std::collections::HashSet<String>,
+    ) -> Result<(), ApiError> {
+        type Key<'a> = (chrono::NaiveDate, &'static str, &'a str, &'a str, &'a str);
+        let mut daily: HashMap<Key<'_>, [i64; 6]> = HashMap::new();
+        let mut counted = std::collections::HashSet::new();
+        for r in batch
+            .iter()
+            .filter(|r| inserted.contains(&r.id) && counted.insert(r.id.as_str()))
+        {
+            let key = (
+                r.occurred_at.date_naive(),
+                r.kind.as_str(),
+                r.product_id.as_str(),
+                r.region.as_str(),
+                r.channel.as_str(),
+            );
+            let c = daily.entry(key).or_default();
+            c[0] += i64::from(r.score >= 9);
+            c[1] += i64::from((7..=8).contains(&r.score));
+            c[2] += i64::from(r.score <= 6);
+            c[3] += i64::from(r.score >= 4);
+            c[4] += 1;
+            c[5] += i64::from(r.score);
+        }
+        let counters = [
+            "promoters",
+            "passives",
+            "detractors",
+            "satisfied",
+            "responses",
+            "score_sum",
+        ];
+        for chunk in daily.into_iter().collect::<Vec<_>>().chunks(2_000) {
+            let mut upsert = Query::insert();
+            upsert.into_table("feedback_daily").columns(
+                ["day", "kind", "product_id", "region", "channel"]
+                    .into_iter()
+                    .chain(counters),
+            );
+            for ((day, kind, product, region, channel), c) in chunk {
+                let mut values: Vec<sea_orm::sea_query::SimpleExpr> = vec![
+                    (*day).into(),
+                    (*kind).into(),
+                    (*product).into(),
+                    (*region).into(),
+                    (*channel).into(),
+                ];
+                values.extend(c.iter().map(|v| (*v).into()));
+                upsert.values_panic(values);
+            }
+            let mut on_conflict =
+                OnConflict::columns(["day", "kind", "product_id", "region", "channel"]);
+            for col in counters {
+                on_conflict.value(
+                    col,
+                    Expr::col(("feedback_daily", col)).add(Expr::col(("excluded", col))),
+                );
+            }
+            upsert.on_conflict(on_conflict.to_owned());
+            txn.execute(&upsert).await.map_err(db_error)?;
+        }
+        Ok(())
     }
 
     /// Files a complaint; a retried `request_key` returns the first one.
@@ -388,8 +461,99 @@ impl FeedbackStore {
         Ok((rows, next, total))
     }
 
-    /// NPS or CSAT counts over [start, end), overall ("") or by `group_column`.
+    /// NPS or CSAT counts over [start, end), overall ("") or by
+    /// `group_column`: whole UTC days from the daily rollup, the partial days
+    /// at either edge from the responses themselves.
     pub async fn score_groups(
+        &self,
+        kind: SurveyKind,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        group_column: Option<&'static str>,
+    ) -> Result<Vec<ScoreGroup>, ApiError> {
+        let day = |t: DateTime<Utc>| t.date_naive().and_hms_opt(0, 0, 0).map(|d| d.and_utc());
+        let first_full = day(start)
+            .map(|d| {
+                if d < start {
+                    d + chrono::Duration::days(1)
+                } else {
+                    d
+                }
+            })
+            .unwrap_or(start);
+        let last_full = day(end).unwrap_or(end);
+        let mut merged: std::collections::BTreeMap<String, ScoreGroup> =
+            std::collections::BTreeMap::new();
+        let mut add = |groups: Vec<ScoreGroup>| {
+            for g in groups {
+                let m = merged.entry(g.key.clone()).or_insert_with(|| ScoreGroup {
+                    key: g.key.clone(),
+                    nps: NpsCounts::default(),
+                    satisfied: 0,
+                    responses: 0,
+                    score_sum: 0,
+                });
+                m.nps.promoters += g.nps.promoters;
+                m.nps.passives += g.nps.passives;
+                m.nps.detractors += g.nps.detractors;
+                m.satisfied += g.satisfied;
+                m.responses += g.responses;
+                m.score_sum += g.score_sum;
+            }
+        };
+        if first_full < last_full {
+            add(self
+                .rollup_groups(
+                    kind,
+                    first_full.date_naive(),
+                    last_full.date_naive(),
+                    group_column,
+                )
+                .await?);
+            if start < first_full {
+                add(self
+                    .raw_groups(kind, start, first_full, group_column)
+                    .await?);
+            }
+            if last_full < end {
+                add(self.raw_groups(kind, last_full, end, group_column).await?);
+            }
+        } else {
+            add(self.raw_groups(kind, start, end, group_column).await?);
+        }
+        Ok(merged.into_values().filter(|g| g.responses > 0).collect())
+    }
+
+    async fn rollup_groups(
+        &self,
+        kind: SurveyKind,
+        from_day: chrono::NaiveDate,
+        to_day: chrono::NaiveDate,
+        group_column: Option<&'static str>,
+    ) -> Result<Vec<ScoreGroup>, ApiError> {
+        let backend = self.db.get_database_backend();
+        let (key, grouping) = match group_column {
+            Some(c) => (c, format!(" GROUP BY {c}")),
+            None => ("''", String::new()),
+        };
+        let sql = format!(
+            "SELECT {key} AS k, CAST(SUM(promoters) AS BIGINT) AS promoters, CAST(SUM(passives) AS BIGINT) AS passives, \
+             CAST(SUM(detractors) AS BIGINT) AS detractors, CAST(SUM(satisfied) AS BIGINT) AS satisfied, \
+             CAST(SUM(responses) AS BIGINT) AS responses, CAST(SUM(score_sum) AS BIGINT) AS score_sum \
+             FROM feedback_daily WHERE kind = {} AND day >= {} AND day < {}{grouping}",
+            ph(backend, 1),
+            ph(backend, 2),
+            ph(backend, 3),
+        );
+        self.groups_query(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [kind.as_str().into(), from_day.into(), to_day.into()],
+        ))
+        .await
+    }
+
+    async fn raw_groups(
         &self,
         kind: SurveyKind,
         start: DateTime<Utc>,
@@ -413,15 +577,16 @@ impl FeedbackStore {
             ph(backend, 2),
             ph(backend, 3),
         );
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [kind.as_str().into(), start.into(), end.into()],
-            ))
-            .await
-            .map_err(db_error)?;
+        self.groups_query(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [kind.as_str().into(), start.into(), end.into()],
+        ))
+        .await
+    }
+
+    async fn groups_query(&self, statement: Statement) -> Result<Vec<ScoreGroup>, ApiError> {
+        let rows = self.db.query_all_raw(statement).await.map_err(db_error)?;
         rows.into_iter()
             .map(|r| {
                 let get = |c: &str| {
