@@ -149,7 +149,7 @@ backend_tests! {
             .unwrap()
             .into_inner();
         // Customer 0 answered NPS at i = 0, 20, ..., 140: the latest is i = 140.
-        assert_eq!(summary.latest_nps, Some(((140 * 7) % 11) as i32));
+        assert_eq!(summary.latest_nps, Some((140 * 7) % 11));
         assert_eq!(summary.csat_responses, 2);
     }
 

@@ -224,10 +224,10 @@ impl Complaint {
         if self.filed_time > late {
             v.add("filed_time", "must not be in the future");
         }
-        if let Some(t) = self.first_response_time {
-            if t < self.filed_time {
-                v.add("first_response_time", "must not be before filed_time");
-            }
+        if let Some(t) = self.first_response_time
+            && t < self.filed_time
+        {
+            v.add("first_response_time", "must not be before filed_time");
         }
         if let Some(t) = self.resolved_time {
             if t < self.filed_time {

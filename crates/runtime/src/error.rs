@@ -66,6 +66,25 @@ impl<T> IntoGrpc<T> for ApiResult<T> {
     }
 }
 
+/// A failed call to another Patron service, as this service's error: the
+/// peer being down is UNAVAILABLE (retryable), anything else is our
+/// INTERNAL problem (details logged, not forwarded).
+pub fn from_peer(peer: &str, status: Status) -> ApiError {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+            ApiError::unavailable(
+                format!("the {peer} service is unavailable"),
+                status.message(),
+            )
+        }
+        _ => ApiError::internal(format!(
+            "{peer} answered {:?}: {}",
+            status.code(),
+            status.message()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,24 +116,5 @@ mod tests {
         let status = to_status(ApiError::unavailable("db down", "connection refused"));
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.get_error_details().retry_info().is_some());
-    }
-}
-
-/// A failed call to another Patron service, as this service's error: the
-/// peer being down is UNAVAILABLE (retryable), anything else is our
-/// INTERNAL problem (details logged, not forwarded).
-pub fn from_peer(peer: &str, status: Status) -> ApiError {
-    match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
-            ApiError::unavailable(
-                format!("the {peer} service is unavailable"),
-                status.message(),
-            )
-        }
-        _ => ApiError::internal(format!(
-            "{peer} answered {:?}: {}",
-            status.code(),
-            status.message()
-        )),
     }
 }
