@@ -201,3 +201,48 @@ fn gamma_gamma_recovers_simulated_parameters() {
         );
     }
 }
+
+#[test]
+fn warm_started_fits_equal_cold_fits() {
+    // Force the warm-start path (sample of 2,000) on a population of 40,000.
+    let rows = simulate_bgnbd(
+        BgNbdParams {
+            r: 0.5,
+            alpha: 12.0,
+            a: 0.7,
+            b: 2.5,
+        },
+        40_000,
+        23,
+    );
+    let cold = bgnbd::fit_with_warm_start(&rows, usize::MAX / 8)
+        .expect("cold")
+        .params;
+    let warm = bgnbd::fit_with_warm_start(&rows, 2_000)
+        .expect("warm")
+        .params;
+    for (got, want) in [
+        (warm.r, cold.r),
+        (warm.alpha, cold.alpha),
+        (warm.a, cold.a),
+        (warm.b, cold.b),
+    ] {
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs(),
+            "warm {warm:?} vs cold {cold:?}"
+        );
+    }
+    let gg: Vec<GammaGammaRow> = cdnow().gg.iter().cycle().take(20_000).copied().collect();
+    let cold = gamma_gamma::fit_with_warm_start(&gg, usize::MAX / 8)
+        .expect("cold")
+        .params;
+    let warm = gamma_gamma::fit_with_warm_start(&gg, 1_000)
+        .expect("warm")
+        .params;
+    for (got, want) in [(warm.p, cold.p), (warm.q, cold.q), (warm.v, cold.v)] {
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs(),
+            "warm {warm:?} vs cold {cold:?}"
+        );
+    }
+}

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::{FitError, optimize::bfgs, special::hyp2f1};
+use super::{FitError, optimize::bfgs_from, special::hyp2f1};
 
 /// Fitted BG/NBD parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +48,9 @@ struct XTables {
     s_beta: Vec<f64>,
     ds_beta_da: Vec<f64>,
     ds_beta_db: Vec<f64>,
+    /// ln(b + x - 1) and 1 / (b + x - 1), for x >= 1
+    ln_b_x1: Vec<f64>,
+    inv_b_x1: Vec<f64>,
 }
 
 impl XTables {
@@ -59,6 +62,8 @@ impl XTables {
             s_beta: vec![0.0; n],
             ds_beta_da: vec![0.0; n],
             ds_beta_db: vec![0.0; n],
+            ln_b_x1: vec![0.0; n],
+            inv_b_x1: vec![0.0; n],
         };
         for x in 1..n {
             let k = (x - 1) as f64;
@@ -67,6 +72,8 @@ impl XTables {
             t.s_beta[x] = t.s_beta[x - 1] + (p.b + k).ln() - (p.a + p.b + k).ln();
             t.ds_beta_da[x] = t.ds_beta_da[x - 1] - 1.0 / (p.a + p.b + k);
             t.ds_beta_db[x] = t.ds_beta_db[x - 1] + 1.0 / (p.b + k) - 1.0 / (p.a + p.b + k);
+            t.ln_b_x1[x] = (p.b + k).ln();
+            t.inv_b_x1[x] = 1.0 / (p.b + k);
         }
         t
     }
@@ -115,9 +122,17 @@ fn log_likelihood_and_gradient_with(
         let ln_a3 = -rx * ln_at;
         let (ll, w4, ln_atx) = if row.x > 0 {
             let ln_atx = ln_alpha_plus(row.t_x);
-            let ln_a4 = ln_a - (p.b + f64::from(row.x) - 1.0).ln() - rx * ln_atx;
-            let lse = ln_a3.max(ln_a4) + (-(ln_a3 - ln_a4).abs()).exp().ln_1p();
-            (ln_a1 + ln_a2 + lse, (ln_a4 - lse).exp(), ln_atx)
+            let ln_a4 = ln_a - tables.ln_b_x1[x] - rx * ln_atx;
+            // One exp serves both log(A3 + A4) and the weight A4 / (A3 + A4).
+            let d = ln_a4 - ln_a3;
+            let e = (-d.abs()).exp();
+            let lse = ln_a3.max(ln_a4) + e.ln_1p();
+            let w4 = if d > 0.0 {
+                1.0 / (1.0 + e)
+            } else {
+                e / (1.0 + e)
+            };
+            (ln_a1 + ln_a2 + lse, w4, ln_atx)
         } else {
             (ln_a1 + ln_a2 + ln_a3, 0.0, 0.0)
         };
@@ -181,9 +196,49 @@ pub fn compress(rows: &[BgNbdRow]) -> Vec<BgNbdRow> {
     out
 }
 
+/// BFGS on log-parameters over (possibly weighted) rows; the objective is
+/// the mean negative log-likelihood per customer.
+fn minimize(
+    data: &[BgNbdRow],
+    whole_days: bool,
+    start: &[f64],
+    inverse_hessian: Option<&[Vec<f64>]>,
+) -> super::optimize::Minimum {
+    let scale = 1.0 / data.iter().map(|r| r.weight).sum::<f64>();
+    let objective = |theta: &[f64]| {
+        let p = BgNbdParams {
+            r: theta[0].exp(),
+            alpha: theta[1].exp(),
+            a: theta[2].exp(),
+            b: theta[3].exp(),
+        };
+        let (ll, g) = log_likelihood_and_gradient_with(&p, data, whole_days);
+        let grad = vec![
+            -g[0] * p.r * scale,
+            -g[1] * p.alpha * scale,
+            -g[2] * p.a * scale,
+            -g[3] * p.b * scale,
+        ];
+        (-ll * scale, grad)
+    };
+    bfgs_from(&objective, start, inverse_hessian, 1e-9, 1e-15, 1_000)
+}
+
+/// Populations above four times this many customers are first fitted on a
+/// sample of this size, to warm-start the full fit.
+pub const WARM_START_CUSTOMERS: usize = 50_000;
+
 /// Maximum-likelihood fit. Errors (never boundary parameters) when the data
 /// cannot identify the model or the optimiser does not converge.
 pub fn fit(rows: &[BgNbdRow]) -> Result<BgNbdFit, FitError> {
+    fit_with_warm_start(rows, WARM_START_CUSTOMERS)
+}
+
+/// [`fit`] with an explicit warm-start sample size (exposed for tests).
+pub fn fit_with_warm_start(
+    rows: &[BgNbdRow],
+    warm_start_customers: usize,
+) -> Result<BgNbdFit, FitError> {
     let customers: f64 = rows.iter().map(|r| r.weight).sum();
     let repeat_customers: f64 = rows.iter().filter(|r| r.x > 0).map(|r| r.weight).sum();
     if rows.is_empty() || customers <= 0.0 {
@@ -209,25 +264,22 @@ pub fn fit(rows: &[BgNbdRow]) -> Result<BgNbdFit, FitError> {
         .iter()
         .all(|r| r.t.fract() == 0.0 && r.t_x.fract() == 0.0 && r.t <= MAX_TABULATED_DAY);
     let mean_t = data.iter().map(|r| r.t * r.weight).sum::<f64>() / customers;
-    let scale = 1.0 / customers;
-    let objective = |theta: &[f64]| {
-        let p = BgNbdParams {
-            r: theta[0].exp(),
-            alpha: theta[1].exp(),
-            a: theta[2].exp(),
-            b: theta[3].exp(),
-        };
-        let (ll, g) = log_likelihood_and_gradient_with(&p, &data, whole_days);
-        let grad = vec![
-            -g[0] * p.r * scale,
-            -g[1] * p.alpha * scale,
-            -g[2] * p.a * scale,
-            -g[3] * p.b * scale,
-        ];
-        (-ll * scale, grad)
-    };
-    let start = [0.0, mean_t.max(1e-3).ln(), 0.0, 0.0];
-    let m = bfgs(&objective, &start, 1e-9, 1e-15, 1_000);
+    let mut start = vec![0.0, mean_t.max(1e-3).ln(), 0.0, 0.0];
+    let mut curvature = None;
+    // Large populations: converge on a uniform 1-in-k sample of the
+    // customers first (cheap, and within sampling error of the answer), then
+    // finish on all of them from there. The result is still the full-data
+    // optimum, under the same convergence test.
+    if rows.len() > 4 * warm_start_customers && data.len() > 4 * warm_start_customers {
+        let step = rows.len() / warm_start_customers;
+        let sample = compress(&rows.iter().step_by(step).copied().collect::<Vec<_>>());
+        let warm = minimize(&sample, whole_days, &start, None);
+        if warm.converged && warm.x.iter().all(|t| (-18.0..=18.0).contains(t)) {
+            start = warm.x;
+            curvature = Some(warm.inverse_hessian);
+        }
+    }
+    let m = minimize(&data, whole_days, &start, curvature.as_deref());
     let params = BgNbdParams {
         r: m.x[0].exp(),
         alpha: m.x[1].exp(),
@@ -243,7 +295,7 @@ pub fn fit(rows: &[BgNbdRow]) -> Result<BgNbdFit, FitError> {
     }
     Ok(BgNbdFit {
         params,
-        log_likelihood: -m.value / scale,
+        log_likelihood: -m.value * customers,
         iterations: m.iterations,
         customers,
         repeat_customers,

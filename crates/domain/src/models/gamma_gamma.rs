@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::{
     FitError,
-    optimize::bfgs,
+    optimize::bfgs_from,
     special::{digamma, ln_gamma},
 };
 
@@ -92,8 +92,41 @@ pub fn log_likelihood(g: &GammaGammaParams, rows: &[GammaGammaRow]) -> f64 {
     log_likelihood_and_gradient(g, rows).0
 }
 
+fn minimize(
+    data: &[GammaGammaRow],
+    start: &[f64],
+    inverse_hessian: Option<&[Vec<f64>]>,
+) -> super::optimize::Minimum {
+    let scale = 1.0 / data.iter().map(|r| r.weight).sum::<f64>();
+    let objective = |theta: &[f64]| {
+        let g = GammaGammaParams {
+            p: theta[0].exp(),
+            q: theta[1].exp(),
+            v: theta[2].exp(),
+        };
+        let (ll, d) = log_likelihood_and_gradient(&g, data);
+        (
+            -ll * scale,
+            vec![
+                -d[0] * g.p * scale,
+                -d[1] * g.q * scale,
+                -d[2] * g.v * scale,
+            ],
+        )
+    };
+    bfgs_from(&objective, start, inverse_hessian, 1e-9, 1e-15, 1_000)
+}
+
 /// Maximum-likelihood fit over repeat buyers (rows with x = 0 are ignored).
 pub fn fit(rows: &[GammaGammaRow]) -> Result<GammaGammaFit, FitError> {
+    fit_with_warm_start(rows, super::bgnbd::WARM_START_CUSTOMERS)
+}
+
+/// [`fit`] with an explicit warm-start sample size (exposed for tests).
+pub fn fit_with_warm_start(
+    rows: &[GammaGammaRow],
+    warm_start_customers: usize,
+) -> Result<GammaGammaFit, FitError> {
     let data: Vec<GammaGammaRow> = rows
         .iter()
         .copied()
@@ -113,25 +146,22 @@ pub fn fit(rows: &[GammaGammaRow]) -> Result<GammaGammaFit, FitError> {
         return Err(FitError::TooFewCustomers);
     }
     let mean = data.iter().map(|r| r.mean_value * r.weight).sum::<f64>() / customers;
-    let scale = 1.0 / customers;
-    let objective = |theta: &[f64]| {
-        let g = GammaGammaParams {
-            p: theta[0].exp(),
-            q: theta[1].exp(),
-            v: theta[2].exp(),
-        };
-        let (ll, d) = log_likelihood_and_gradient(&g, &data);
-        (
-            -ll * scale,
-            vec![
-                -d[0] * g.p * scale,
-                -d[1] * g.q * scale,
-                -d[2] * g.v * scale,
-            ],
-        )
-    };
-    let start = [0.0, 0.0, mean.max(1e-6).ln()];
-    let m = bfgs(&objective, &start, 1e-9, 1e-15, 1_000);
+    let mut start = vec![0.0, 0.0, mean.max(1e-6).ln()];
+    let mut curvature = None;
+    // As for BG/NBD: warm-start large populations from a uniform sample.
+    if data.len() > 4 * warm_start_customers {
+        let sample: Vec<GammaGammaRow> = data
+            .iter()
+            .step_by(data.len() / warm_start_customers)
+            .copied()
+            .collect();
+        let warm = minimize(&sample, &start, None);
+        if warm.converged && warm.x.iter().all(|t| (-18.0..=18.0).contains(t)) {
+            start = warm.x;
+            curvature = Some(warm.inverse_hessian);
+        }
+    }
+    let m = minimize(&data, &start, curvature.as_deref());
     let params = GammaGammaParams {
         p: m.x[0].exp(),
         q: m.x[1].exp(),
@@ -146,7 +176,7 @@ pub fn fit(rows: &[GammaGammaRow]) -> Result<GammaGammaFit, FitError> {
     }
     Ok(GammaGammaFit {
         params,
-        log_likelihood: -m.value / scale,
+        log_likelihood: -m.value * customers,
         iterations: m.iterations,
         customers,
     })

@@ -8,6 +8,8 @@ pub struct Minimum {
     pub value: f64,
     pub iterations: usize,
     pub converged: bool,
+    /// The final inverse-Hessian estimate (to warm-start a related problem).
+    pub inverse_hessian: Vec<Vec<f64>>,
 }
 
 /// An objective: the value and the gradient at a point.
@@ -23,16 +25,38 @@ pub fn bfgs(
     ftol: f64,
     max_iterations: usize,
 ) -> Minimum {
+    bfgs_from(f, start, None, gtol, ftol, max_iterations)
+}
+
+/// [`bfgs`] starting from a known inverse-Hessian estimate.
+pub fn bfgs_from(
+    f: &Objective<'_>,
+    start: &[f64],
+    inverse_hessian: Option<&[Vec<f64>]>,
+    gtol: f64,
+    ftol: f64,
+    max_iterations: usize,
+) -> Minimum {
     let n = start.len();
     let mut x = start.to_vec();
     let (mut fx, mut g) = f(&x);
-    let mut h = identity(n);
+    let mut h = match inverse_hessian {
+        Some(h)
+            if h.len() == n
+                && h.iter()
+                    .all(|row| row.len() == n && row.iter().all(|v| v.is_finite())) =>
+        {
+            h.to_vec()
+        }
+        _ => identity(n),
+    };
     if !fx.is_finite() {
         return Minimum {
             x,
             value: fx,
             iterations: 0,
             converged: false,
+            inverse_hessian: h.clone(),
         };
     }
     for iteration in 1..=max_iterations {
@@ -42,6 +66,7 @@ pub fn bfgs(
                 value: fx,
                 iterations: iteration - 1,
                 converged: true,
+                inverse_hessian: h.clone(),
             };
         }
         let mut d: Vec<f64> = (0..n)
@@ -75,6 +100,7 @@ pub fn bfgs(
                 value: fx,
                 iterations: iteration,
                 converged,
+                inverse_hessian: h.clone(),
             };
         };
         let s: Vec<f64> = next.iter().zip(&x).map(|(a, b)| a - b).collect();
@@ -90,6 +116,7 @@ pub fn bfgs(
                 value: fx,
                 iterations: iteration,
                 converged: true,
+                inverse_hessian: h.clone(),
             };
         }
         if sy > 1e-12 {
@@ -113,6 +140,7 @@ pub fn bfgs(
         value: fx,
         iterations: max_iterations,
         converged,
+        inverse_hessian: h.clone(),
     }
 }
 
