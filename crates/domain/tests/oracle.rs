@@ -246,3 +246,23 @@ fn warm_started_fits_equal_cold_fits() {
         );
     }
 }
+
+#[test]
+fn batched_predictions_equal_per_customer_predictions() {
+    let p = BgNbdParams {
+        r: 0.5,
+        alpha: 12.0,
+        a: 0.7,
+        b: 2.5,
+    };
+    let mut rows = simulate_bgnbd(p, 3_000, 31);
+    // Fractional times take the general (sorted) path, whole days the dense table.
+    rows.extend(cdnow().bg.into_iter().take(500));
+    for batch in [&rows[..3_000], &rows[..]] {
+        let many = p.conditional_expected_purchases_many(365.0, batch);
+        for (r, e) in batch.iter().zip(many) {
+            let one = p.conditional_expected_purchases(365.0, r.x, r.t_x, r.t);
+            assert_eq!(e, one, "{r:?}");
+        }
+    }
+}

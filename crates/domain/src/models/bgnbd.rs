@@ -323,12 +323,55 @@ impl BgNbdParams {
         t_x: f64,
         t: f64,
     ) -> Option<f64> {
+        self.conditional_expectation_with(horizon, x, t_x, t, self.hyp_term(horizon, x, t)?)
+    }
+
+    /// [`Self::conditional_expected_purchases`] for a whole population. The
+    /// 2F1 term depends only on (x, T), which many customers share, so it is
+    /// computed once per distinct pair; everything runs on all cores.
+    pub fn conditional_expected_purchases_many(
+        &self,
+        horizon: f64,
+        rows: &[BgNbdRow],
+    ) -> Vec<Option<f64>> {
+        let mut keys: Vec<(u32, u64)> = rows.par_iter().map(|r| (r.x, r.t.to_bits())).collect();
+        keys.par_sort_unstable();
+        keys.dedup();
+        let terms: Vec<Option<f64>> = keys
+            .par_iter()
+            .map(|&(x, t)| self.hyp_term(horizon, x, f64::from_bits(t)))
+            .collect();
+        rows.par_iter()
+            .map(|r| {
+                let i = keys.binary_search(&(r.x, r.t.to_bits())).ok()?;
+                self.conditional_expectation_with(horizon, r.x, r.t_x, r.t, terms[i]?)
+            })
+            .collect()
+    }
+
+    /// 2F1(r+x, b+x; a+b+x-1; h/(α+T+h)).
+    fn hyp_term(&self, horizon: f64, x: u32, t: f64) -> Option<f64> {
+        let xf = f64::from(x);
+        hyp2f1(
+            self.r + xf,
+            self.b + xf,
+            self.a + self.b + xf - 1.0,
+            horizon / (self.alpha + t + horizon),
+        )
+    }
+
+    fn conditional_expectation_with(
+        &self,
+        horizon: f64,
+        x: u32,
+        t_x: f64,
+        t: f64,
+        hyp: f64,
+    ) -> Option<f64> {
         let xf = f64::from(x);
         let rx = self.r + xf;
-        let z = horizon / (self.alpha + t + horizon);
-        let f = hyp2f1(rx, self.b + xf, self.a + self.b + xf - 1.0, z)?;
         let numerator = (self.a + self.b + xf - 1.0) / (self.a - 1.0)
-            * (1.0 - ((self.alpha + t) / (self.alpha + t + horizon)).powf(rx) * f);
+            * (1.0 - ((self.alpha + t) / (self.alpha + t + horizon)).powf(rx) * hyp);
         let denominator = if x > 0 {
             1.0 + self.a / (self.b + xf - 1.0) * ((self.alpha + t) / (self.alpha + t_x)).powf(rx)
         } else {

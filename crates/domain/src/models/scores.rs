@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use super::{
-    bgnbd::BgNbdParams,
+    bgnbd::{BgNbdParams, BgNbdRow},
     gamma_gamma::GammaGammaParams,
     rfm::{RfmWeights, Segment, scores_by_larger, scores_by_smaller},
     summary::CustomerSummary,
@@ -265,6 +265,18 @@ pub fn score_population(
     });
     let discount = monthly_discount_factor(settings.monthly_discount_rate);
     let p90_gap = rule.p90_gap();
+    let histories: Vec<BgNbdRow> = summaries
+        .iter()
+        .map(|s| BgNbdRow {
+            x: s.x,
+            t_x: s.t_x,
+            t: s.t,
+            weight: 1.0,
+        })
+        .collect();
+    let expected_365 = model
+        .bg_nbd
+        .conditional_expected_purchases_many(365.0, &histories);
 
     let mut scores: Vec<CustomerScores> = summaries
         .par_iter()
@@ -274,9 +286,7 @@ pub fn score_population(
             let bg = &model.bg_nbd;
             let silence = s.t - s.t_x;
             let p_alive = bg.p_alive(s.x, s.t_x, s.t);
-            let expected = bg
-                .conditional_expected_purchases(365.0, s.x, s.t_x, s.t)
-                .unwrap_or(0.0);
+            let expected = expected_365[i].unwrap_or(0.0);
             let occasion_value = model
                 .gamma_gamma
                 .conditional_expected_value(s.x, s.repeat_mean_value);
