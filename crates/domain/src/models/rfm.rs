@@ -5,31 +5,39 @@
 //! recency_days) / n): ties share a score, each in 1..=5, O(n log n).
 
 /// Rank-based 1..=5 scores: `1 + floor(5 × #(values strictly below v) / n)`.
-pub fn scores_by_smaller<T: PartialOrd + Copy>(values: &[T]) -> Vec<u8> {
-    let n = values.len();
-    let mut sorted: Vec<T> = values.to_vec();
-    sorted.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    values
-        .iter()
-        .map(|v| {
-            let smaller = sorted.partition_point(|s| s < v);
-            score(smaller, n)
-        })
-        .collect()
+pub fn scores_by_smaller<T: PartialOrd + Copy + Send + Sync>(values: &[T]) -> Vec<u8> {
+    rank_scores(values, false)
 }
 
 /// Rank-based 1..=5 scores: `1 + floor(5 × #(values strictly above v) / n)`.
-pub fn scores_by_larger<T: PartialOrd + Copy>(values: &[T]) -> Vec<u8> {
+pub fn scores_by_larger<T: PartialOrd + Copy + Send + Sync>(values: &[T]) -> Vec<u8> {
+    rank_scores(values, true)
+}
+
+/// One parallel sort of (value, position), then one pass over runs of equal
+/// values: a run starting at sorted position i has i smaller values and
+/// n - (end of run) larger ones.
+fn rank_scores<T: PartialOrd + Copy + Send + Sync>(values: &[T], by_larger: bool) -> Vec<u8> {
+    use rayon::prelude::*;
     let n = values.len();
-    let mut sorted: Vec<T> = values.to_vec();
-    sorted.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    values
-        .iter()
-        .map(|v| {
-            let larger = n - sorted.partition_point(|s| s <= v);
-            score(larger, n)
-        })
-        .collect()
+    let mut sorted: Vec<(T, u32)> = values.iter().copied().zip(0u32..).collect();
+    sorted.par_sort_unstable_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    let mut out = vec![0u8; n];
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n
+            && sorted[end].0.partial_cmp(&sorted[start].0) == Some(std::cmp::Ordering::Equal)
+        {
+            end += 1;
+        }
+        let s = score(if by_larger { n - end } else { start }, n);
+        for &(_, i) in &sorted[start..end] {
+            out[i as usize] = s;
+        }
+        start = end;
+    }
+    out
 }
 
 fn score(count: usize, n: usize) -> u8 {
