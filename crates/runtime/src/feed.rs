@@ -1,0 +1,90 @@
+//! Following the profile change feed from another service.
+//!
+//! A consumer keeps its cursor in its own database and applies each batch
+//! together with the new cursor in one transaction, so after a crash or
+//! restart it resumes exactly where its last committed batch ended: no loss,
+//! no double counting. The follower reconnects with backoff and stops on
+//! shutdown.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use patron_domain::ApiError;
+use patron_proto::profile::{
+    ChangeEvent, StreamChangesRequest,
+    customer_profile_service_client::CustomerProfileServiceClient,
+};
+
+use crate::{ServiceContext, ServiceKind};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a consumer does with the feed.
+pub trait FeedConsumer: Send + Sync + 'static {
+    /// The last sequence this consumer applied (0 before the first batch).
+    fn cursor(&self) -> BoxFuture<'_, Result<i64, ApiError>>;
+    /// Applies `events` and records `last_sequence` as the new cursor, atomically.
+    fn apply(
+        &self,
+        events: Vec<ChangeEvent>,
+        last_sequence: i64,
+    ) -> BoxFuture<'_, Result<(), ApiError>>;
+}
+
+/// Follows the profile feed in the background until shutdown.
+pub fn follow(ctx: &ServiceContext, name: &'static str, consumer: Arc<dyn FeedConsumer>) {
+    let Some(channel) = ctx.peers.channel(ServiceKind::Profile) else {
+        tracing::error!(
+            consumer = name,
+            "no profile peer: the change feed cannot be followed"
+        );
+        return;
+    };
+    let shutdown = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let client = CustomerProfileServiceClient::new(channel.clone())
+                .max_decoding_message_size(64 << 20);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = run(client, consumer.as_ref()) => {
+                    if let Err(e) = result {
+                        tracing::warn!(consumer = name, error = %e, retry_in_ms = delay.as_millis() as u64, "change feed consumer stopped");
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    });
+}
+
+async fn run(
+    mut client: CustomerProfileServiceClient<tonic::transport::Channel>,
+    consumer: &dyn FeedConsumer,
+) -> Result<(), String> {
+    let after = consumer.cursor().await.map_err(|e| e.to_string())?;
+    let mut stream = client
+        .stream_changes(StreamChangesRequest {
+            after_sequence: after,
+            max_batch_size: 0,
+        })
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner();
+    while let Some(message) = stream.next().await {
+        let message = message.map_err(|s| s.to_string())?;
+        let Some(last) = message.events.last().map(|e| e.sequence) else {
+            continue;
+        };
+        consumer
+            .apply(message.events, last)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Err("the change stream ended".into())
+}
