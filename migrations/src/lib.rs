@@ -10,6 +10,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_profile;
 mod m20261122_000002_feedback;
+mod m20261122_000003_scoring;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -33,7 +34,11 @@ migrator!(
     "profile_migrations",
     [m20261122_000001_profile::Migration]
 );
-migrator!(ScoringMigrator, "scoring_migrations", []);
+migrator!(
+    ScoringMigrator,
+    "scoring_migrations",
+    [m20261122_000003_scoring::Migration]
+);
 migrator!(
     FeedbackMigrator,
     "feedback_migrations",

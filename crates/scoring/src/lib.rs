@@ -1,11 +1,16 @@
-//! `patron.scoring.v1.ScoringService`: RFM, CLV, churn and value scores, the fitted purchase models, and analytics reports.
-//!
-//! The service is registered and healthy; its RPCs are built by the issue
-//! that owns this capability and answer UNIMPLEMENTED until then.
+//! `patron.scoring.v1.ScoringService`: the read model fed by the profile
+//! change feed, the fitted purchase models (BG/NBD + Gamma-Gamma), and (to
+//! come, see the open issue) scores, the hot-score cache and reports.
 
-use patron_proto::scoring::scoring_service_server::{ScoringService, ScoringServiceServer};
+mod consumer;
+mod grpc;
+mod models;
+
+use patron_proto::scoring::scoring_service_server::ScoringServiceServer;
 use patron_runtime::{ServiceContext, ServiceKind, ServiceModule};
 use tonic::service::RoutesBuilder;
+
+pub use grpc::ScoringApi;
 
 /// How a server hosts this service.
 pub fn module() -> ServiceModule {
@@ -13,7 +18,7 @@ pub fn module() -> ServiceModule {
         kind: ServiceKind::Scoring,
         depends_on: &[ServiceKind::Profile, ServiceKind::Feedback],
         register,
-        on_ready: None,
+        on_ready: Some(consumer::start),
     }
 }
 
@@ -25,17 +30,3 @@ fn register(ctx: &ServiceContext, routes: &mut RoutesBuilder) {
             .max_encoding_message_size(limit),
     );
 }
-
-#[derive(Clone)]
-pub struct ScoringApi {
-    _ctx: ServiceContext,
-}
-
-impl ScoringApi {
-    pub fn new(ctx: &ServiceContext) -> Self {
-        Self { _ctx: ctx.clone() }
-    }
-}
-
-#[tonic::async_trait]
-impl ScoringService for ScoringApi {}

@@ -10,6 +10,7 @@ pub mod feedback;
 pub mod paging;
 pub mod profile;
 pub mod query;
+pub mod scoring;
 mod settings;
 
 use std::time::Duration;

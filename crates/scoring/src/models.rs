@@ -1,0 +1,155 @@
+//! FitModel / GetModel: BG/NBD + Gamma-Gamma fitted on the read model, with
+//! the literature's holdout validation, recorded as versioned models.
+
+use chrono::{DateTime, Utc};
+use patron_domain::{
+    ApiError,
+    models::{
+        bgnbd::{self, BgNbdRow},
+        gamma_gamma::{self, GammaGammaRow},
+        summary::summarize,
+    },
+};
+use patron_proto::scoring as pb;
+use patron_runtime::{
+    convert::{now, optional_timestamp, to_timestamp},
+    error::ApiResult,
+};
+use patron_store::scoring::ScoringStore;
+use prost::Message;
+
+/// Frequencies 0..=6 get a bucket each; the last holds 7 and above.
+const LAST_BUCKET: u32 = 7;
+
+fn day_of(t: DateTime<Utc>) -> i32 {
+    t.timestamp().div_euclid(86_400) as i32
+}
+
+fn not_identifiable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::failed_precondition(
+        "MODEL_NOT_IDENTIFIABLE",
+        format!("cannot fit the purchase models on this data: {e}"),
+    )
+}
+
+pub(crate) async fn fit(store: &ScoringStore, req: pb::FitModelRequest) -> ApiResult<pb::ModelFit> {
+    let now = now();
+    let as_of = optional_timestamp(req.as_of.as_ref(), "as_of")?.unwrap_or(now);
+    let holdout_end = optional_timestamp(req.holdout_end.as_ref(), "holdout_end")?;
+    if holdout_end.is_some_and(|h| h <= as_of) {
+        return Err(ApiError::invalid_field(
+            "holdout_end",
+            "must be after as_of",
+        ));
+    }
+    let as_of_day = day_of(as_of);
+    let (ids, purchases) = store.purchase_days().await?;
+    let summaries = summarize(ids.len(), &purchases, as_of_day);
+    let rows: Vec<BgNbdRow> = summaries
+        .iter()
+        .map(|s| BgNbdRow {
+            x: s.x,
+            t_x: s.t_x,
+            t: s.t,
+            weight: 1.0,
+        })
+        .collect();
+    let bg = bgnbd::fit(&rows).map_err(not_identifiable)?;
+    let gg_rows: Vec<GammaGammaRow> = summaries
+        .iter()
+        .filter(|s| s.x > 0 && s.repeat_mean_value > 0.0)
+        .map(|s| GammaGammaRow {
+            x: s.x,
+            mean_value: s.repeat_mean_value,
+            weight: 1.0,
+        })
+        .collect();
+    let gg = gamma_gamma::fit(&gg_rows).map_err(not_identifiable)?;
+
+    let holdout = match holdout_end {
+        Some(end) => {
+            let end_day = day_of(end);
+            let horizon = f64::from(end_day - as_of_day);
+            // Occasions (distinct days) per customer in (as_of, holdout_end].
+            let mut actual = vec![0i64; ids.len()];
+            for p in purchases
+                .iter()
+                .filter(|p| p.day > as_of_day && p.day <= end_day)
+            {
+                actual[p.customer as usize] += 1;
+            }
+            let mut buckets: Vec<(i64, f64, i64)> = vec![(0, 0.0, 0); LAST_BUCKET as usize + 1];
+            let mut predicted_total = 0.0;
+            let mut actual_total = 0;
+            for s in &summaries {
+                let predicted = bg
+                    .params
+                    .conditional_expected_purchases(horizon, s.x, s.t_x, s.t)
+                    .unwrap_or(0.0);
+                let b = &mut buckets[s.x.min(LAST_BUCKET) as usize];
+                b.0 += 1;
+                b.1 += predicted;
+                b.2 += actual[s.customer as usize];
+                predicted_total += predicted;
+                actual_total += actual[s.customer as usize];
+            }
+            Some(pb::HoldoutValidation {
+                predicted_purchases: predicted_total,
+                actual_purchases: actual_total,
+                buckets: buckets
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.0 > 0)
+                    .map(|(f, (n, predicted, actual))| pb::HoldoutBucket {
+                        frequency: f as i64,
+                        customers: n,
+                        predicted_mean: predicted / n as f64,
+                        actual_mean: actual as f64 / n as f64,
+                    })
+                    .collect(),
+                holdout_end: Some(to_timestamp(end)),
+            })
+        }
+        None => None,
+    };
+
+    let fit = pb::ModelFit {
+        model_version: uuid::Uuid::now_v7().to_string(),
+        bg_nbd: Some(pb::BgNbdParams {
+            r: bg.params.r,
+            alpha: bg.params.alpha,
+            a: bg.params.a,
+            b: bg.params.b,
+        }),
+        gamma_gamma: Some(pb::GammaGammaParams {
+            p: gg.params.p,
+            q: gg.params.q,
+            v: gg.params.v,
+        }),
+        customers: bg.customers as i64,
+        repeat_customers: bg.repeat_customers as i64,
+        log_likelihood: bg.log_likelihood,
+        as_of: Some(to_timestamp(as_of)),
+        holdout,
+        gamma_gamma_log_likelihood: gg.log_likelihood,
+        converged: true,
+        iterations: (bg.iterations + gg.iterations) as i32,
+        create_time: Some(to_timestamp(now)),
+    };
+    store
+        .save_model(&fit.model_version, now, fit.encode_to_vec())
+        .await?;
+    Ok(fit)
+}
+
+pub(crate) async fn latest(store: &ScoringStore) -> ApiResult<pb::ModelFit> {
+    let bytes = store.latest_model().await?.ok_or_else(|| {
+        ApiError::new(
+            patron_domain::ErrorCode::NotFound,
+            "NO_MODEL",
+            "no model has been fitted yet; call FitModel",
+        )
+    })?;
+    pb::ModelFit::decode(bytes.as_slice())
+        .map_err(|e| ApiError::internal(format!("stored model: {e}")))
+}

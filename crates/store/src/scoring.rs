@@ -1,0 +1,234 @@
+//! The scoring service's tables: its read model of customers and purchase
+//! days (fed by the profile change feed), its feed cursor, and fitted models.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use patron_domain::{ApiError, models::summary::Purchase};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection,
+    sea_query::{Expr, ExprTrait, OnConflict, Query},
+};
+
+use crate::{Storage, begin_write, db_error};
+
+/// What one batch of the change feed does to the read model.
+#[derive(Debug, Default)]
+pub struct ReadModelBatch {
+    /// (customer id, region) of created or updated customers.
+    pub customers: Vec<(String, String)>,
+    /// (customer id, UTC day number, amount nanos, cost nanos) per transaction.
+    pub purchases: Vec<(String, i32, i64, i64)>,
+    /// Customer id per recorded interaction.
+    pub interactions: Vec<String>,
+    pub erased: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct ScoringStore {
+    db: DatabaseConnection,
+}
+
+impl ScoringStore {
+    pub fn new(storage: &Storage) -> Self {
+        Self {
+            db: storage.connection().clone(),
+        }
+    }
+
+    pub async fn cursor(&self, consumer: &str) -> Result<i64, ApiError> {
+        let row = self
+            .db
+            .query_one(
+                Query::select()
+                    .column("after_sequence")
+                    .from("scoring_feed_cursor")
+                    .and_where(Expr::col("consumer").eq(consumer)),
+            )
+            .await
+            .map_err(db_error)?;
+        row.map_or(Ok(0), |r| r.try_get("", "after_sequence").map_err(db_error))
+    }
+
+    /// Applies a batch and moves the cursor in one transaction.
+    pub async fn apply(
+        &self,
+        consumer: &str,
+        batch: ReadModelBatch,
+        cursor: i64,
+    ) -> Result<(), ApiError> {
+        let txn = begin_write(&self.db).await?;
+        let mut regions: HashMap<&str, &str> = HashMap::new();
+        for (id, region) in &batch.customers {
+            regions.insert(id, region);
+        }
+        for chunk in regions.into_iter().collect::<Vec<_>>().chunks(2_000) {
+            let mut q = Query::insert();
+            q.into_table("scoring_customers").columns([
+                "customer_id",
+                "region",
+                "interactions",
+                "erased",
+            ]);
+            for (id, region) in chunk {
+                q.values_panic([(*id).into(), (*region).into(), 0.into(), false.into()]);
+            }
+            q.on_conflict(
+                OnConflict::column("customer_id")
+                    .update_column("region")
+                    .to_owned(),
+            );
+            txn.execute(&q).await.map_err(db_error)?;
+        }
+        let mut days: HashMap<(&str, i32), (i64, i64, i32)> = HashMap::new();
+        for (id, day, amount, cost) in &batch.purchases {
+            let e = days.entry((id, *day)).or_default();
+            e.0 += amount;
+            e.1 += cost;
+            e.2 += 1;
+        }
+        for chunk in days.into_iter().collect::<Vec<_>>().chunks(2_000) {
+            let mut q = Query::insert();
+            q.into_table("scoring_customer_days").columns([
+                "customer_id",
+                "day",
+                "amount_nanos",
+                "cost_nanos",
+                "transactions",
+            ]);
+            for ((id, day), (amount, cost, n)) in chunk {
+                q.values_panic([
+                    (*id).into(),
+                    (*day).into(),
+                    (*amount).into(),
+                    (*cost).into(),
+                    (*n).into(),
+                ]);
+            }
+            let mut on_conflict = OnConflict::columns(["customer_id", "day"]);
+            for col in ["amount_nanos", "cost_nanos", "transactions"] {
+                on_conflict.value(
+                    col,
+                    Expr::col(("scoring_customer_days", col)).add(Expr::col(("excluded", col))),
+                );
+            }
+            q.on_conflict(on_conflict.to_owned());
+            txn.execute(&q).await.map_err(db_error)?;
+        }
+        let mut interactions: HashMap<&str, i32> = HashMap::new();
+        for id in &batch.interactions {
+            *interactions.entry(id).or_default() += 1;
+        }
+        for chunk in interactions.into_iter().collect::<Vec<_>>().chunks(2_000) {
+            let mut q = Query::insert();
+            q.into_table("scoring_customers").columns([
+                "customer_id",
+                "region",
+                "interactions",
+                "erased",
+            ]);
+            for (id, n) in chunk {
+                q.values_panic([(*id).into(), "".into(), (*n).into(), false.into()]);
+            }
+            let mut on_conflict = OnConflict::column("customer_id");
+            on_conflict.value(
+                "interactions",
+                Expr::col(("scoring_customers", "interactions"))
+                    .add(Expr::col(("excluded", "interactions"))),
+            );
+            q.on_conflict(on_conflict.to_owned());
+            txn.execute(&q).await.map_err(db_error)?;
+        }
+        if !batch.erased.is_empty() {
+            txn.execute(
+                Query::update()
+                    .table("scoring_customers")
+                    .value("erased", true)
+                    .and_where(Expr::col("customer_id").is_in(batch.erased.iter().cloned())),
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        txn.execute(
+            Query::insert()
+                .into_table("scoring_feed_cursor")
+                .columns(["consumer", "after_sequence"])
+                .values_panic([consumer.into(), cursor.into()])
+                .on_conflict(
+                    OnConflict::column("consumer")
+                        .update_column("after_sequence")
+                        .to_owned(),
+                ),
+        )
+        .await
+        .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)
+    }
+
+    /// Every customer's purchase days: the ids (index = `Purchase::customer`)
+    /// and one `Purchase` per customer and day (its sum).
+    pub async fn purchase_days(&self) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .columns(["customer_id", "day", "amount_nanos", "cost_nanos"])
+                    .from("scoring_customer_days")
+                    .order_by("customer_id", sea_orm::Order::Asc)
+                    .order_by("day", sea_orm::Order::Asc),
+            )
+            .await
+            .map_err(db_error)?;
+        let mut ids: Vec<String> = Vec::new();
+        let mut purchases = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.try_get("", "customer_id").map_err(db_error)?;
+            if ids.last() != Some(&id) {
+                ids.push(id);
+            }
+            purchases.push(Purchase {
+                customer: (ids.len() - 1) as u32,
+                day: r.try_get("", "day").map_err(db_error)?,
+                amount_nanos: r.try_get("", "amount_nanos").map_err(db_error)?,
+                cost_nanos: r.try_get("", "cost_nanos").map_err(db_error)?,
+            });
+        }
+        Ok((ids, purchases))
+    }
+
+    pub async fn save_model(
+        &self,
+        version: &str,
+        create_time: DateTime<Utc>,
+        fit: Vec<u8>,
+    ) -> Result<(), ApiError> {
+        self.db
+            .execute(
+                Query::insert()
+                    .into_table("scoring_models")
+                    .columns(["model_version", "create_time", "fit"])
+                    .values_panic([version.into(), create_time.into(), fit.into()]),
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The encoded fit of the newest model.
+    pub async fn latest_model(&self) -> Result<Option<Vec<u8>>, ApiError> {
+        let row = self
+            .db
+            .query_one(
+                Query::select()
+                    .column("fit")
+                    .from("scoring_models")
+                    .order_by("create_time", sea_orm::Order::Desc)
+                    .order_by("model_version", sea_orm::Order::Desc)
+                    .limit(1),
+            )
+            .await
+            .map_err(db_error)?;
+        row.map(|r| r.try_get("", "fit").map_err(db_error))
+            .transpose()
+    }
+}

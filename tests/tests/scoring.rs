@@ -1,0 +1,231 @@
+//! The scoring service end to end: its read model follows the profile feed,
+//! and its fitted models equal the domain models on the same data.
+
+use std::time::Duration;
+
+use patron_domain::models::{
+    bgnbd::{self, BgNbdRow},
+    gamma_gamma::{self, GammaGammaRow},
+    summary::{Purchase, summarize},
+};
+use patron_tests::{
+    TestApp, backend_tests,
+    pb::{common::Money, profile as profile_pb, scoring as pb},
+    violated_fields,
+};
+use prost_types::Timestamp;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tonic::Code;
+
+const START_DAY: i64 = 20_000; // 2024-10-04
+const END_DAY: i64 = 20_500;
+
+/// (customer index, day, cents) purchases of a BG/NBD-like population, some
+/// customers buying twice on one day (one occasion).
+fn population(customers: usize, seed: u64) -> Vec<(usize, i64, i64)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for c in 0..customers {
+        let rate: f64 = rng.random_range(0.005..0.08);
+        let drop: f64 = rng.random_range(0.05..0.5);
+        // Customers differ in spend level, as Gamma-Gamma assumes.
+        let level: f64 = rng.random_range(5.0..150.0f64).powf(1.3);
+        let mut day = START_DAY + rng.random_range(0..400);
+        loop {
+            out.push((c, day, (level * rng.random_range(60.0..140.0)) as i64));
+            if rng.random_bool(0.1) {
+                out.push((c, day, (level * rng.random_range(10.0..50.0)) as i64));
+            }
+            if rng.random_bool(drop) {
+                break;
+            }
+            day += (-rng.random::<f64>().max(1e-9).ln() / rate).ceil() as i64;
+            if day > END_DAY {
+                break;
+            }
+        }
+    }
+    out
+}
+
+async fn ingest(app: &TestApp, ids: &[String], purchases: &[(usize, i64, i64)], offset: usize) {
+    let transactions: Vec<_> = purchases
+        .iter()
+        .enumerate()
+        .map(|(k, (c, day, cents))| profile_pb::Transaction {
+            id: format!("s-{}", k + offset),
+            customer_id: ids[*c].clone(),
+            occurred_at: Some(Timestamp {
+                seconds: day * 86_400 + 43_200,
+                nanos: 0,
+            }),
+            amount: Some(Money {
+                currency_code: "EUR".into(),
+                units: cents / 100,
+                nanos: ((cents % 100) * 10_000_000) as i32,
+            }),
+            quantity: 1,
+            ..Default::default()
+        })
+        .collect();
+    for chunk in transactions.chunks(2_000) {
+        app.profile()
+            .record_transactions(profile_pb::RecordTransactionsRequest {
+                transactions: chunk.to_vec(),
+            })
+            .await
+            .expect("record");
+    }
+}
+
+async fn customers(app: &TestApp, n: usize) -> Vec<String> {
+    let batch = (0..n)
+        .map(|i| profile_pb::Customer {
+            external_id: format!("sc-{i}"),
+            ..Default::default()
+        })
+        .collect();
+    app.profile()
+        .upsert_customers(profile_pb::UpsertCustomersRequest { customers: batch })
+        .await
+        .unwrap()
+        .into_inner()
+        .customers
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// The domain models fitted directly on the generated data.
+fn expected(
+    purchases: &[(usize, i64, i64)],
+    customers: usize,
+    as_of_day: i64,
+) -> (bgnbd::BgNbdFit, gamma_gamma::GammaGammaFit) {
+    let p: Vec<Purchase> = purchases
+        .iter()
+        .map(|(c, day, cents)| Purchase {
+            customer: *c as u32,
+            day: *day as i32,
+            amount_nanos: cents * 10_000_000,
+            cost_nanos: 0,
+        })
+        .collect();
+    let s = summarize(customers, &p, as_of_day as i32);
+    let rows: Vec<BgNbdRow> = s
+        .iter()
+        .map(|s| BgNbdRow {
+            x: s.x,
+            t_x: s.t_x,
+            t: s.t,
+            weight: 1.0,
+        })
+        .collect();
+    let gg: Vec<GammaGammaRow> = s
+        .iter()
+        .filter(|s| s.x > 0)
+        .map(|s| GammaGammaRow {
+            x: s.x,
+            mean_value: s.repeat_mean_value,
+            weight: 1.0,
+        })
+        .collect();
+    (bgnbd::fit(&rows).unwrap(), gamma_gamma::fit(&gg).unwrap())
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+/// Fits until the service's read model has caught up with what was ingested.
+async fn fit_when_caught_up(
+    app: &TestApp,
+    request: pb::FitModelRequest,
+    want: &bgnbd::BgNbdFit,
+) -> pb::ModelFit {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let fit = app.scoring().fit_model(request).await;
+        if let Ok(fit) = &fit {
+            let got = fit.get_ref().bg_nbd.unwrap();
+            if close(got.r, want.params.r)
+                && close(got.alpha, want.params.alpha)
+                && close(got.a, want.params.a)
+                && close(got.b, want.params.b)
+            {
+                return fit.get_ref().clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read model did not converge to the expected fit: {fit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+backend_tests! {
+    async fn fits_equal_the_domain_models_and_survive_a_restart(app: TestApp) {
+        let err = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = app.scoring().fit_model(pb::FitModelRequest::default()).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "nothing to fit yet");
+
+        let n = 500;
+        let ids = customers(&app, n).await;
+        let purchases = population(n, 7);
+        let half = purchases.len() / 2;
+        ingest(&app, &ids, &purchases[..half], 0).await;
+        // Restart while the feed is being consumed: nothing lost, nothing counted twice.
+        let app = app.restart().await;
+        ingest(&app, &ids, &purchases[half..], half).await;
+
+        let as_of = Timestamp { seconds: END_DAY * 86_400, nanos: 0 };
+        let (bg, gg) = expected(&purchases, n, END_DAY);
+        let fit = fit_when_caught_up(&app, pb::FitModelRequest { as_of: Some(as_of), holdout_end: None }, &bg).await;
+        assert_eq!(fit.customers, bg.customers as i64);
+        assert_eq!(fit.repeat_customers, bg.repeat_customers as i64);
+        assert!(close(fit.log_likelihood, bg.log_likelihood));
+        let g = fit.gamma_gamma.unwrap();
+        assert!(close(g.p, gg.params.p) && close(g.q, gg.params.q) && close(g.v, gg.params.v), "{g:?} vs {:?}", gg.params);
+        assert!(fit.converged);
+
+        let latest = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
+        assert_eq!(latest.model_version, fit.model_version);
+
+        // Holdout: calibrate up to day 20,350, compare with (20,350, 20,500].
+        let mid = 20_350;
+        let (bg_mid, _) = expected(&purchases, n, mid);
+        let holdout = fit_when_caught_up(
+            &app,
+            pb::FitModelRequest { as_of: Some(Timestamp { seconds: mid * 86_400, nanos: 0 }), holdout_end: Some(as_of) },
+            &bg_mid,
+        )
+        .await
+        .holdout
+        .expect("holdout");
+        let mut first_day = vec![i64::MAX; n];
+        for (c, day, _) in &purchases {
+            first_day[*c] = first_day[*c].min(*day);
+        }
+        let mut days: Vec<(usize, i64)> = purchases
+            .iter()
+            .filter(|(c, day, _)| *day > mid && *day <= END_DAY && first_day[*c] <= mid)
+            .map(|(c, day, _)| (*c, *day))
+            .collect();
+        days.sort_unstable();
+        days.dedup();
+        assert_eq!(holdout.actual_purchases, days.len() as i64, "occasions, not transactions");
+        let calibrated = first_day.iter().filter(|d| **d <= mid).count() as i64;
+        assert_eq!(holdout.buckets.iter().map(|b| b.customers).sum::<i64>(), calibrated);
+        assert!(holdout.predicted_purchases > 0.0);
+
+        let err = app
+            .scoring()
+            .fit_model(pb::FitModelRequest { as_of: Some(as_of), holdout_end: Some(Timestamp { seconds: mid * 86_400, nanos: 0 }) })
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&err), ["holdout_end"]);
+    }
+}
