@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: DemoCommand,
     },
+    /// Purchase models (BG/NBD + Gamma-Gamma).
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Reports as readable tables.
     Report {
         #[command(subcommand)]
@@ -91,6 +96,25 @@ enum ImportCommand {
     /// cost, channel, product_id, category, quantity, region.
     Transactions {
         file: PathBuf,
+        #[command(flatten)]
+        target: client::Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Fit on the data up to --as-of (default now); with --holdout-end, validate on the period after.
+    Fit {
+        /// Calibration end, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+        #[arg(long)]
+        holdout_end: Option<chrono::NaiveDate>,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// The model in use.
+    Show {
         #[command(flatten)]
         target: client::Target,
     },
@@ -265,6 +289,29 @@ async fn main() -> ExitCode {
                     "demo data: {} customers, {} transactions, {} events, {} interactions, {} survey responses, {} complaints written ({} already present)",
                     s.customers, s.transactions, s.events, s.interactions, s.survey_responses, s.complaints, s.duplicates
                 );
+                Ok(())
+            })
+            .await
+        }
+        Command::Model { command } => {
+            client::run(async {
+                use patron_proto::scoring::{FitModelRequest, GetModelRequest, scoring_service_client::ScoringServiceClient};
+                let day = |d: chrono::NaiveDate| prost_types::Timestamp {
+                    seconds: d.and_hms_opt(23, 59, 59).unwrap_or_default().and_utc().timestamp(),
+                    nanos: 0,
+                };
+                let fit = match command {
+                    ModelCommand::Fit { as_of, holdout_end, target } => {
+                        ScoringServiceClient::new(client::channel(&target).await?)
+                            .fit_model(FitModelRequest { as_of: as_of.map(day), holdout_end: holdout_end.map(day) })
+                            .await?
+                            .into_inner()
+                    }
+                    ModelCommand::Show { target } => {
+                        ScoringServiceClient::new(client::channel(&target).await?).get_model(GetModelRequest {}).await?.into_inner()
+                    }
+                };
+                println!("{}", serde_json::to_string_pretty(&render::model(&fit))?);
                 Ok(())
             })
             .await

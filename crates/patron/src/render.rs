@@ -85,3 +85,26 @@ pub(crate) fn status(status: &tonic::Status) -> String {
     }
     out
 }
+
+/// A fitted model, readably.
+pub(crate) fn model(m: &patron_proto::scoring::ModelFit) -> Value {
+    let bg = m.bg_nbd.unwrap_or_default();
+    let gg = m.gamma_gamma.unwrap_or_default();
+    json!({
+        "model_version": m.model_version,
+        "as_of": timestamp(m.as_of.as_ref()),
+        "customers": m.customers,
+        "repeat_customers": m.repeat_customers,
+        "bg_nbd": {"r": bg.r, "alpha_days": bg.alpha, "a": bg.a, "b": bg.b, "log_likelihood": m.log_likelihood},
+        "gamma_gamma": {"p": gg.p, "q": gg.q, "v": gg.v, "log_likelihood": m.gamma_gamma_log_likelihood},
+        "holdout": m.holdout.as_ref().map(|h| json!({
+            "holdout_end": timestamp(h.holdout_end.as_ref()),
+            "predicted_purchases": h.predicted_purchases,
+            "actual_purchases": h.actual_purchases,
+            "by_calibration_frequency": h.buckets.iter().map(|b| json!({
+                "frequency": if b.frequency == 7 { "7+".to_string() } else { b.frequency.to_string() },
+                "customers": b.customers, "predicted_mean": b.predicted_mean, "actual_mean": b.actual_mean,
+            })).collect::<Vec<_>>(),
+        })),
+    })
+}
