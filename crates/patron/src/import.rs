@@ -253,6 +253,47 @@ fn transaction_from_row(row: &Row<'_>) -> Result<(pb::Transaction, String), Stri
     Ok((t, row.get("customer_external_id").to_owned()))
 }
 
+/// Sends one batch of (line, row). When the server rejects it with field
+/// violations on some items, those rows are recorded as rejected (with the
+/// server's reasons) and the rest is sent once more. `send` answers
+/// (accepted, already present).
+async fn send_dropping_rejected<R, F, Fut>(
+    mut pending: Vec<(u64, R)>,
+    field: &str,
+    summary: &mut ImportSummary,
+    mut send: F,
+) -> anyhow::Result<()>
+where
+    R: Clone,
+    F: FnMut(Vec<R>) -> Fut,
+    Fut: std::future::Future<Output = Result<(usize, usize), tonic::Status>>,
+{
+    for _ in 0..2 {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match send(pending.iter().map(|(_, r)| r.clone()).collect()).await {
+            Ok((accepted, present)) => {
+                summary.accepted += accepted;
+                summary.duplicates += present;
+                return Ok(());
+            }
+            Err(status) => {
+                let bad = rejected_items(&status, field).ok_or(status)?;
+                let mut kept = Vec::with_capacity(pending.len());
+                for (i, (line, row)) in pending.into_iter().enumerate() {
+                    match bad.get(&i) {
+                        Some(reason) => summary.rejected.push((line, reason.clone())),
+                        None => kept.push((line, row)),
+                    }
+                }
+                pending = kept;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The violations of a rejected batch, by item index (`customers[3].email` -> 3).
 fn rejected_items(status: &tonic::Status, field: &str) -> Option<HashMap<usize, String>> {
     if status.code() != tonic::Code::InvalidArgument {
@@ -276,7 +317,7 @@ fn rejected_items(status: &tonic::Status, field: &str) -> Option<HashMap<usize, 
 }
 
 pub(crate) async fn customers(channel: Channel, path: &Path) -> anyhow::Result<ImportSummary> {
-    let mut client = CustomerProfileServiceClient::new(channel);
+    let client = CustomerProfileServiceClient::new(channel);
     let (mut reader, headers) = rows(path)?;
     anyhow::ensure!(
         headers.contains_key("external_id"),
@@ -309,36 +350,18 @@ pub(crate) async fn customers(channel: Channel, path: &Path) -> anyhow::Result<I
             bar.set_position(record.position().map_or(0, |p| p.byte()));
         }
         if batch.len() == BATCH || (!more && !batch.is_empty()) {
-            let mut pending = std::mem::take(&mut batch);
-            // One retry after dropping the rows the server rejected.
-            for _ in 0..2 {
-                let customers = pending.iter().map(|(_, c)| c.clone()).collect();
-                match client
-                    .upsert_customers(pb::UpsertCustomersRequest { customers })
-                    .await
-                {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        summary.accepted += (r.created + r.updated) as usize;
-                        summary.duplicates += r.unchanged as usize;
-                        pending.clear();
-                        break;
-                    }
-                    Err(status) => match rejected_items(&status, "customers") {
-                        Some(bad) => {
-                            let mut kept = Vec::new();
-                            for (i, row) in pending.into_iter().enumerate() {
-                                match bad.get(&i) {
-                                    Some(reason) => summary.rejected.push((row.0, reason.clone())),
-                                    None => kept.push(row),
-                                }
-                            }
-                            pending = kept;
-                        }
-                        None => return Err(status.into()),
-                    },
+            let pending = std::mem::take(&mut batch);
+            send_dropping_rejected(pending, "customers", &mut summary, |customers| {
+                let mut client = client.clone();
+                async move {
+                    let r = client
+                        .upsert_customers(pb::UpsertCustomersRequest { customers })
+                        .await?
+                        .into_inner();
+                    Ok(((r.created + r.updated) as usize, r.unchanged as usize))
                 }
-            }
+            })
+            .await?;
         }
         if !more {
             break;
@@ -402,36 +425,18 @@ pub(crate) async fn transactions(channel: Channel, path: &Path) -> anyhow::Resul
                 }
                 true
             });
-            for _ in 0..2 {
-                if pending.is_empty() {
-                    break;
+            let pending = pending.into_iter().map(|(line, t, _)| (line, t)).collect();
+            send_dropping_rejected(pending, "transactions", &mut summary, |transactions| {
+                let mut client = client.clone();
+                async move {
+                    let r = client
+                        .record_transactions(pb::RecordTransactionsRequest { transactions })
+                        .await?
+                        .into_inner();
+                    Ok((r.accepted as usize, r.duplicates as usize))
                 }
-                let transactions = pending.iter().map(|(_, t, _)| t.clone()).collect();
-                match client
-                    .record_transactions(pb::RecordTransactionsRequest { transactions })
-                    .await
-                {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        summary.accepted += r.accepted as usize;
-                        summary.duplicates += r.duplicates as usize;
-                        pending.clear();
-                    }
-                    Err(status) => match rejected_items(&status, "transactions") {
-                        Some(bad) => {
-                            let mut kept = Vec::new();
-                            for (i, row) in pending.into_iter().enumerate() {
-                                match bad.get(&i) {
-                                    Some(reason) => summary.rejected.push((row.0, reason.clone())),
-                                    None => kept.push(row),
-                                }
-                            }
-                            pending = kept;
-                        }
-                        None => return Err(status.into()),
-                    },
-                }
-            }
+            })
+            .await?;
         }
         if !more {
             break;

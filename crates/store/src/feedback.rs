@@ -764,17 +764,7 @@ impl FeedbackStore {
 
     /// The profile change-feed cursor of `consumer` (0 before the first batch).
     pub async fn cursor(&self, consumer: &str) -> Result<i64, ApiError> {
-        let row = self
-            .db
-            .query_one(
-                Query::select()
-                    .column("after_sequence")
-                    .from("feedback_feed_cursor")
-                    .and_where(Expr::col("consumer").eq(consumer)),
-            )
-            .await
-            .map_err(db_error)?;
-        row.map_or(Ok(0), |r| r.try_get("", "after_sequence").map_err(db_error))
+        crate::cursor::load(&self.db, "feedback_feed_cursor", consumer).await
     }
 
     /// Removes the personal free text of these customers and advances the
@@ -805,19 +795,7 @@ impl FeedbackStore {
             .await
             .map_err(db_error)?;
         }
-        txn.execute(
-            Query::insert()
-                .into_table("feedback_feed_cursor")
-                .columns(["consumer", "after_sequence"])
-                .values_panic([consumer.into(), cursor.into()])
-                .on_conflict(
-                    OnConflict::column("consumer")
-                        .update_column("after_sequence")
-                        .to_owned(),
-                ),
-        )
-        .await
-        .map_err(db_error)?;
+        crate::cursor::save(&txn, "feedback_feed_cursor", consumer, cursor).await?;
         txn.commit().await.map_err(db_error)
     }
 }

@@ -37,17 +37,7 @@ impl ScoringStore {
     }
 
     pub async fn cursor(&self, consumer: &str) -> Result<i64, ApiError> {
-        let row = self
-            .db
-            .query_one(
-                Query::select()
-                    .column("after_sequence")
-                    .from("scoring_feed_cursor")
-                    .and_where(Expr::col("consumer").eq(consumer)),
-            )
-            .await
-            .map_err(db_error)?;
-        row.map_or(Ok(0), |r| r.try_get("", "after_sequence").map_err(db_error))
+        crate::cursor::load(&self.db, "scoring_feed_cursor", consumer).await
     }
 
     /// Applies a batch and moves the cursor in one transaction.
@@ -149,19 +139,7 @@ impl ScoringStore {
             .await
             .map_err(db_error)?;
         }
-        txn.execute(
-            Query::insert()
-                .into_table("scoring_feed_cursor")
-                .columns(["consumer", "after_sequence"])
-                .values_panic([consumer.into(), cursor.into()])
-                .on_conflict(
-                    OnConflict::column("consumer")
-                        .update_column("after_sequence")
-                        .to_owned(),
-                ),
-        )
-        .await
-        .map_err(db_error)?;
+        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, cursor).await?;
         txn.commit().await.map_err(db_error)
     }
 
