@@ -111,8 +111,16 @@ pub(crate) fn stream(
     tokio::spawn(async move {
         let mut cursor = after;
         let mut head = store.subscribe_head();
+        // The next batch is read while the current one is decoded and sent.
+        let mut prefetched: Option<tokio::task::JoinHandle<_>> = None;
         loop {
-            let rows = match store.changes_after(cursor, batch).await {
+            let read = match prefetched.take() {
+                Some(handle) => handle
+                    .await
+                    .unwrap_or_else(|e| Err(patron_domain::ApiError::internal(e))),
+                None => store.changes_after(cursor, batch).await,
+            };
+            let rows = match read {
                 Ok(rows) => rows,
                 Err(e) => {
                     let _ = tx.send(Err(to_status(e))).await;
@@ -122,6 +130,13 @@ pub(crate) fn stream(
             let full = rows.len() as u64 == batch;
             if let Some(last) = rows.last() {
                 cursor = last.sequence;
+                if full {
+                    let store = store.clone();
+                    let from = cursor;
+                    prefetched = Some(tokio::spawn(async move {
+                        store.changes_after(from, batch).await
+                    }));
+                }
                 let mut events = Vec::with_capacity(rows.len());
                 for row in rows {
                     let mut event =

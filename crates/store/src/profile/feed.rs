@@ -99,19 +99,25 @@ pub(crate) async fn append<C: ConnectionTrait>(
 impl ProfileStore {
     /// Up to `limit` changes with a sequence greater than `after`, in order.
     pub async fn changes_after(&self, after: i64, limit: u64) -> Result<Vec<ChangeRow>, ApiError> {
-        let rows = change::Entity::find()
+        // Only the columns the stream sends.
+        let rows: Vec<(i64, DateTime<Utc>, Vec<u8>)> = change::Entity::find()
+            .select_only()
+            .column(change::Column::Sequence)
+            .column(change::Column::CommitTime)
+            .column(change::Column::Payload)
             .filter(change::Column::Sequence.gt(after))
             .order_by_asc(change::Column::Sequence)
             .limit(limit)
+            .into_tuple()
             .all(&self.db)
             .await
             .map_err(db_error)?;
         Ok(rows
             .into_iter()
-            .map(|r| ChangeRow {
-                sequence: r.sequence,
-                commit_time: r.commit_time,
-                payload: r.payload,
+            .map(|(sequence, commit_time, payload)| ChangeRow {
+                sequence,
+                commit_time,
+                payload,
             })
             .collect())
     }
