@@ -44,6 +44,8 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new("region").string().not_null())
                 .col(ColumnDef::new("interactions").integer().not_null())
                 .col(ColumnDef::new("erased").boolean().not_null())
+                // Currency of the customer's purchases (the latest seen).
+                .col(ColumnDef::new("currency").string().not_null().default(""))
                 .to_owned(),
         )
         .await?;
@@ -52,6 +54,26 @@ impl MigrationTrait for Migration {
                 .table("scoring_feed_cursor")
                 .col(ColumnDef::new("consumer").string().not_null().primary_key())
                 .col(ColumnDef::new("after_sequence").big_integer().not_null())
+                .to_owned(),
+        )
+        .await?;
+        // The latest computed score per customer (the encoded CustomerScore).
+        m.create_table(
+            Table::create()
+                .table("scoring_scores")
+                .col(
+                    ColumnDef::new("customer_id")
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new("model_version").string().not_null())
+                .col(
+                    ColumnDef::new("computed_at")
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(ColumnDef::new("score").blob().not_null())
                 .to_owned(),
         )
         .await?;

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use patron_domain::models::{
-    bgnbd::{self, BgNbdRow},
-    gamma_gamma::{self, GammaGammaRow},
+    bgnbd::{self, BgNbdParams, BgNbdRow},
+    gamma_gamma::{self, GammaGammaParams, GammaGammaRow},
+    scores::{FittedModel, ModelSettings, score_population},
     summary::{Purchase, summarize},
 };
 use patron_tests::{
@@ -171,6 +172,9 @@ backend_tests! {
         assert_eq!(err.code(), Code::NotFound);
         let err = app.scoring().fit_model(pb::FitModelRequest::default()).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "nothing to fit yet");
+        let mut no_model = app.scoring().recompute_scores(pb::RecomputeScoresRequest::default()).await.unwrap().into_inner();
+        let err = no_model.message().await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "scores need a model");
 
         let n = 500;
         let ids = customers(&app, n).await;
@@ -193,6 +197,60 @@ backend_tests! {
 
         let latest = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
         assert_eq!(latest.model_version, fit.model_version);
+
+        // Scores: the service equals the domain scorer on the same data and model.
+        let mut progress = app
+            .scoring()
+            .recompute_scores(pb::RecomputeScoresRequest { as_of: Some(as_of) })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut last = None;
+        while let Some(m) = progress.message().await.unwrap() {
+            assert!(m.done <= m.total);
+            last = Some(m);
+        }
+        let last = last.expect("progress");
+        assert_eq!((last.done, last.total), (n as i64, n as i64));
+        assert_eq!(last.model_version, fit.model_version);
+
+        let p: Vec<Purchase> = purchases
+            .iter()
+            .map(|(c, day, cents)| Purchase { customer: *c as u32, day: *day as i32, amount_nanos: cents * 10_000_000, cost_nanos: 0 })
+            .collect();
+        let summaries = summarize(n, &p, END_DAY as i32);
+        let bgp = fit.bg_nbd.unwrap();
+        let model = FittedModel {
+            bg_nbd: BgNbdParams { r: bgp.r, alpha: bgp.alpha, a: bgp.a, b: bgp.b },
+            gamma_gamma: GammaGammaParams { p: g.p, q: g.q, v: g.v },
+        };
+        let domain = score_population(&summaries, None, &model, &ModelSettings::default(), END_DAY as i32);
+        for c in [0usize, 7, 123, 499] {
+            let want = domain.iter().find(|s| s.customer as usize == c).unwrap();
+            let got = app.scoring().get_score(pb::GetScoreRequest { customer_id: ids[c].clone() }).await.unwrap().into_inner();
+            let rfm = got.rfm.unwrap();
+            assert_eq!((rfm.r_score, rfm.f_score, rfm.m_score), (i32::from(want.r_score), i32::from(want.f_score), i32::from(want.m_score)));
+            assert_eq!(rfm.segment, want.segment.as_str());
+            assert_eq!(rfm.frequency, i64::from(want.frequency));
+            let clv = got.clv.unwrap();
+            assert!(close(clv.p_alive, want.p_alive) && close(clv.expected_purchases_365d, want.expected_purchases_365d));
+            assert!(close(got.churn.unwrap().probability, want.churn_probability));
+            assert!(close(got.loyalty_index, want.loyalty_index));
+            assert_eq!(got.model_version, fit.model_version);
+            assert_eq!(rfm.monetary.unwrap().currency_code, "EUR");
+        }
+        let batch = app
+            .scoring()
+            .batch_get_scores(pb::BatchGetScoresRequest { customer_ids: vec![ids[3].clone(), "nobody".into(), ids[4].clone()] })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(batch.scores.iter().map(|s| s.customer_id.clone()).collect::<Vec<_>>(), [ids[3].clone(), ids[4].clone()]);
+        assert_eq!(batch.missing_ids, ["nobody"]);
+        let err = app.scoring().get_score(pb::GetScoreRequest { customer_id: "nobody".into() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = app.scoring().get_score(pb::GetScoreRequest { customer_id: String::new() }).await.unwrap_err();
+        assert_eq!(violated_fields(&err), ["customer_id"]);
 
         // Holdout: calibrate up to day 20,350, compare with (20,350, 20,500].
         let mid = 20_350;
@@ -228,4 +286,90 @@ backend_tests! {
             .unwrap_err();
         assert_eq!(violated_fields(&err), ["holdout_end"]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_are_cached_in_redis_and_refilled_after_eviction() {
+    let Some(redis_url) = patron_tests::redis_url() else {
+        return patron_tests::skip("Redis scoring test", "REDIS_URL is not set");
+    };
+    let prefix = format!("patron-test:{}:", uuid::Uuid::new_v4().simple());
+    let Some(app) = TestApp::spawn_with(patron_tests::Backend::Sqlite, |s| {
+        s.redis.url = Some(secrecy::SecretString::from(redis_url.clone()));
+        s.redis.key_prefix = prefix.clone();
+    })
+    .await
+    else {
+        return;
+    };
+    let n = 200;
+    let ids = customers(&app, n).await;
+    let purchases = population(n, 11);
+    ingest(&app, &ids, &purchases, 0).await;
+    let as_of = Timestamp {
+        seconds: END_DAY * 86_400,
+        nanos: 0,
+    };
+    let (bg, _) = expected(&purchases, n, END_DAY);
+    fit_when_caught_up(
+        &app,
+        pb::FitModelRequest {
+            as_of: Some(as_of),
+            holdout_end: None,
+        },
+        &bg,
+    )
+    .await;
+    let mut progress = app
+        .scoring()
+        .recompute_scores(pb::RecomputeScoresRequest { as_of: Some(as_of) })
+        .await
+        .unwrap()
+        .into_inner();
+    while progress.message().await.unwrap().is_some() {}
+
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{prefix}score:{}", ids[5]);
+    let cached: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        cached.is_some(),
+        "the recompute wrote the score to Redis before its stream ended"
+    );
+
+    let first = app
+        .scoring()
+        .get_score(pb::GetScoreRequest {
+            customer_id: ids[5].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let again = app
+        .scoring()
+        .get_score(pb::GetScoreRequest {
+            customer_id: ids[5].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first, again, "served from the store after eviction");
+    let refilled: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(refilled.is_some(), "a miss refills the cache");
 }

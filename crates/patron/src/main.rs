@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: DemoCommand,
     },
+    /// Customer scores.
+    Score {
+        #[command(subcommand)]
+        command: ScoreCommand,
+    },
     /// Purchase models (BG/NBD + Gamma-Gamma).
     Model {
         #[command(subcommand)]
@@ -96,6 +101,24 @@ enum ImportCommand {
     /// cost, channel, product_id, category, quantity, region.
     Transactions {
         file: PathBuf,
+        #[command(flatten)]
+        target: client::Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScoreCommand {
+    /// One customer's scores as JSON.
+    Get {
+        id: String,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Recompute every customer's scores with the newest model (progress bar).
+    Recompute {
+        /// Scoring date, YYYY-MM-DD (UTC); default now.
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
         #[command(flatten)]
         target: client::Target,
     },
@@ -289,6 +312,43 @@ async fn main() -> ExitCode {
                     "demo data: {} customers, {} transactions, {} events, {} interactions, {} survey responses, {} complaints written ({} already present)",
                     s.customers, s.transactions, s.events, s.interactions, s.survey_responses, s.complaints, s.duplicates
                 );
+                Ok(())
+            })
+            .await
+        }
+        Command::Score { command } => {
+            client::run(async {
+                use patron_proto::scoring::{GetScoreRequest, RecomputeScoresRequest, scoring_service_client::ScoringServiceClient};
+                match command {
+                    ScoreCommand::Get { id, target } => {
+                        let score = ScoringServiceClient::new(client::channel(&target).await?)
+                            .get_score(GetScoreRequest { customer_id: id })
+                            .await?
+                            .into_inner();
+                        println!("{score:#?}");
+                    }
+                    ScoreCommand::Recompute { as_of, target } => {
+                        let as_of = as_of.map(|d| prost_types::Timestamp {
+                            seconds: d.and_hms_opt(23, 59, 59).unwrap_or_default().and_utc().timestamp(),
+                            nanos: 0,
+                        });
+                        let mut stream = ScoringServiceClient::new(client::channel(&target).await?)
+                            .recompute_scores(RecomputeScoresRequest { as_of })
+                            .await?
+                            .into_inner();
+                        let bar = indicatif::ProgressBar::new(0);
+                        let mut last = None;
+                        while let Some(m) = stream.message().await? {
+                            bar.set_length(m.total as u64);
+                            bar.set_position(m.done as u64);
+                            last = Some(m);
+                        }
+                        bar.finish_and_clear();
+                        if let Some(m) = last {
+                            println!("scored {} customers with model {}", m.done, m.model_version);
+                        }
+                    }
+                }
                 Ok(())
             })
             .await

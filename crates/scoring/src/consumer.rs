@@ -39,11 +39,17 @@ impl FeedConsumer for ReadModel {
                 Some(Change::Customer(c)) => batch.customers.push((c.id, c.region)),
                 Some(Change::Transaction(t)) => {
                     let day = t.occurred_at.map_or(0, |ts| ts.seconds.div_euclid(86_400)) as i32;
+                    let currency = t
+                        .amount
+                        .as_ref()
+                        .map(|m| m.currency_code.clone())
+                        .unwrap_or_default();
                     batch.purchases.push((
                         t.customer_id,
                         day,
                         nanos(t.amount.as_ref()),
                         nanos(t.cost.as_ref()),
+                        currency,
                     ));
                 }
                 Some(Change::Interaction(i)) => batch.interactions.push(i.customer_id),

@@ -1,23 +1,25 @@
-//! The tonic trait impl. FitModel and GetModel are built; the scores, the
-//! hot-score cache and the reports answer UNIMPLEMENTED until their issue
-//! lands (generated default stubs).
+//! The tonic trait impl. Built: FitModel, GetModel, RecomputeScores,
+//! GetScore, BatchGetScores. GetScoreDistribution and the reports answer
+//! UNIMPLEMENTED until their issue lands (generated default stubs).
 
 use patron_proto::scoring::{self as pb, scoring_service_server::ScoringService};
 use patron_runtime::{ServiceContext, error::IntoGrpc};
 use patron_store::scoring::ScoringStore;
 use tonic::{Request, Response, Status};
 
-use crate::models;
+use crate::{models, scores};
 
 #[derive(Clone)]
 pub struct ScoringApi {
     store: ScoringStore,
+    cache: patron_cache::Cache,
 }
 
 impl ScoringApi {
     pub fn new(ctx: &ServiceContext) -> Self {
         Self {
             store: ScoringStore::new(&ctx.storage),
+            cache: ctx.cache.clone(),
         }
     }
 }
@@ -32,6 +34,36 @@ impl ScoringService for ScoringApi {
         models::fit(&self.store, request.into_inner())
             .await
             .into_grpc()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_score(
+        &self,
+        request: Request<pb::GetScoreRequest>,
+    ) -> Result<Response<pb::CustomerScore>, Status> {
+        scores::get(&self.store, &self.cache, request.into_inner())
+            .await
+            .into_grpc()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn batch_get_scores(
+        &self,
+        request: Request<pb::BatchGetScoresRequest>,
+    ) -> Result<Response<pb::BatchGetScoresResponse>, Status> {
+        scores::batch_get(&self.store, &self.cache, request.into_inner())
+            .await
+            .into_grpc()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn recompute_scores(
+        &self,
+        request: Request<pb::RecomputeScoresRequest>,
+    ) -> Result<Response<scores::ProgressStream>, Status> {
+        scores::recompute(self.store.clone(), self.cache.clone(), request.into_inner())
+            .map(Response::new)
+            .map_err(patron_runtime::to_status)
     }
 
     #[tracing::instrument(skip_all)]

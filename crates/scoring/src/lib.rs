@@ -5,6 +5,7 @@
 mod consumer;
 mod grpc;
 mod models;
+mod scores;
 
 use patron_proto::scoring::scoring_service_server::ScoringServiceServer;
 use patron_runtime::{ServiceContext, ServiceKind, ServiceModule};

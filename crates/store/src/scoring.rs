@@ -17,8 +17,8 @@ use crate::{Storage, begin_write, db_error};
 pub struct ReadModelBatch {
     /// (customer id, region) of created or updated customers.
     pub customers: Vec<(String, String)>,
-    /// (customer id, UTC day number, amount nanos, cost nanos) per transaction.
-    pub purchases: Vec<(String, i32, i64, i64)>,
+    /// (customer id, UTC day number, amount nanos, cost nanos, currency) per transaction.
+    pub purchases: Vec<(String, i32, i64, i64, String)>,
     /// Customer id per recorded interaction.
     pub interactions: Vec<String>,
     pub erased: Vec<String>,
@@ -70,8 +70,37 @@ impl ScoringStore {
             );
             txn.execute(&q).await.map_err(db_error)?;
         }
+        let mut currencies: HashMap<&str, &str> = HashMap::new();
+        for (id, _, _, _, currency) in &batch.purchases {
+            currencies.insert(id, currency);
+        }
+        for chunk in currencies.into_iter().collect::<Vec<_>>().chunks(2_000) {
+            let mut q = Query::insert();
+            q.into_table("scoring_customers").columns([
+                "customer_id",
+                "region",
+                "interactions",
+                "erased",
+                "currency",
+            ]);
+            for (id, currency) in chunk {
+                q.values_panic([
+                    (*id).into(),
+                    "".into(),
+                    0.into(),
+                    false.into(),
+                    (*currency).into(),
+                ]);
+            }
+            q.on_conflict(
+                OnConflict::column("customer_id")
+                    .update_column("currency")
+                    .to_owned(),
+            );
+            txn.execute(&q).await.map_err(db_error)?;
+        }
         let mut days: HashMap<(&str, i32), (i64, i64, i32)> = HashMap::new();
-        for (id, day, amount, cost) in &batch.purchases {
+        for (id, day, amount, cost, _) in &batch.purchases {
             let e = days.entry((id, *day)).or_default();
             e.0 += amount;
             e.1 += cost;
@@ -172,6 +201,85 @@ impl ScoringStore {
             });
         }
         Ok((ids, purchases))
+    }
+
+    /// (interactions, currency) per customer id.
+    pub async fn customer_facts(&self) -> Result<HashMap<String, (u32, String)>, ApiError> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .columns(["customer_id", "interactions", "currency"])
+                    .from("scoring_customers"),
+            )
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| {
+                let id: String = r.try_get("", "customer_id").map_err(db_error)?;
+                let n: i32 = r.try_get("", "interactions").map_err(db_error)?;
+                let currency: String = r.try_get("", "currency").map_err(db_error)?;
+                Ok((id, (u32::try_from(n).unwrap_or(0), currency)))
+            })
+            .collect()
+    }
+
+    /// Stores computed scores (customer id, encoded score), replacing older ones.
+    pub async fn save_scores(
+        &self,
+        model_version: &str,
+        computed_at: DateTime<Utc>,
+        scores: &[(String, Vec<u8>)],
+    ) -> Result<(), ApiError> {
+        let txn = begin_write(&self.db).await?;
+        for chunk in scores.chunks(2_000) {
+            let mut q = Query::insert();
+            q.into_table("scoring_scores").columns([
+                "customer_id",
+                "model_version",
+                "computed_at",
+                "score",
+            ]);
+            for (id, score) in chunk {
+                q.values_panic([
+                    id.as_str().into(),
+                    model_version.into(),
+                    computed_at.into(),
+                    score.clone().into(),
+                ]);
+            }
+            q.on_conflict(
+                OnConflict::column("customer_id")
+                    .update_columns(["model_version", "computed_at", "score"])
+                    .to_owned(),
+            );
+            txn.execute(&q).await.map_err(db_error)?;
+        }
+        txn.commit().await.map_err(db_error)
+    }
+
+    /// Stored scores of these customers (encoded), by id.
+    pub async fn scores(&self, ids: &[String]) -> Result<HashMap<String, Vec<u8>>, ApiError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(1_000) {
+            let rows = self
+                .db
+                .query_all(
+                    Query::select()
+                        .columns(["customer_id", "score"])
+                        .from("scoring_scores")
+                        .and_where(Expr::col("customer_id").is_in(chunk.iter().cloned())),
+                )
+                .await
+                .map_err(db_error)?;
+            for r in rows {
+                out.insert(
+                    r.try_get("", "customer_id").map_err(db_error)?,
+                    r.try_get("", "score").map_err(db_error)?,
+                );
+            }
+        }
+        Ok(out)
     }
 
     pub async fn save_model(

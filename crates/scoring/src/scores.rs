@@ -1,0 +1,323 @@
+//! RecomputeScores, GetScore and BatchGetScores.
+//!
+//! A recompute scores every customer of the read model with the newest
+//! model, stores the encoded scores, then writes them to the cache; its
+//! stream ends only after both, so every new score is visible to GetScore.
+//! Reads go cache first, then the store (filling the cache); cache failures
+//! only cost latency (they are counted in the cache stats).
+
+use std::{collections::HashMap, pin::Pin};
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use patron_cache::{Cache, ScoreCache};
+use patron_domain::{
+    ApiError, ErrorCode, Money, Violations,
+    activity::check_id,
+    models::{
+        bgnbd::BgNbdParams,
+        gamma_gamma::GammaGammaParams,
+        scores::{
+            ChurnRisk, CustomerScores, CustomerSignals, FittedModel, LifecycleStage, ModelSettings,
+            ValueQuadrant, ValueTier, score_population,
+        },
+        summary::summarize,
+    },
+    money::Currency,
+};
+use patron_proto::{common, scoring as pb};
+use patron_runtime::{
+    convert::{now, optional_timestamp, to_money, to_timestamp},
+    error::ApiResult,
+    to_status,
+};
+use patron_store::scoring::ScoringStore;
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::models;
+
+pub(crate) type ProgressStream =
+    Pin<Box<dyn Stream<Item = Result<pb::RecomputeScoresResponse, Status>> + Send>>;
+
+const MAX_BATCH_IDS: usize = 1_000;
+const CHUNK: usize = 5_000;
+
+fn cache_key(customer_id: &str) -> String {
+    format!("score:{customer_id}")
+}
+
+fn money(currency: Option<Currency>, nanos: i128) -> Option<common::Money> {
+    let currency = currency?;
+    Some(to_money(Money {
+        currency,
+        nanos: nanos.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+    }))
+}
+
+fn units(currency: Option<Currency>, value: f64) -> Option<common::Money> {
+    money(currency, (value * 1e9).round() as i128)
+}
+
+fn to_proto(
+    s: &CustomerScores,
+    id: &str,
+    currency: Option<Currency>,
+    version: &str,
+    as_of: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> pb::CustomerScore {
+    pb::CustomerScore {
+        customer_id: id.to_owned(),
+        rfm: Some(pb::RfmScore {
+            recency_days: s.recency_days,
+            frequency: i64::from(s.frequency),
+            monetary: money(currency, s.monetary_nanos),
+            r_score: i32::from(s.r_score),
+            f_score: i32::from(s.f_score),
+            m_score: i32::from(s.m_score),
+            segment: s.segment.as_str().to_owned(),
+            weighted_score: s.weighted_score,
+            ranks_stale: false,
+        }),
+        clv: Some(pb::ClvScore {
+            historical_value: money(currency, s.monetary_nanos),
+            simple_clv: units(currency, s.simple_clv),
+            expected_purchases_365d: s.expected_purchases_365d,
+            p_alive: s.p_alive,
+            predicted_clv_365d: units(currency, s.predicted_clv_365d),
+            expected_occasion_value: units(currency, s.expected_occasion_value),
+        }),
+        churn: Some(pb::ChurnScore {
+            probability: s.churn_probability,
+            risk: match s.churn_risk {
+                ChurnRisk::Low => pb::ChurnRisk::Low,
+                ChurnRisk::Medium => pb::ChurnRisk::Medium,
+                ChurnRisk::High => pb::ChurnRisk::High,
+            } as i32,
+            reasons: s.churn_reasons.iter().map(|r| (*r).to_owned()).collect(),
+        }),
+        value_tier: match s.value_tier {
+            ValueTier::Low => pb::ValueTier::Low,
+            ValueTier::Medium => pb::ValueTier::Medium,
+            ValueTier::High => pb::ValueTier::High,
+        } as i32,
+        value_quadrant: match s.value_quadrant {
+            ValueQuadrant::Star => pb::ValueQuadrant::Star,
+            ValueQuadrant::Grow => pb::ValueQuadrant::Grow,
+            ValueQuadrant::Maintain => pb::ValueQuadrant::Maintain,
+            ValueQuadrant::Minimal => pb::ValueQuadrant::Minimal,
+        } as i32,
+        lifecycle_stage: match s.lifecycle {
+            LifecycleStage::Prospect => pb::LifecycleStage::Prospect,
+            LifecycleStage::New => pb::LifecycleStage::New,
+            LifecycleStage::Active => pb::LifecycleStage::Active,
+            LifecycleStage::Loyal => pb::LifecycleStage::Loyal,
+            LifecycleStage::AtRisk => pb::LifecycleStage::AtRisk,
+            LifecycleStage::Churned => pb::LifecycleStage::Churned,
+        } as i32,
+        loyalty_index: s.loyalty_index,
+        profitability: Some(pb::Profitability {
+            revenue: money(currency, s.revenue_nanos),
+            cost: money(currency, s.cost_nanos),
+            margin: money(currency, s.margin_nanos),
+        }),
+        computed_at: Some(to_timestamp(at)),
+        model_version: version.to_owned(),
+        as_of: Some(to_timestamp(as_of)),
+    }
+}
+
+/// Starts a recompute; the stream reports progress and ends once every new
+/// score is stored and cached.
+pub(crate) fn recompute(
+    store: ScoringStore,
+    cache: Cache,
+    req: pb::RecomputeScoresRequest,
+) -> ApiResult<ProgressStream> {
+    let as_of = optional_timestamp(req.as_of.as_ref(), "as_of")?.unwrap_or_else(now);
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        if let Err(e) = run(&store, &cache, as_of, &tx).await {
+            let _ = tx.send(Err(to_status(e))).await;
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+async fn run(
+    store: &ScoringStore,
+    cache: &Cache,
+    as_of: DateTime<Utc>,
+    tx: &mpsc::Sender<Result<pb::RecomputeScoresResponse, Status>>,
+) -> ApiResult<()> {
+    let model = models::latest(store).await.map_err(|e| {
+        if e.code == ErrorCode::NotFound {
+            ApiError::failed_precondition(
+                "NO_MODEL",
+                "no model has been fitted yet; call FitModel first",
+            )
+        } else {
+            e
+        }
+    })?;
+    let (bg, gg) = (
+        model.bg_nbd.unwrap_or_default(),
+        model.gamma_gamma.unwrap_or_default(),
+    );
+    let fitted = FittedModel {
+        bg_nbd: BgNbdParams {
+            r: bg.r,
+            alpha: bg.alpha,
+            a: bg.a,
+            b: bg.b,
+        },
+        gamma_gamma: GammaGammaParams {
+            p: gg.p,
+            q: gg.q,
+            v: gg.v,
+        },
+    };
+    let as_of_day = as_of.timestamp().div_euclid(86_400) as i32;
+    let (ids, purchases) = store.purchase_days().await?;
+    let facts = store.customer_facts().await?;
+    let summaries = summarize(ids.len(), &purchases, as_of_day);
+    let signals: Vec<CustomerSignals> = summaries
+        .iter()
+        .map(|s| CustomerSignals {
+            interactions: facts.get(&ids[s.customer as usize]).map_or(0, |f| f.0),
+            ..CustomerSignals::default()
+        })
+        .collect();
+    let scores = score_population(
+        &summaries,
+        Some(&signals),
+        &fitted,
+        &ModelSettings::default(),
+        as_of_day,
+    );
+    let total = scores.len() as i64;
+    let at = now();
+    let encoded: Vec<(String, Vec<u8>)> = scores
+        .iter()
+        .map(|s| {
+            let id = &ids[s.customer as usize];
+            let currency = facts.get(id).and_then(|f| Currency::parse(&f.1).ok());
+            (
+                id.clone(),
+                to_proto(s, id, currency, &model.model_version, as_of, at).encode_to_vec(),
+            )
+        })
+        .collect();
+    let progress = |done: i64| pb::RecomputeScoresResponse {
+        done,
+        total,
+        model_version: model.model_version.clone(),
+        as_of: Some(to_timestamp(as_of)),
+    };
+    let mut done = 0;
+    for chunk in encoded.chunks(CHUNK) {
+        store.save_scores(&model.model_version, at, chunk).await?;
+        done += chunk.len() as i64;
+        if done < total && tx.send(Ok(progress(done))).await.is_err() {
+            return Ok(()); // the caller went away; the scores stay
+        }
+    }
+    // New scores replace cached ones before the stream ends.
+    for chunk in encoded.chunks(CHUNK) {
+        let entries = chunk
+            .iter()
+            .map(|(id, bytes)| (cache_key(id), bytes.clone()))
+            .collect();
+        if let Err(e) = cache.put_many(entries).await {
+            tracing::warn!(error = %e, "could not refresh cached scores; they expire within the TTL");
+        }
+    }
+    let _ = tx.send(Ok(progress(total))).await;
+    Ok(())
+}
+
+fn decode(bytes: &[u8]) -> ApiResult<pb::CustomerScore> {
+    pb::CustomerScore::decode(bytes).map_err(|e| ApiError::internal(format!("stored score: {e}")))
+}
+
+pub(crate) async fn get(
+    store: &ScoringStore,
+    cache: &Cache,
+    req: pb::GetScoreRequest,
+) -> ApiResult<pb::CustomerScore> {
+    let mut v = Violations::new();
+    check_id(&mut v, "customer_id", &req.customer_id);
+    v.finish()?;
+    let key = cache_key(&req.customer_id);
+    if let Ok(Some(bytes)) = cache.get(&key).await {
+        return decode(&bytes);
+    }
+    let stored = store.scores(std::slice::from_ref(&req.customer_id)).await?;
+    let bytes = stored.get(&req.customer_id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            "SCORE_NOT_FOUND",
+            format!(
+                "no score for customer {:?}; unknown customer or not scored yet",
+                req.customer_id
+            ),
+        )
+    })?;
+    let _ = cache.put(&key, bytes.clone()).await;
+    decode(bytes)
+}
+
+pub(crate) async fn batch_get(
+    store: &ScoringStore,
+    cache: &Cache,
+    req: pb::BatchGetScoresRequest,
+) -> ApiResult<pb::BatchGetScoresResponse> {
+    if req.customer_ids.len() > MAX_BATCH_IDS {
+        return Err(ApiError::invalid_field(
+            "customer_ids",
+            format!("at most {MAX_BATCH_IDS} per call"),
+        ));
+    }
+    let mut v = Violations::new();
+    for (i, id) in req.customer_ids.iter().enumerate() {
+        check_id(&mut v, &format!("customer_ids[{i}]"), id);
+    }
+    v.finish()?;
+    let keys: Vec<String> = req.customer_ids.iter().map(|id| cache_key(id)).collect();
+    let cached = cache
+        .get_many(&keys)
+        .await
+        .unwrap_or_else(|_| vec![None; keys.len()]);
+    let misses: Vec<String> = req
+        .customer_ids
+        .iter()
+        .zip(&cached)
+        .filter(|(_, c)| c.is_none())
+        .map(|(id, _)| id.clone())
+        .collect();
+    let stored: HashMap<String, Vec<u8>> = if misses.is_empty() {
+        HashMap::new()
+    } else {
+        store.scores(&misses).await?
+    };
+    if !stored.is_empty() {
+        let _ = cache
+            .put_many(
+                stored
+                    .iter()
+                    .map(|(id, b)| (cache_key(id), b.clone()))
+                    .collect(),
+            )
+            .await;
+    }
+    let mut response = pb::BatchGetScoresResponse::default();
+    for (id, hit) in req.customer_ids.iter().zip(cached) {
+        match hit.or_else(|| stored.get(id).cloned()) {
+            Some(bytes) => response.scores.push(decode(&bytes)?),
+            None => response.missing_ids.push(id.clone()),
+        }
+    }
+    Ok(response)
+}
