@@ -73,6 +73,12 @@ impl MigrationTrait for Migration {
                         .timestamp_with_time_zone()
                         .not_null(),
                 )
+                // Labels beside the encoded score, for distributions.
+                .col(ColumnDef::new("segment").string().not_null())
+                .col(ColumnDef::new("value_tier").string().not_null())
+                .col(ColumnDef::new("value_quadrant").string().not_null())
+                .col(ColumnDef::new("churn_risk").string().not_null())
+                .col(ColumnDef::new("lifecycle_stage").string().not_null())
                 .col(ColumnDef::new("score").blob().not_null())
                 .to_owned(),
         )

@@ -239,6 +239,17 @@ backend_tests! {
             assert_eq!(got.model_version, fit.model_version);
             assert_eq!(rfm.monetary.unwrap().currency_code, "EUR");
         }
+        let dist = app.scoring().get_score_distribution(pb::GetScoreDistributionRequest {}).await.unwrap().into_inner();
+        assert_eq!(dist.customers, n as i64);
+        for bucket in &dist.rfm_segments {
+            let want = domain.iter().filter(|s| s.segment.as_str() == bucket.key).count() as i64;
+            assert_eq!(bucket.count, want, "segment {}", bucket.key);
+        }
+        assert_eq!(dist.rfm_segments.iter().map(|b| b.count).sum::<i64>(), n as i64);
+        let high = domain.iter().filter(|s| s.value_tier == patron_domain::models::scores::ValueTier::High).count() as i64;
+        assert_eq!(dist.value_tiers.iter().find(|b| b.key == "VALUE_TIER_HIGH").map_or(0, |b| b.count), high);
+        assert_eq!(dist.lifecycle_stages.iter().map(|b| b.count).sum::<i64>(), n as i64);
+
         let batch = app
             .scoring()
             .batch_get_scores(pb::BatchGetScoresRequest { customer_ids: vec![ids[3].clone(), "nobody".into(), ids[4].clone()] })

@@ -145,6 +145,11 @@ enum ModelCommand {
 
 #[derive(Subcommand)]
 enum ReportCommand {
+    /// Customers per RFM segment, value tier, quadrant, churn risk and lifecycle stage.
+    Segments {
+        #[command(flatten)]
+        target: client::Target,
+    },
     /// Net Promoter Score, optionally by product, region or channel.
     Nps {
         #[arg(long, default_value = "")]
@@ -379,6 +384,7 @@ async fn main() -> ExitCode {
         Command::Report { command } => {
             client::run(async {
                 match command {
+                    ReportCommand::Segments { target } => report::segments(client::channel(&target).await?).await,
                     ReportCommand::Nps { by, target } => report::nps(client::channel(&target).await?, &by).await,
                     ReportCommand::Complaints { by, target } => report::complaints(client::channel(&target).await?, &by).await,
                 }

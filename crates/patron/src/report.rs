@@ -91,3 +91,32 @@ pub(crate) async fn complaints(channel: Channel, by: &str) -> anyhow::Result<()>
     println!("\nopen backlog by age: {}", backlog.join(", "));
     Ok(())
 }
+
+pub(crate) async fn segments(channel: Channel) -> anyhow::Result<()> {
+    use patron_proto::scoring::{
+        GetScoreDistributionRequest, scoring_service_client::ScoringServiceClient,
+    };
+    let d = ScoringServiceClient::new(channel)
+        .get_score_distribution(GetScoreDistributionRequest {})
+        .await?
+        .into_inner();
+    println!("{} scored customers", d.customers);
+    for (title, buckets) in [
+        ("RFM SEGMENT", &d.rfm_segments),
+        ("VALUE TIER", &d.value_tiers),
+        ("VALUE QUADRANT", &d.value_quadrants),
+        ("CHURN RISK", &d.churn_risks),
+        ("LIFECYCLE STAGE", &d.lifecycle_stages),
+    ] {
+        println!("\n{title:<28} {:>9} {:>7}", "CUSTOMERS", "SHARE");
+        for b in buckets {
+            let share = if d.customers == 0 {
+                0.0
+            } else {
+                100.0 * b.count as f64 / d.customers as f64
+            };
+            println!("{:<28} {:>9} {:>6.1}%", b.key, b.count, share);
+        }
+    }
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! The tonic trait impl. Built: FitModel, GetModel, RecomputeScores,
-//! GetScore, BatchGetScores. GetScoreDistribution and the reports answer
+//! GetScore, BatchGetScores, GetScoreDistribution. The reports answer
 //! UNIMPLEMENTED until their issue lands (generated default stubs).
 
 use patron_proto::scoring::{self as pb, scoring_service_server::ScoringService};
@@ -64,6 +64,14 @@ impl ScoringService for ScoringApi {
         scores::recompute(self.store.clone(), self.cache.clone(), request.into_inner())
             .map(Response::new)
             .map_err(patron_runtime::to_status)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_score_distribution(
+        &self,
+        _request: Request<pb::GetScoreDistributionRequest>,
+    ) -> Result<Response<pb::ScoreDistribution>, Status> {
+        scores::distribution(&self.store).await.into_grpc()
     }
 
     #[tracing::instrument(skip_all)]

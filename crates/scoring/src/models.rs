@@ -72,11 +72,16 @@ pub(crate) async fn fit(store: &ScoringStore, req: pb::FitModelRequest) -> ApiRe
             let horizon = f64::from(end_day - as_of_day);
             // Occasions (distinct days) per customer in (as_of, holdout_end].
             let mut actual = vec![0i64; ids.len()];
+            let mut previous = None;
             for p in purchases
                 .iter()
                 .filter(|p| p.day > as_of_day && p.day <= end_day)
             {
-                actual[p.customer as usize] += 1;
+                // Purchases come ordered by customer and day; count each day once.
+                if previous != Some((p.customer, p.day)) {
+                    actual[p.customer as usize] += 1;
+                    previous = Some((p.customer, p.day));
+                }
             }
             let mut buckets: Vec<(i64, f64, i64)> = vec![(0, 0.0, 0); LAST_BUCKET as usize + 1];
             let mut predicted_total = 0.0;

@@ -31,7 +31,7 @@ use patron_runtime::{
     error::ApiResult,
     to_status,
 };
-use patron_store::scoring::ScoringStore;
+use patron_store::scoring::{DISTRIBUTION_COLUMNS, ScoreRow, ScoringStore};
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -199,15 +199,38 @@ async fn run(
     );
     let total = scores.len() as i64;
     let at = now();
-    let encoded: Vec<(String, Vec<u8>)> = scores
+    let encoded: Vec<ScoreRow> = scores
         .iter()
         .map(|s| {
             let id = &ids[s.customer as usize];
             let currency = facts.get(id).and_then(|f| Currency::parse(&f.1).ok());
-            (
-                id.clone(),
-                to_proto(s, id, currency, &model.model_version, as_of, at).encode_to_vec(),
-            )
+            let proto = to_proto(s, id, currency, &model.model_version, as_of, at);
+            let name = |v: Result<&'static str, ()>| v.unwrap_or("");
+            ScoreRow {
+                customer_id: id.clone(),
+                segment: s.segment.as_str(),
+                value_tier: name(
+                    pb::ValueTier::try_from(proto.value_tier)
+                        .map(|v| v.as_str_name())
+                        .map_err(drop),
+                ),
+                value_quadrant: name(
+                    pb::ValueQuadrant::try_from(proto.value_quadrant)
+                        .map(|v| v.as_str_name())
+                        .map_err(drop),
+                ),
+                churn_risk: name(
+                    pb::ChurnRisk::try_from(proto.churn.as_ref().map_or(0, |c| c.risk))
+                        .map(|v| v.as_str_name())
+                        .map_err(drop),
+                ),
+                lifecycle_stage: name(
+                    pb::LifecycleStage::try_from(proto.lifecycle_stage)
+                        .map(|v| v.as_str_name())
+                        .map_err(drop),
+                ),
+                score: proto.encode_to_vec(),
+            }
         })
         .collect();
     let progress = |done: i64| pb::RecomputeScoresResponse {
@@ -228,7 +251,7 @@ async fn run(
     for chunk in encoded.chunks(CHUNK) {
         let entries = chunk
             .iter()
-            .map(|(id, bytes)| (cache_key(id), bytes.clone()))
+            .map(|r| (cache_key(&r.customer_id), r.score.clone()))
             .collect();
         if let Err(e) = cache.put_many(entries).await {
             tracing::warn!(error = %e, "could not refresh cached scores; they expire within the TTL");
@@ -320,4 +343,24 @@ pub(crate) async fn batch_get(
         }
     }
     Ok(response)
+}
+
+pub(crate) async fn distribution(store: &ScoringStore) -> ApiResult<pb::ScoreDistribution> {
+    let d = store.distribution().await?;
+    let mut out = pb::ScoreDistribution {
+        customers: d.customers,
+        computed_at: d.computed_at.map(to_timestamp),
+        ..Default::default()
+    };
+    for (column, key, count) in d.counts {
+        let bucket = pb::DistributionBucket { key, count };
+        match column {
+            c if c == DISTRIBUTION_COLUMNS[0] => out.rfm_segments.push(bucket),
+            c if c == DISTRIBUTION_COLUMNS[1] => out.value_tiers.push(bucket),
+            c if c == DISTRIBUTION_COLUMNS[2] => out.value_quadrants.push(bucket),
+            c if c == DISTRIBUTION_COLUMNS[3] => out.churn_risks.push(bucket),
+            _ => out.lifecycle_stages.push(bucket),
+        }
+    }
+    Ok(out)
 }

@@ -12,6 +12,36 @@ use sea_orm::{
 
 use crate::{Storage, begin_write, db_error};
 
+/// One stored score: the customer, the labels distributions count, and the
+/// encoded score.
+#[derive(Debug, Clone)]
+pub struct ScoreRow {
+    pub customer_id: String,
+    pub segment: &'static str,
+    pub value_tier: &'static str,
+    pub value_quadrant: &'static str,
+    pub churn_risk: &'static str,
+    pub lifecycle_stage: &'static str,
+    pub score: Vec<u8>,
+}
+
+/// Counts per label of each dimension.
+#[derive(Debug, Clone, Default)]
+pub struct Distribution {
+    pub customers: i64,
+    pub computed_at: Option<DateTime<Utc>>,
+    /// (dimension column, label, count)
+    pub counts: Vec<(&'static str, String, i64)>,
+}
+
+pub const DISTRIBUTION_COLUMNS: [&str; 5] = [
+    "segment",
+    "value_tier",
+    "value_quadrant",
+    "churn_risk",
+    "lifecycle_stage",
+];
+
 /// What one batch of the change feed does to the read model.
 #[derive(Debug, Default)]
 pub struct ReadModelBatch {
@@ -172,14 +202,23 @@ impl ScoringStore {
         txn.commit().await.map_err(db_error)
     }
 
-    /// Every customer's purchase days: the ids (index = `Purchase::customer`)
-    /// and one `Purchase` per customer and day (its sum).
+    /// Every customer's purchases: the ids (index = `Purchase::customer`) and
+    /// one `Purchase` per transaction. The read model keeps one row per
+    /// customer and day, so a day of n transactions becomes n purchases on
+    /// that day, the first carrying the day's amounts: occasions, sums and
+    /// transaction counts (RFM frequency) all stay exact.
     pub async fn purchase_days(&self) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
         let rows = self
             .db
             .query_all(
                 Query::select()
-                    .columns(["customer_id", "day", "amount_nanos", "cost_nanos"])
+                    .columns([
+                        "customer_id",
+                        "day",
+                        "amount_nanos",
+                        "cost_nanos",
+                        "transactions",
+                    ])
                     .from("scoring_customer_days")
                     .order_by("customer_id", sea_orm::Order::Asc)
                     .order_by("day", sea_orm::Order::Asc),
@@ -193,12 +232,23 @@ impl ScoringStore {
             if ids.last() != Some(&id) {
                 ids.push(id);
             }
+            let customer = (ids.len() - 1) as u32;
+            let day: i32 = r.try_get("", "day").map_err(db_error)?;
+            let transactions: i32 = r.try_get("", "transactions").map_err(db_error)?;
             purchases.push(Purchase {
-                customer: (ids.len() - 1) as u32,
-                day: r.try_get("", "day").map_err(db_error)?,
+                customer,
+                day,
                 amount_nanos: r.try_get("", "amount_nanos").map_err(db_error)?,
                 cost_nanos: r.try_get("", "cost_nanos").map_err(db_error)?,
             });
+            for _ in 1..transactions {
+                purchases.push(Purchase {
+                    customer,
+                    day,
+                    amount_nanos: 0,
+                    cost_nanos: 0,
+                });
+            }
         }
         Ok((ids, purchases))
     }
@@ -224,38 +274,91 @@ impl ScoringStore {
             .collect()
     }
 
-    /// Stores computed scores (customer id, encoded score), replacing older ones.
+    /// Stores computed scores, replacing older ones.
     pub async fn save_scores(
         &self,
         model_version: &str,
         computed_at: DateTime<Utc>,
-        scores: &[(String, Vec<u8>)],
+        scores: &[ScoreRow],
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
+        let columns = [
+            "customer_id",
+            "model_version",
+            "computed_at",
+            "segment",
+            "value_tier",
+            "value_quadrant",
+            "churn_risk",
+            "lifecycle_stage",
+            "score",
+        ];
         for chunk in scores.chunks(2_000) {
             let mut q = Query::insert();
-            q.into_table("scoring_scores").columns([
-                "customer_id",
-                "model_version",
-                "computed_at",
-                "score",
-            ]);
-            for (id, score) in chunk {
+            q.into_table("scoring_scores").columns(columns);
+            for r in chunk {
                 q.values_panic([
-                    id.as_str().into(),
+                    r.customer_id.as_str().into(),
                     model_version.into(),
                     computed_at.into(),
-                    score.clone().into(),
+                    r.segment.into(),
+                    r.value_tier.into(),
+                    r.value_quadrant.into(),
+                    r.churn_risk.into(),
+                    r.lifecycle_stage.into(),
+                    r.score.clone().into(),
                 ]);
             }
             q.on_conflict(
                 OnConflict::column("customer_id")
-                    .update_columns(["model_version", "computed_at", "score"])
+                    .update_columns(columns[1..].iter().copied())
                     .to_owned(),
             );
             txn.execute(&q).await.map_err(db_error)?;
         }
         txn.commit().await.map_err(db_error)
+    }
+
+    /// Counts of the stored scores per label of every dimension.
+    pub async fn distribution(&self) -> Result<Distribution, ApiError> {
+        let mut out = Distribution::default();
+        for column in DISTRIBUTION_COLUMNS {
+            let rows = self
+                .db
+                .query_all(
+                    Query::select()
+                        .column(column)
+                        .expr_as(Expr::col(column).count(), "n")
+                        .from("scoring_scores")
+                        .group_by_col(column)
+                        .order_by(column, sea_orm::Order::Asc),
+                )
+                .await
+                .map_err(db_error)?;
+            for r in rows {
+                let label: String = r.try_get("", column).map_err(db_error)?;
+                let n: i64 = r.try_get("", "n").map_err(db_error)?;
+                if column == "segment" {
+                    out.customers += n;
+                }
+                out.counts.push((column, label, n));
+            }
+        }
+        let latest = self
+            .db
+            .query_one(
+                Query::select()
+                    .expr_as(Expr::col("computed_at").max(), "latest")
+                    .from("scoring_scores"),
+            )
+            .await
+            .map_err(db_error)?;
+        out.computed_at = latest.and_then(|r| {
+            r.try_get::<Option<DateTime<Utc>>>("", "latest")
+                .ok()
+                .flatten()
+        });
+        Ok(out)
     }
 
     /// Stored scores of these customers (encoded), by id.
