@@ -102,14 +102,6 @@ impl ApiError {
         }
     }
 
-    pub fn unimplemented(what: &str) -> Self {
-        Self::new(
-            ErrorCode::Unimplemented,
-            "NOT_IMPLEMENTED",
-            format!("{what} is not implemented yet"),
-        )
-    }
-
     /// An internal failure. `detail` is for the log only; the caller gets a generic message.
     pub fn internal(detail: impl fmt::Display) -> Self {
         Self {
