@@ -54,6 +54,50 @@ pub struct ReadModelBatch {
     pub erased: Vec<String>,
 }
 
+/// Upserts one column of `scoring_customers` for many customers, creating
+/// missing rows with defaults; `add` increments instead of replacing.
+async fn set_customer_column<'a, C: ConnectionTrait>(
+    txn: &C,
+    column: &'static str,
+    values: impl Iterator<Item = (&'a str, sea_orm::Value)>,
+    add: bool,
+) -> Result<(), ApiError> {
+    let values: Vec<(&str, sea_orm::Value)> = values.collect();
+    for chunk in values.chunks(2_000) {
+        let mut q = Query::insert();
+        q.into_table("scoring_customers").columns([
+            "customer_id",
+            "region",
+            "interactions",
+            "erased",
+            "currency",
+        ]);
+        for (id, value) in chunk {
+            let mut row: Vec<sea_orm::sea_query::SimpleExpr> =
+                vec![(*id).into(), "".into(), 0.into(), false.into(), "".into()];
+            let slot = match column {
+                "region" => 1,
+                "interactions" => 2,
+                _ => 4,
+            };
+            row[slot] = value.clone().into();
+            q.values_panic(row);
+        }
+        let mut on_conflict = OnConflict::column("customer_id");
+        if add {
+            on_conflict.value(
+                column,
+                Expr::col(("scoring_customers", column)).add(Expr::col(("excluded", column))),
+            );
+        } else {
+            on_conflict.update_column(column);
+        }
+        q.on_conflict(on_conflict.to_owned());
+        txn.execute(&q).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct ScoringStore {
     db: DatabaseConnection,
@@ -78,57 +122,30 @@ impl ScoringStore {
         cursor: i64,
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
-        let mut regions: HashMap<&str, &str> = HashMap::new();
-        for (id, region) in &batch.customers {
-            regions.insert(id, region);
-        }
-        for chunk in regions.into_iter().collect::<Vec<_>>().chunks(2_000) {
-            let mut q = Query::insert();
-            q.into_table("scoring_customers").columns([
-                "customer_id",
-                "region",
-                "interactions",
-                "erased",
-            ]);
-            for (id, region) in chunk {
-                q.values_panic([(*id).into(), (*region).into(), 0.into(), false.into()]);
-            }
-            q.on_conflict(
-                OnConflict::column("customer_id")
-                    .update_column("region")
-                    .to_owned(),
-            );
-            txn.execute(&q).await.map_err(db_error)?;
-        }
-        let mut currencies: HashMap<&str, &str> = HashMap::new();
-        for (id, _, _, _, currency) in &batch.purchases {
-            currencies.insert(id, currency);
-        }
-        for chunk in currencies.into_iter().collect::<Vec<_>>().chunks(2_000) {
-            let mut q = Query::insert();
-            q.into_table("scoring_customers").columns([
-                "customer_id",
-                "region",
-                "interactions",
-                "erased",
-                "currency",
-            ]);
-            for (id, currency) in chunk {
-                q.values_panic([
-                    (*id).into(),
-                    "".into(),
-                    0.into(),
-                    false.into(),
-                    (*currency).into(),
-                ]);
-            }
-            q.on_conflict(
-                OnConflict::column("customer_id")
-                    .update_column("currency")
-                    .to_owned(),
-            );
-            txn.execute(&q).await.map_err(db_error)?;
-        }
+        let regions: HashMap<&str, &str> = batch
+            .customers
+            .iter()
+            .map(|(id, r)| (id.as_str(), r.as_str()))
+            .collect();
+        set_customer_column(
+            &txn,
+            "region",
+            regions.into_iter().map(|(id, r)| (id, r.into())),
+            false,
+        )
+        .await?;
+        let currencies: HashMap<&str, &str> = batch
+            .purchases
+            .iter()
+            .map(|(id, _, _, _, c)| (id.as_str(), c.as_str()))
+            .collect();
+        set_customer_column(
+            &txn,
+            "currency",
+            currencies.into_iter().map(|(id, c)| (id, c.into())),
+            false,
+        )
+        .await?;
         let mut days: HashMap<(&str, i32), (i64, i64, i32)> = HashMap::new();
         for (id, day, amount, cost, _) in &batch.purchases {
             let e = days.entry((id, *day)).or_default();
@@ -168,26 +185,13 @@ impl ScoringStore {
         for id in &batch.interactions {
             *interactions.entry(id).or_default() += 1;
         }
-        for chunk in interactions.into_iter().collect::<Vec<_>>().chunks(2_000) {
-            let mut q = Query::insert();
-            q.into_table("scoring_customers").columns([
-                "customer_id",
-                "region",
-                "interactions",
-                "erased",
-            ]);
-            for (id, n) in chunk {
-                q.values_panic([(*id).into(), "".into(), (*n).into(), false.into()]);
-            }
-            let mut on_conflict = OnConflict::column("customer_id");
-            on_conflict.value(
-                "interactions",
-                Expr::col(("scoring_customers", "interactions"))
-                    .add(Expr::col(("excluded", "interactions"))),
-            );
-            q.on_conflict(on_conflict.to_owned());
-            txn.execute(&q).await.map_err(db_error)?;
-        }
+        set_customer_column(
+            &txn,
+            "interactions",
+            interactions.into_iter().map(|(id, n)| (id, n.into())),
+            true,
+        )
+        .await?;
         if !batch.erased.is_empty() {
             txn.execute(
                 Query::update()
