@@ -11,6 +11,8 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_profile;
 mod m20261122_000002_feedback;
 mod m20261122_000003_scoring;
+mod m20261123_000004_scoring_revisions;
+mod m20261123_000005_campaign;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -37,13 +39,20 @@ migrator!(
 migrator!(
     ScoringMigrator,
     "scoring_migrations",
-    [m20261122_000003_scoring::Migration]
+    [
+        m20261122_000003_scoring::Migration,
+        m20261123_000004_scoring_revisions::Migration
+    ]
 );
 migrator!(
     FeedbackMigrator,
     "feedback_migrations",
     [m20261122_000002_feedback::Migration]
 );
-migrator!(CampaignMigrator, "campaign_migrations", []);
+migrator!(
+    CampaignMigrator,
+    "campaign_migrations",
+    [m20261123_000005_campaign::Migration]
+);
 
 pub use sea_orm_migration::MigratorTrait;

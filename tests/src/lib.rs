@@ -129,6 +129,9 @@ pub fn test_settings(database: DatabaseSettings) -> Settings {
     settings.server.shutdown_grace_secs = 5;
     settings.database = database;
     settings.database.startup_timeout_secs = 30;
+    // Campaign's followers and segment watcher poll quickly in tests.
+    settings.campaign.watch_interval_ms = 100;
+    settings.campaign.score_sync_interval_ms = 100;
     settings
 }
 

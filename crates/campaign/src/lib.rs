@@ -1,23 +1,32 @@
-//! `patron.campaign.v1.CampaignService`: segments in the expression language, streamed target lists, campaigns with control groups and uplift.
+//! `patron.campaign.v1.CampaignService`: segments written in the segment
+//! language, streamed target lists, live segment membership, campaigns with
+//! control groups, responses and uplift, cross-sell suggestions.
 //!
-//! The service is registered and healthy; its RPCs are built by the issue
-//! that owns this capability and answer UNIMPLEMENTED until then.
+//! Campaign keeps its own view of customers (see `view`): attributes,
+//! consent and purchases from the profile change feed, scores from scoring's
+//! score stream. Rules run against that view; the segment watcher turns
+//! its changes into membership changes.
 
-use patron_proto::campaign::campaign_service_server::{CampaignService, CampaignServiceServer};
+mod campaigns;
+mod cross_sell;
+mod grpc;
+mod segments;
+mod view;
+mod watcher;
+
+use patron_proto::campaign::campaign_service_server::CampaignServiceServer;
 use patron_runtime::{ServiceContext, ServiceKind, ServiceModule};
 use tonic::service::RoutesBuilder;
+
+pub use grpc::CampaignApi;
 
 /// How a server hosts this service.
 pub fn module() -> ServiceModule {
     ServiceModule {
         kind: ServiceKind::Campaign,
-        depends_on: &[
-            ServiceKind::Profile,
-            ServiceKind::Scoring,
-            ServiceKind::Feedback,
-        ],
+        depends_on: &[ServiceKind::Profile, ServiceKind::Scoring],
         register,
-        on_ready: None,
+        on_ready: Some(start),
     }
 }
 
@@ -30,16 +39,7 @@ fn register(ctx: &ServiceContext, routes: &mut RoutesBuilder) {
     );
 }
 
-#[derive(Clone)]
-pub struct CampaignApi {
-    _ctx: ServiceContext,
+fn start(ctx: &ServiceContext) {
+    view::start(ctx);
+    watcher::start(ctx);
 }
-
-impl CampaignApi {
-    pub fn new(ctx: &ServiceContext) -> Self {
-        Self { _ctx: ctx.clone() }
-    }
-}
-
-#[tonic::async_trait]
-impl CampaignService for CampaignApi {}

@@ -24,6 +24,27 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub peers: PeerSettings,
     pub log: LogSettings,
+    pub campaign: CampaignSettings,
+}
+
+/// `campaign.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CampaignSettings {
+    /// How often the segment watcher looks for view changes to turn into
+    /// ENTERED / LEFT membership changes.
+    pub watch_interval_ms: u64,
+    /// How often campaign asks scoring for scores saved since its last sync.
+    pub score_sync_interval_ms: u64,
+}
+
+impl Default for CampaignSettings {
+    fn default() -> Self {
+        Self {
+            watch_interval_ms: 1_000,
+            score_sync_interval_ms: 1_000,
+        }
+    }
 }
 
 /// `server.*`
@@ -246,6 +267,12 @@ impl Settings {
         if self.server.request_timeout_ms == 0 {
             return Err(ConfigError(
                 "server.request_timeout_ms must be positive".into(),
+            ));
+        }
+        if self.campaign.watch_interval_ms == 0 || self.campaign.score_sync_interval_ms == 0 {
+            return Err(ConfigError(
+                "campaign.watch_interval_ms and campaign.score_sync_interval_ms must be positive"
+                    .into(),
             ));
         }
         if !(0.0..=1.0).contains(&self.cache.ttl_jitter) {

@@ -1,5 +1,5 @@
 //! The tonic trait impl. Built: FitModel, GetModel, RecomputeScores,
-//! GetScore, BatchGetScores, GetScoreDistribution. The reports answer
+//! GetScore, BatchGetScores, StreamScores, GetScoreDistribution. The reports answer
 //! UNIMPLEMENTED until their issue lands (generated default stubs).
 
 use patron_proto::scoring::{self as pb, scoring_service_server::ScoringService};
@@ -62,6 +62,16 @@ impl ScoringService for ScoringApi {
         request: Request<pb::RecomputeScoresRequest>,
     ) -> Result<Response<scores::ProgressStream>, Status> {
         scores::recompute(self.store.clone(), self.cache.clone(), request.into_inner())
+            .map(Response::new)
+            .map_err(patron_runtime::to_status)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn stream_scores(
+        &self,
+        request: Request<pb::StreamScoresRequest>,
+    ) -> Result<Response<scores::ScoreStream>, Status> {
+        scores::stream(self.store.clone(), request.into_inner())
             .map(Response::new)
             .map_err(patron_runtime::to_status)
     }

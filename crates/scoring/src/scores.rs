@@ -364,3 +364,53 @@ pub(crate) async fn distribution(store: &ScoringStore) -> ApiResult<pb::ScoreDis
     }
     Ok(out)
 }
+
+/// Scores per StreamScores message: a few MB, well under the message limit.
+const STREAM_PAGE: u64 = 2_000;
+
+pub(crate) type ScoreStream =
+    Pin<Box<dyn Stream<Item = Result<pb::StreamScoresResponse, Status>> + Send>>;
+
+/// Every score saved after `after_revision`, page by page (keyset on
+/// revision and customer id), then the stream ends.
+pub(crate) fn stream(store: ScoringStore, req: pb::StreamScoresRequest) -> ApiResult<ScoreStream> {
+    if req.after_revision < 0 {
+        return Err(ApiError::invalid_field(
+            "after_revision",
+            "must not be negative",
+        ));
+    }
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut after = (req.after_revision, String::new());
+        loop {
+            let page = match store.scores_after((after.0, &after.1), STREAM_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(to_status(e))).await;
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { return };
+            after = (last.0, last.1.clone());
+            let mut msg = pb::StreamScoresResponse::default();
+            for (revision, _, bytes) in &page {
+                match decode(bytes) {
+                    Ok(score) => {
+                        msg.scores.push(score);
+                        msg.revisions.push(*revision);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                }
+            }
+            let full = page.len() as u64 == STREAM_PAGE;
+            if tx.send(Ok(msg)).await.is_err() || !full {
+                return;
+            }
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}

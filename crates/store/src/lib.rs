@@ -5,6 +5,7 @@
 //! migrator; nothing here reads another service's tables.
 
 mod bulk;
+pub mod campaign;
 mod cursor;
 mod error;
 pub mod feedback;

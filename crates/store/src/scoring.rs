@@ -286,6 +286,21 @@ impl ScoringStore {
         scores: &[ScoreRow],
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
+        // The counter row stays locked until commit: revisions become
+        // visible in order and without gaps (see `scores_after`).
+        let revision: i64 = txn
+            .query_one(
+                Query::update()
+                    .table("scoring_score_head")
+                    .value("last_revision", Expr::col("last_revision").add(1))
+                    .and_where(Expr::col("id").eq(1))
+                    .returning_col("last_revision"),
+            )
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::internal("scoring_score_head row is missing"))?
+            .try_get("", "last_revision")
+            .map_err(db_error)?;
         let columns = [
             "customer_id",
             "model_version",
@@ -296,6 +311,7 @@ impl ScoringStore {
             "churn_risk",
             "lifecycle_stage",
             "score",
+            "revision",
         ];
         for chunk in scores.chunks(2_000) {
             let mut q = Query::insert();
@@ -311,6 +327,7 @@ impl ScoringStore {
                     r.churn_risk.into(),
                     r.lifecycle_stage.into(),
                     r.score.clone().into(),
+                    revision.into(),
                 ]);
             }
             q.on_conflict(
@@ -321,6 +338,41 @@ impl ScoringStore {
             txn.execute(&q).await.map_err(db_error)?;
         }
         txn.commit().await.map_err(db_error)
+    }
+
+    /// Up to `limit` encoded scores saved after `after` (revision, customer
+    /// id), in that order, with their revisions.
+    pub async fn scores_after(
+        &self,
+        after: (i64, &str),
+        limit: u64,
+    ) -> Result<Vec<(i64, String, Vec<u8>)>, ApiError> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .columns(["revision", "customer_id", "score"])
+                    .from("scoring_scores")
+                    .cond_where(
+                        Expr::col("revision").gt(after.0).or(Expr::col("revision")
+                            .eq(after.0)
+                            .and(Expr::col("customer_id").gt(after.1))),
+                    )
+                    .order_by("revision", sea_orm::sea_query::Order::Asc)
+                    .order_by("customer_id", sea_orm::sea_query::Order::Asc)
+                    .limit(limit),
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "revision").map_err(db_error)?,
+                    r.try_get("", "customer_id").map_err(db_error)?,
+                    r.try_get("", "score").map_err(db_error)?,
+                ))
+            })
+            .collect()
     }
 
     /// Counts of the stored scores per label of every dimension.

@@ -1,0 +1,618 @@
+//! Segments: CRUD, preview, streamed target lists, live membership and its
+//! history. Evaluation reads the view through one consistent snapshot, with
+//! the pushable part of the rule as bound query parameters and the whole
+//! rule checked on every candidate row.
+
+use std::{collections::HashMap, pin::Pin, time::Duration};
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use patron_domain::{
+    ApiError, ErrorCode, Violations,
+    customer::parse_etag,
+    segment::{Field, Rule, epoch_day},
+};
+use patron_proto::campaign as pb;
+use patron_runtime::{
+    convert::{now, optional_timestamp, to_timestamp, today},
+    error::{ApiResult, to_status},
+};
+use patron_store::{
+    campaign::{CampaignStore, Scan, SegmentRow, Snapshot, ViewRow, consent_column, prefilter},
+    paging,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+/// Rows read from the store per page.
+pub(crate) const SCAN_PAGE: u64 = 5_000;
+/// Targets per streamed message.
+pub(crate) const TARGETS_PER_MESSAGE: usize = 1_000;
+/// Messages buffered ahead of a slow client (backpressure bounds memory).
+const STREAM_BUFFER: usize = 4;
+
+pub(crate) type TargetStream =
+    Pin<Box<dyn Stream<Item = Result<pb::StreamTargetsResponse, Status>> + Send>>;
+pub(crate) type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchSegmentResponse, Status>> + Send>>;
+
+/// Today as days since 1970-01-01 (UTC): the day date helpers are relative to.
+pub(crate) fn today_day() -> i32 {
+    epoch_day(today())
+}
+
+/// A rule ready to run against the view.
+#[derive(Clone)]
+pub(crate) struct Evaluation {
+    pub(crate) rule: Rule,
+    pub(crate) scan: Scan,
+    pub(crate) today: i32,
+}
+
+impl Evaluation {
+    /// `channel` ("" = none) restricts to customers with marketing consent.
+    pub(crate) fn new(rule: Rule, channel: &str, channel_field: &str) -> ApiResult<Self> {
+        let consent = if channel.is_empty() {
+            None
+        } else {
+            Some(consent_column(channel).ok_or_else(|| {
+                ApiError::invalid_field(
+                    channel_field,
+                    format!("{channel:?} is not a channel (email, sms, phone, push, post)"),
+                )
+            })?)
+        };
+        let today = today_day();
+        Ok(Self {
+            scan: Scan {
+                prefilter: prefilter(&rule.expr, today),
+                consent_column: consent,
+            },
+            rule,
+            today,
+        })
+    }
+
+    pub(crate) fn matches(&self, row: &ViewRow) -> bool {
+        row.selectable() && self.rule.matches(&row.record, self.today)
+    }
+
+    /// Reads every selected customer, page by page, calling `each` with the
+    /// selected rows of a page; stops early when `each` returns false.
+    pub(crate) async fn scan<F, Fut>(&self, snapshot: &Snapshot, mut each: F) -> ApiResult<()>
+    where
+        F: FnMut(Vec<ViewRow>) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut after = String::new();
+        loop {
+            let page = snapshot.page(&self.scan, &after, SCAN_PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.record.customer_id.clone();
+            let full = page.len() as u64 == SCAN_PAGE;
+            let selected: Vec<ViewRow> = page.into_iter().filter(|r| self.matches(r)).collect();
+            if !each(selected).await || !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A target with contact fields and the values of the fields the rule read.
+    pub(crate) fn target(&self, row: ViewRow) -> pb::Target {
+        target(&self.rule, row, self.today)
+    }
+}
+
+pub(crate) fn target(rule: &Rule, row: ViewRow, today: i32) -> pb::Target {
+    let r = &row.record;
+    let fields = rule
+        .fields
+        .iter()
+        .map(|name| {
+            let value = match *name {
+                "customer.tags" => r.tags.join(","),
+                "categories" => r.categories.join(","),
+                name => Field::by_name(name)
+                    .and_then(|d| r.value(d.field, today))
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            };
+            ((*name).to_owned(), value)
+        })
+        .collect::<HashMap<_, _>>();
+    pb::Target {
+        customer_id: row.record.customer_id,
+        external_id: row.record.external_id,
+        display_name: row.display_name,
+        email: row.email,
+        phone: row.phone,
+        fields,
+    }
+}
+
+/// Parses a rule, INVALID_ARGUMENT on `field` with the position otherwise.
+pub(crate) fn parse_rule(text: &str, field: &str) -> ApiResult<Rule> {
+    Rule::parse(text).map_err(|e| e.into_api_error(field))
+}
+
+const MAX_NAME: usize = 200;
+const MAX_DESCRIPTION: usize = 2_000;
+
+fn check_text(v: &mut Violations, field: &str, value: &str, max: usize) {
+    if value.len() > max {
+        v.add(field, format!("must be at most {max} bytes"));
+    }
+}
+
+pub(crate) fn to_proto(s: &SegmentRow) -> pb::Segment {
+    pb::Segment {
+        id: s.id.clone(),
+        display_name: s.display_name.clone(),
+        expression: s.expression.clone(),
+        description: s.description.clone(),
+        fields: Rule::parse(&s.expression)
+            .map(|r| r.fields.iter().map(|f| (*f).to_owned()).collect())
+            .unwrap_or_default(),
+        create_time: Some(to_timestamp(s.create_time)),
+        update_time: Some(to_timestamp(s.update_time)),
+        etag: format!("\"{}\"", s.version),
+    }
+}
+
+pub(crate) async fn create(
+    store: &CampaignStore,
+    req: pb::CreateSegmentRequest,
+) -> ApiResult<pb::Segment> {
+    let Some(s) = req.segment else {
+        return Err(ApiError::invalid_field("segment", "is required"));
+    };
+    let mut v = Violations::new();
+    check_text(&mut v, "segment.display_name", &s.display_name, MAX_NAME);
+    check_text(
+        &mut v,
+        "segment.description",
+        &s.description,
+        MAX_DESCRIPTION,
+    );
+    if s.display_name.trim().is_empty() {
+        v.add("segment.display_name", "is required");
+    }
+    v.take(parse_rule(&s.expression, "segment.expression"));
+    v.finish()?;
+    let at = now();
+    let row = SegmentRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        display_name: s.display_name,
+        expression: s.expression,
+        description: s.description,
+        create_time: at,
+        update_time: at,
+        version: 1,
+        evaluated_revision: -1,
+        evaluated_day: -1,
+        evaluated_version: -1,
+        members: 0,
+        last_change: 0,
+    };
+    store.insert_segment(&row).await?;
+    Ok(to_proto(&row))
+}
+
+pub(crate) async fn get(store: &CampaignStore, id: &str) -> ApiResult<pb::Segment> {
+    let mut v = Violations::new();
+    patron_domain::activity::check_id(&mut v, "id", id);
+    v.finish()?;
+    Ok(to_proto(&store.segment(id).await?))
+}
+
+pub(crate) async fn list(
+    store: &CampaignStore,
+    req: pb::ListSegmentsRequest,
+) -> ApiResult<pb::ListSegmentsResponse> {
+    let size = paging::page_size(req.page_size, 50, 1_000)?;
+    let fingerprint = paging::fingerprint(&["segments"]);
+    let after = paging::decode(&req.page_token, fingerprint)?;
+    let rows = store
+        .segments(after.as_ref().map_or("", |c| c.id.as_str()), size + 1)
+        .await?;
+    let more = rows.len() as u64 > size;
+    let segments: Vec<pb::Segment> = rows.iter().take(size as usize).map(to_proto).collect();
+    let next_page_token = if more {
+        let last = segments.last().map(|s| s.id.clone()).unwrap_or_default();
+        paging::encode(
+            paging::Cursor {
+                key: String::new(),
+                id: last,
+            },
+            fingerprint,
+        )
+    } else {
+        String::new()
+    };
+    Ok(pb::ListSegmentsResponse {
+        segments,
+        next_page_token,
+    })
+}
+
+pub(crate) async fn update(
+    store: &CampaignStore,
+    req: pb::UpdateSegmentRequest,
+) -> ApiResult<pb::Segment> {
+    let Some(s) = req.segment else {
+        return Err(ApiError::invalid_field("segment", "is required"));
+    };
+    let mut v = Violations::new();
+    patron_domain::activity::check_id(&mut v, "segment.id", &s.id);
+    v.finish()?;
+    let mut row = store.segment(&s.id).await?;
+    if !s.etag.is_empty() {
+        match parse_etag(&s.etag) {
+            Some(e) if e == row.version => {}
+            Some(_) => {
+                return Err(ApiError::aborted(
+                    "STALE_ETAG",
+                    "the segment changed since it was read; read it again",
+                ));
+            }
+            None => {
+                return Err(ApiError::invalid_field(
+                    "segment.etag",
+                    "is not an etag of this API",
+                ));
+            }
+        }
+    }
+    let paths: Vec<String> = match &req.update_mask {
+        Some(m) if !m.paths.is_empty() => m.paths.clone(),
+        _ => vec![
+            "display_name".into(),
+            "expression".into(),
+            "description".into(),
+        ],
+    };
+    let mut v = Violations::new();
+    for path in &paths {
+        match path.as_str() {
+            "display_name" => {
+                check_text(&mut v, "segment.display_name", &s.display_name, MAX_NAME);
+                if s.display_name.trim().is_empty() {
+                    v.add("segment.display_name", "is required");
+                }
+                row.display_name = s.display_name.clone();
+            }
+            "expression" => {
+                v.take(parse_rule(&s.expression, "segment.expression"));
+                row.expression = s.expression.clone();
+            }
+            "description" => {
+                check_text(
+                    &mut v,
+                    "segment.description",
+                    &s.description,
+                    MAX_DESCRIPTION,
+                );
+                row.description = s.description.clone();
+            }
+            other => v.add(
+                "update_mask",
+                format!(
+                    "unknown or read-only path {other:?} (display_name, expression, description)"
+                ),
+            ),
+        }
+    }
+    v.finish()?;
+    let expected = row.version;
+    row.version += 1;
+    row.update_time = now();
+    store.update_segment(&row, expected).await?;
+    Ok(to_proto(&store.segment(&row.id).await?))
+}
+
+pub(crate) async fn delete(
+    store: &CampaignStore,
+    id: &str,
+) -> ApiResult<pb::DeleteSegmentResponse> {
+    let mut v = Violations::new();
+    patron_domain::activity::check_id(&mut v, "id", id);
+    v.finish()?;
+    store.delete_segment(id).await?;
+    Ok(pb::DeleteSegmentResponse {})
+}
+
+pub(crate) async fn preview(
+    store: &CampaignStore,
+    req: pb::PreviewSegmentRequest,
+) -> ApiResult<pb::PreviewSegmentResponse> {
+    let mut v = Violations::new();
+    let rule = v.take(parse_rule(&req.expression, "expression"));
+    let sample_size = match req.sample_size {
+        0 => 10,
+        n @ 1..=100 => n as usize,
+        _ => {
+            v.add("sample_size", "must be between 0 (default 10) and 100");
+            0
+        }
+    };
+    v.finish()?;
+    let eval = Evaluation::new(rule.expect("checked"), "", "")?;
+    let snapshot = store.snapshot().await?;
+    let mut count = 0i64;
+    let mut sample = Vec::new();
+    eval.scan(&snapshot, |rows: Vec<ViewRow>| {
+        count += rows.len() as i64;
+        for row in rows {
+            if sample.len() < sample_size {
+                sample.push(eval.target(row));
+            }
+        }
+        async { true }
+    })
+    .await?;
+    snapshot.close().await;
+    Ok(pb::PreviewSegmentResponse { count, sample })
+}
+
+/// The rule a target-list request names: a stored segment or an expression.
+async fn requested_rule(store: &CampaignStore, req: &pb::StreamTargetsRequest) -> ApiResult<Rule> {
+    match (req.segment_id.is_empty(), req.expression.is_empty()) {
+        (false, true) => {
+            let s = store.segment(&req.segment_id).await?;
+            parse_rule(&s.expression, "segment_id")
+        }
+        (true, false) => parse_rule(&req.expression, "expression"),
+        (true, true) => Err(ApiError::invalid_field(
+            "segment_id",
+            "one of segment_id or expression is required",
+        )),
+        (false, false) => Err(ApiError::invalid_field(
+            "expression",
+            "give segment_id or expression, not both",
+        )),
+    }
+}
+
+/// Streams the selected customers from one snapshot, in batches, as they
+/// are found: the first batch leaves before the list is complete, and a
+/// slow client holds the scan back (the channel is bounded) rather than
+/// growing the server's memory.
+pub(crate) async fn stream_targets(
+    store: CampaignStore,
+    req: pb::StreamTargetsRequest,
+    shutdown: CancellationToken,
+) -> ApiResult<TargetStream> {
+    let rule = requested_rule(&store, &req).await?;
+    let eval = Evaluation::new(rule, &req.channel, "channel")?;
+    let snapshot = store.snapshot().await?;
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        let mut batch: Vec<pb::Target> = Vec::with_capacity(TARGETS_PER_MESSAGE);
+        let result = eval
+            .scan(&snapshot, |rows: Vec<ViewRow>| {
+                let mut ready = Vec::new();
+                for row in rows {
+                    batch.push(eval.target(row));
+                    if batch.len() == TARGETS_PER_MESSAGE {
+                        ready.push(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(TARGETS_PER_MESSAGE),
+                        ));
+                    }
+                }
+                let tx = tx.clone();
+                let shutdown = shutdown.clone();
+                async move {
+                    for targets in ready {
+                        let sent = tokio::select! {
+                            r = tx.send(Ok(pb::StreamTargetsResponse { targets })) => r.is_ok(),
+                            () = shutdown.cancelled() => false,
+                        };
+                        if !sent {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            })
+            .await;
+        snapshot.close().await;
+        match result {
+            Ok(()) if !batch.is_empty() => {
+                let _ = tx
+                    .send(Ok(pb::StreamTargetsResponse { targets: batch }))
+                    .await;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                let _ = tx.send(Err(to_status(e))).await;
+            }
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+fn parse_watermark(w: &str) -> ApiResult<Option<i64>> {
+    if w.is_empty() {
+        return Ok(None);
+    }
+    w.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid_field("after_watermark", "is not a watermark from WatchSegment")
+        })
+}
+
+/// Changes per WatchSegment message.
+const CHANGES_PER_MESSAGE: u64 = 1_000;
+
+/// Live membership: with no watermark, the current members (ENTERED) first;
+/// then every change after the watermark as the watcher records it, until
+/// the client goes away or the server shuts down.
+pub(crate) async fn watch(
+    store: CampaignStore,
+    req: pb::WatchSegmentRequest,
+    poll: Duration,
+    shutdown: CancellationToken,
+) -> ApiResult<WatchStream> {
+    let mut v = Violations::new();
+    patron_domain::activity::check_id(&mut v, "segment_id", &req.segment_id);
+    let after = v.take(parse_watermark(&req.after_watermark));
+    v.finish()?;
+    let after = after.expect("checked");
+    let segment = store.segment(&req.segment_id).await?;
+    if let Some(w) = after
+        && w > segment.last_change
+    {
+        return Err(ApiError::invalid_field(
+            "after_watermark",
+            "is ahead of this segment's changes (a watermark of another segment?)",
+        ));
+    }
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        let send = |msg: ApiResult<pb::WatchSegmentResponse>| {
+            let tx = tx.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    r = tx.send(msg.map_err(to_status)) => r.is_ok(),
+                    () = shutdown.cancelled() => false,
+                }
+            }
+        };
+        let mut watermark = match after {
+            Some(w) => w,
+            None => match initial_members(&store, &req.segment_id, poll, &shutdown).await {
+                Ok(Some((w, members, at))) => {
+                    for chunk in members.chunks(CHANGES_PER_MESSAGE as usize) {
+                        let changes = chunk
+                            .iter()
+                            .map(|id| pb::SegmentChange {
+                                customer_id: id.clone(),
+                                change: pb::MembershipChange::Entered as i32,
+                                watermark: w.to_string(),
+                                change_time: Some(to_timestamp(at)),
+                            })
+                            .collect();
+                        if !send(Ok(pb::WatchSegmentResponse { changes })).await {
+                            return;
+                        }
+                    }
+                    w
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    send(Err(e)).await;
+                    return;
+                }
+            },
+        };
+        loop {
+            let changes = match store
+                .segment_changes(&req.segment_id, watermark, CHANGES_PER_MESSAGE)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    send(Err(e)).await;
+                    return;
+                }
+            };
+            if let Some(last) = changes.last() {
+                watermark = last.change;
+                let full = changes.len() as u64 == CHANGES_PER_MESSAGE;
+                let msg = pb::WatchSegmentResponse {
+                    changes: changes
+                        .into_iter()
+                        .map(|c| pb::SegmentChange {
+                            customer_id: c.customer_id,
+                            change: if c.entered {
+                                pb::MembershipChange::Entered
+                            } else {
+                                pb::MembershipChange::Left
+                            } as i32,
+                            watermark: c.change.to_string(),
+                            change_time: Some(to_timestamp(c.change_time)),
+                        })
+                        .collect(),
+                };
+                if !send(Ok(msg)).await {
+                    return;
+                }
+                if full {
+                    continue;
+                }
+            }
+            // A deleted segment ends the stream.
+            match store.segment(&req.segment_id).await {
+                Ok(_) => {}
+                Err(e) if e.code == ErrorCode::NotFound => {
+                    send(Err(e)).await;
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "watch: could not re-read the segment"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = shutdown.cancelled() => return,
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// The current members with the watermark they are current at, once the
+/// watcher has evaluated the segment's current rule.
+async fn initial_members(
+    store: &CampaignStore,
+    segment_id: &str,
+    poll: Duration,
+    shutdown: &CancellationToken,
+) -> ApiResult<Option<(i64, Vec<String>, DateTime<Utc>)>> {
+    loop {
+        if let Some((watermark, members)) = store.membership(segment_id).await? {
+            return Ok(Some((watermark, members, now())));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            () = shutdown.cancelled() => return Ok(None),
+        }
+    }
+}
+
+pub(crate) async fn history(
+    store: &CampaignStore,
+    req: pb::GetSegmentHistoryRequest,
+) -> ApiResult<pb::SegmentHistory> {
+    let mut v = Violations::new();
+    patron_domain::activity::check_id(&mut v, "segment_id", &req.segment_id);
+    let start = v.take(optional_timestamp(req.start_time.as_ref(), "start_time"));
+    let end = v.take(optional_timestamp(req.end_time.as_ref(), "end_time"));
+    v.finish()?;
+    let end = end.flatten().unwrap_or_else(now);
+    let start = start.flatten().unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    if start > end {
+        return Err(ApiError::invalid_field(
+            "end_time",
+            "must not be before start_time",
+        ));
+    }
+    store.segment(&req.segment_id).await?;
+    let counts = store
+        .segment_counts(&req.segment_id, start, end)
+        .await?
+        .into_iter()
+        .map(|(time, members)| pb::SegmentCount {
+            time: Some(to_timestamp(time)),
+            members,
+        })
+        .collect();
+    Ok(pb::SegmentHistory { counts })
+}
