@@ -775,3 +775,24 @@ fn description(status: &tonic::Status) -> String {
         .and_then(|b| b.field_violations.first().map(|v| v.description.clone()))
         .unwrap_or_default()
 }
+
+/// The same end-to-end checks with `campaign.in_memory_view = false`: every
+/// rule runs against the database, with the pushed-down pre-filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_path_selects_the_same() {
+    for backend in [
+        patron_tests::Backend::Sqlite,
+        patron_tests::Backend::Postgres,
+    ] {
+        let spawn = || TestApp::spawn_with(backend, |s| s.campaign.in_memory_view = false);
+        if let Some(app) = spawn().await {
+            segments_select_what_an_independent_evaluation_selects(app).await;
+        }
+        if let Some(app) = spawn().await {
+            campaigns_freeze_disjoint_arms_and_report_uplift(app).await;
+        }
+        if let Some(app) = spawn().await {
+            target_lists_are_consistent_snapshots(app).await;
+        }
+    }
+}

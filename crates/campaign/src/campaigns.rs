@@ -7,6 +7,7 @@ use patron_domain::{
     activity::check_id,
     campaign::{Arm, CampaignState, assign_arm, uplift},
     money::Currency,
+    segment::channel_index,
 };
 use patron_proto::{campaign as pb, common};
 use patron_runtime::{
@@ -17,10 +18,14 @@ use patron_store::{
     campaign::{CampaignRow, CampaignStore, ResponseRow, ViewRow, consent_column},
     paging,
 };
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::segments::{Evaluation, TARGETS_PER_MESSAGE, parse_rule, target, today_day};
+use crate::{
+    memory::MemoryView,
+    segments::{Evaluation, Source, TARGETS_PER_MESSAGE, parse_rule, target, today_day},
+};
 
 const MAX_RESPONSES_PER_CALL: usize = 10_000;
 
@@ -168,7 +173,11 @@ pub(crate) async fn list(
 /// Freezes the audience: the segment's customers with consent for the
 /// channel, read from one snapshot, each assigned to an arm by
 /// `assign_arm(campaign id, customer id)`.
-pub(crate) async fn launch(store: &CampaignStore, id: &str) -> ApiResult<pb::Campaign> {
+pub(crate) async fn launch(
+    store: &CampaignStore,
+    memory: &MemoryView,
+    id: &str,
+) -> ApiResult<pb::Campaign> {
     check_campaign_id(id, "id")?;
     let c = store.campaign(id).await?;
     c.state.transition(CampaignState::Launched)?;
@@ -187,17 +196,17 @@ pub(crate) async fn launch(store: &CampaignStore, id: &str) -> ApiResult<pb::Cam
         &c.channel,
         "channel",
     )?;
-    let snapshot = store.snapshot().await?;
+    let source = Source::open(store, memory).await?;
     let mut audience = Vec::new();
-    eval.scan(&snapshot, |rows: Vec<ViewRow>| {
-        audience.extend(rows.into_iter().map(|r| {
-            let arm = assign_arm(&c.id, &r.record.customer_id, c.control_fraction);
-            (r.record.customer_id, arm)
+    eval.scan(&source, |rows: Vec<Arc<ViewRow>>| {
+        audience.extend(rows.iter().map(|r| {
+            let id = &r.record.customer_id;
+            (id.clone(), assign_arm(&c.id, id, c.control_fraction))
         }));
         async { true }
     })
     .await?;
-    snapshot.close().await;
+    source.close().await;
     Ok(to_proto(&store.launch(&c, &audience, now()).await?))
 }
 
@@ -223,6 +232,7 @@ fn launched(c: &CampaignRow) -> ApiResult<()> {
 /// (they stay in the measured arm).
 pub(crate) async fn stream_audience(
     store: CampaignStore,
+    memory: MemoryView,
     req: pb::StreamCampaignAudienceRequest,
     shutdown: CancellationToken,
 ) -> ApiResult<AudienceStream> {
@@ -246,35 +256,73 @@ pub(crate) async fn stream_audience(
         Err(_) => parse_rule("true", "segment")?,
     };
     let consent = consent_column(&c.channel);
-    let snapshot = store.snapshot().await?;
+    let consent_index = channel_index(&c.channel);
+    let source = Source::open(&store, &memory).await?;
     let today = today_day();
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
+        let page_size = TARGETS_PER_MESSAGE as u64;
         let mut after = String::new();
         loop {
-            let page = match snapshot
-                .audience_page(&c.id, arm, consent, &after, TARGETS_PER_MESSAGE as u64)
-                .await
-            {
+            // The frozen ids of the arm, joined with the current view.
+            let (page, full) = match &source {
+                Source::Memory(rows) => {
+                    match store.audience_ids(&c.id, arm, &after, page_size).await {
+                        Ok(ids) => {
+                            let full = ids.len() as u64 == page_size;
+                            after = ids.last().cloned().unwrap_or_default();
+                            let page: Vec<Arc<ViewRow>> = ids
+                                .iter()
+                                .filter_map(|id| rows.get(id))
+                                .filter(|r| {
+                                    !r.erased && consent_index.is_none_or(|i| r.record.consent[i])
+                                })
+                                .cloned()
+                                .collect();
+                            (Ok(page), full)
+                        }
+                        Err(e) => (Err(e), false),
+                    }
+                }
+                Source::Database(snapshot) => {
+                    match snapshot
+                        .audience_page(&c.id, arm, consent, &after, page_size)
+                        .await
+                    {
+                        Ok(page) => {
+                            let full = page.len() as u64 == page_size;
+                            after = page
+                                .last()
+                                .map(|r| r.record.customer_id.clone())
+                                .unwrap_or_default();
+                            (Ok(page.into_iter().map(Arc::new).collect()), full)
+                        }
+                        Err(e) => (Err(e), false),
+                    }
+                }
+            };
+            let page = match page {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(to_status(e))).await;
                     break;
                 }
             };
-            let Some(last) = page.last() else { break };
-            after = last.record.customer_id.clone();
-            let full = page.len() == TARGETS_PER_MESSAGE;
-            let targets = page.into_iter().map(|r| target(&rule, r, today)).collect();
-            let sent = tokio::select! {
-                r = tx.send(Ok(pb::StreamCampaignAudienceResponse { targets })) => r.is_ok(),
-                () = shutdown.cancelled() => false,
-            };
-            if !sent || !full {
+            if !page.is_empty() {
+                let targets = page.iter().map(|r| target(&rule, r, today)).collect();
+                let sent = tokio::select! {
+                    r = tx.send(Ok(pb::StreamCampaignAudienceResponse { targets })) => r.is_ok(),
+                    () = shutdown.cancelled() => false,
+                };
+                if !sent {
+                    break;
+                }
+            }
+            if !full {
                 break;
             }
         }
-        snapshot.close().await;
+        source.close().await;
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }

@@ -18,7 +18,10 @@ use patron_runtime::error::ApiResult;
 use patron_store::campaign::{CampaignStore, ViewRow};
 use tokio::sync::Mutex;
 
-use crate::segments::{Evaluation, parse_rule};
+use crate::{
+    memory::MemoryView,
+    segments::{Evaluation, Source, parse_rule},
+};
 
 /// Rules below this share of customers are noise.
 const MIN_SUPPORT: f64 = 0.001;
@@ -63,6 +66,7 @@ fn to_proto(r: &AffinityRule) -> pb::CrossSellSuggestion {
 
 pub(crate) async fn suggest(
     store: &CampaignStore,
+    memory: &MemoryView,
     cache: &AffinityCache,
     req: pb::SuggestCrossSellRequest,
 ) -> ApiResult<pb::SuggestCrossSellResponse> {
@@ -93,7 +97,7 @@ pub(crate) async fn suggest(
         .filter(|r| r.lift > 1.0)
         .collect();
     let chosen: Vec<&AffinityRule> = if req.customer_id.is_empty() {
-        for_segment(store, &req.segment_id, &rules).await?
+        for_segment(store, memory, &req.segment_id, &rules).await?
     } else {
         let rows = store.rows(std::slice::from_ref(&req.customer_id)).await?;
         let row = rows
@@ -121,6 +125,7 @@ pub(crate) async fn suggest(
 /// a member who bought the rule's `from` and not its `to`.
 async fn for_segment<'a>(
     store: &CampaignStore,
+    memory: &MemoryView,
     segment_id: &str,
     rules: &'a [AffinityRule],
 ) -> ApiResult<Vec<&'a AffinityRule>> {
@@ -131,8 +136,8 @@ async fn for_segment<'a>(
         by_from.entry(r.from.as_str()).or_default().push(i);
     }
     let mut applies = vec![false; rules.len()];
-    let snapshot = store.snapshot().await?;
-    eval.scan(&snapshot, |rows: Vec<ViewRow>| {
+    let source = Source::open(store, memory).await?;
+    eval.scan(&source, |rows: Vec<Arc<ViewRow>>| {
         for row in &rows {
             let bought = &row.record.categories;
             for c in bought {
@@ -146,7 +151,7 @@ async fn for_segment<'a>(
         async { true }
     })
     .await?;
-    snapshot.close().await;
+    source.close().await;
     Ok(rules
         .iter()
         .zip(applies)

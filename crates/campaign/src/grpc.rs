@@ -12,21 +12,24 @@ use tonic::{Request, Response, Status};
 use crate::{
     campaigns::{self, AudienceStream},
     cross_sell::{self, AffinityCache},
+    memory::MemoryView,
     segments::{self, TargetStream, WatchStream},
 };
 
 #[derive(Clone)]
 pub struct CampaignApi {
     store: CampaignStore,
+    memory: MemoryView,
     affinity: AffinityCache,
     watch_poll: Duration,
     shutdown: CancellationToken,
 }
 
 impl CampaignApi {
-    pub fn new(ctx: &ServiceContext) -> Self {
+    pub(crate) fn new(ctx: &ServiceContext, memory: MemoryView) -> Self {
         Self {
             store: CampaignStore::new(&ctx.storage),
+            memory,
             affinity: AffinityCache::default(),
             watch_poll: Duration::from_millis(ctx.settings.campaign.watch_interval_ms),
             shutdown: ctx.shutdown.clone(),
@@ -91,7 +94,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<pb::PreviewSegmentRequest>,
     ) -> Result<Response<pb::PreviewSegmentResponse>, Status> {
-        segments::preview(&self.store, request.into_inner())
+        segments::preview(&self.store, &self.memory, request.into_inner())
             .await
             .into_grpc()
     }
@@ -129,6 +132,7 @@ impl CampaignService for CampaignApi {
     ) -> Result<Response<TargetStream>, Status> {
         segments::stream_targets(
             self.store.clone(),
+            self.memory.clone(),
             request.into_inner(),
             self.shutdown.clone(),
         )
@@ -142,9 +146,14 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<pb::SuggestCrossSellRequest>,
     ) -> Result<Response<pb::SuggestCrossSellResponse>, Status> {
-        cross_sell::suggest(&self.store, &self.affinity, request.into_inner())
-            .await
-            .into_grpc()
+        cross_sell::suggest(
+            &self.store,
+            &self.memory,
+            &self.affinity,
+            request.into_inner(),
+        )
+        .await
+        .into_grpc()
     }
 
     #[tracing::instrument(skip_all)]
@@ -182,7 +191,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<pb::LaunchCampaignRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
-        campaigns::launch(&self.store, &request.into_inner().id)
+        campaigns::launch(&self.store, &self.memory, &request.into_inner().id)
             .await
             .into_grpc()
     }
@@ -204,6 +213,7 @@ impl CampaignService for CampaignApi {
     ) -> Result<Response<AudienceStream>, Status> {
         campaigns::stream_audience(
             self.store.clone(),
+            self.memory.clone(),
             request.into_inner(),
             self.shutdown.clone(),
         )

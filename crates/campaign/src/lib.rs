@@ -10,12 +10,15 @@
 mod campaigns;
 mod cross_sell;
 mod grpc;
+mod memory;
 mod segments;
 mod view;
 mod watcher;
 
+use memory::MemoryView;
 use patron_proto::campaign::campaign_service_server::CampaignServiceServer;
 use patron_runtime::{ServiceContext, ServiceKind, ServiceModule};
+use patron_store::campaign::CampaignStore;
 use tonic::service::RoutesBuilder;
 
 pub use grpc::CampaignApi;
@@ -26,20 +29,32 @@ pub fn module() -> ServiceModule {
         kind: ServiceKind::Campaign,
         depends_on: &[ServiceKind::Profile, ServiceKind::Scoring],
         register,
-        on_ready: Some(start),
+        on_ready: Some(view::start),
     }
 }
 
 fn register(ctx: &ServiceContext, routes: &mut RoutesBuilder) {
+    // One in-memory mirror of the view per process, shared by the RPCs and
+    // the segment watcher; both start once storage is ready.
+    let memory = MemoryView::new(
+        CampaignStore::new(&ctx.storage),
+        ctx.settings.campaign.in_memory_view,
+    );
+    let background = (ctx.clone(), memory.clone());
+    tokio::spawn(async move {
+        let (ctx, memory) = background;
+        tokio::select! {
+            () = ctx.storage_ready() => {
+                memory.warm();
+                watcher::start(&ctx, memory);
+            }
+            () = ctx.shutdown.cancelled() => {}
+        }
+    });
     let limit = ctx.max_message_bytes();
     routes.add_service(
-        CampaignServiceServer::new(CampaignApi::new(ctx))
+        CampaignServiceServer::new(CampaignApi::new(ctx, memory))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
     );
-}
-
-fn start(ctx: &ServiceContext) {
-    view::start(ctx);
-    watcher::start(ctx);
 }

@@ -3,14 +3,14 @@
 //! the pushable part of the rule as bound query parameters and the whole
 //! rule checked on every candidate row.
 
-use std::{collections::HashMap, pin::Pin, time::Duration};
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use patron_domain::{
     ApiError, ErrorCode, Violations,
     customer::parse_etag,
-    segment::{Field, Rule, epoch_day},
+    segment::{Field, Rule, channel_index, epoch_day},
 };
 use patron_proto::campaign as pb;
 use patron_runtime::{
@@ -24,6 +24,8 @@ use patron_store::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+
+use crate::memory::{MemoryView, Rows};
 
 /// Rows read from the store per page.
 pub(crate) const SCAN_PAGE: u64 = 5_000;
@@ -42,11 +44,44 @@ pub(crate) fn today_day() -> i32 {
     epoch_day(today())
 }
 
+/// Where a scan reads: the in-memory mirror when it is loaded (one immutable
+/// version), else one database snapshot. Either way every page of a scan
+/// sees the same state.
+pub(crate) enum Source {
+    Memory(Arc<Rows>),
+    Database(Snapshot),
+}
+
+impl Source {
+    pub(crate) async fn open(store: &CampaignStore, memory: &MemoryView) -> ApiResult<Self> {
+        Ok(match memory.fresh().await? {
+            Some(rows) => Source::Memory(rows),
+            None => Source::Database(store.snapshot().await?),
+        })
+    }
+
+    /// The view revision this source reflects.
+    pub(crate) async fn revision(&self) -> ApiResult<i64> {
+        match self {
+            Source::Memory(rows) => Ok(rows.revision),
+            Source::Database(s) => s.revision().await,
+        }
+    }
+
+    pub(crate) async fn close(self) {
+        if let Source::Database(s) = self {
+            s.close().await;
+        }
+    }
+}
+
 /// A rule ready to run against the view.
 #[derive(Clone)]
 pub(crate) struct Evaluation {
     pub(crate) rule: Rule,
     pub(crate) scan: Scan,
+    /// Index into `Record::consent` of the requested channel.
+    pub(crate) consent: Option<usize>,
     pub(crate) today: i32,
 }
 
@@ -69,44 +104,66 @@ impl Evaluation {
                 prefilter: prefilter(&rule.expr, today),
                 consent_column: consent,
             },
+            consent: channel_index(channel),
             rule,
             today,
         })
     }
 
     pub(crate) fn matches(&self, row: &ViewRow) -> bool {
-        row.selectable() && self.rule.matches(&row.record, self.today)
+        row.selectable()
+            && self.consent.is_none_or(|i| row.record.consent[i])
+            && self.rule.matches(&row.record, self.today)
     }
 
-    /// Reads every selected customer, page by page, calling `each` with the
-    /// selected rows of a page; stops early when `each` returns false.
-    pub(crate) async fn scan<F, Fut>(&self, snapshot: &Snapshot, mut each: F) -> ApiResult<()>
+    /// Reads every selected customer in customer-id order, calling `each`
+    /// with the selected rows of each page (never empty); stops early when
+    /// `each` returns false.
+    pub(crate) async fn scan<F, Fut>(&self, source: &Source, mut each: F) -> ApiResult<()>
     where
-        F: FnMut(Vec<ViewRow>) -> Fut,
+        F: FnMut(Vec<Arc<ViewRow>>) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let mut after = String::new();
-        loop {
-            let page = snapshot.page(&self.scan, &after, SCAN_PAGE).await?;
-            let Some(last) = page.last() else {
-                return Ok(());
-            };
-            after = last.record.customer_id.clone();
-            let full = page.len() as u64 == SCAN_PAGE;
-            let selected: Vec<ViewRow> = page.into_iter().filter(|r| self.matches(r)).collect();
-            if !each(selected).await || !full {
-                return Ok(());
+        match source {
+            Source::Memory(rows) => {
+                for chunk in rows.chunks() {
+                    let selected: Vec<Arc<ViewRow>> =
+                        chunk.iter().filter(|r| self.matches(r)).cloned().collect();
+                    if !selected.is_empty() && !each(selected).await {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }
+            Source::Database(snapshot) => {
+                let mut after = String::new();
+                loop {
+                    let page = snapshot.page(&self.scan, &after, SCAN_PAGE).await?;
+                    let Some(last) = page.last() else {
+                        return Ok(());
+                    };
+                    after = last.record.customer_id.clone();
+                    let full = page.len() as u64 == SCAN_PAGE;
+                    let selected: Vec<Arc<ViewRow>> = page
+                        .into_iter()
+                        .filter(|r| self.matches(r))
+                        .map(Arc::new)
+                        .collect();
+                    if (!selected.is_empty() && !each(selected).await) || !full {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
 
     /// A target with contact fields and the values of the fields the rule read.
-    pub(crate) fn target(&self, row: ViewRow) -> pb::Target {
+    pub(crate) fn target(&self, row: &ViewRow) -> pb::Target {
         target(&self.rule, row, self.today)
     }
 }
 
-pub(crate) fn target(rule: &Rule, row: ViewRow, today: i32) -> pb::Target {
+pub(crate) fn target(rule: &Rule, row: &ViewRow, today: i32) -> pb::Target {
     let r = &row.record;
     let fields = rule
         .fields
@@ -124,11 +181,11 @@ pub(crate) fn target(rule: &Rule, row: ViewRow, today: i32) -> pb::Target {
         })
         .collect::<HashMap<_, _>>();
     pb::Target {
-        customer_id: row.record.customer_id,
-        external_id: row.record.external_id,
-        display_name: row.display_name,
-        email: row.email,
-        phone: row.phone,
+        customer_id: r.customer_id.clone(),
+        external_id: r.external_id.clone(),
+        display_name: row.display_name.clone(),
+        email: row.email.clone(),
+        phone: row.phone.clone(),
         fields,
     }
 }
@@ -326,6 +383,7 @@ pub(crate) async fn delete(
 
 pub(crate) async fn preview(
     store: &CampaignStore,
+    memory: &MemoryView,
     req: pb::PreviewSegmentRequest,
 ) -> ApiResult<pb::PreviewSegmentResponse> {
     let mut v = Violations::new();
@@ -340,20 +398,18 @@ pub(crate) async fn preview(
     };
     v.finish()?;
     let eval = Evaluation::new(rule.expect("checked"), "", "")?;
-    let snapshot = store.snapshot().await?;
+    let source = Source::open(store, memory).await?;
     let mut count = 0i64;
     let mut sample = Vec::new();
-    eval.scan(&snapshot, |rows: Vec<ViewRow>| {
+    eval.scan(&source, |rows: Vec<Arc<ViewRow>>| {
         count += rows.len() as i64;
-        for row in rows {
-            if sample.len() < sample_size {
-                sample.push(eval.target(row));
-            }
+        for row in rows.iter().take(sample_size.saturating_sub(sample.len())) {
+            sample.push(eval.target(row));
         }
         async { true }
     })
     .await?;
-    snapshot.close().await;
+    source.close().await;
     Ok(pb::PreviewSegmentResponse { count, sample })
 }
 
@@ -382,19 +438,20 @@ async fn requested_rule(store: &CampaignStore, req: &pb::StreamTargetsRequest) -
 /// growing the server's memory.
 pub(crate) async fn stream_targets(
     store: CampaignStore,
+    memory: MemoryView,
     req: pb::StreamTargetsRequest,
     shutdown: CancellationToken,
 ) -> ApiResult<TargetStream> {
     let rule = requested_rule(&store, &req).await?;
     let eval = Evaluation::new(rule, &req.channel, "channel")?;
-    let snapshot = store.snapshot().await?;
+    let source = Source::open(&store, &memory).await?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
         let mut batch: Vec<pb::Target> = Vec::with_capacity(TARGETS_PER_MESSAGE);
         let result = eval
-            .scan(&snapshot, |rows: Vec<ViewRow>| {
+            .scan(&source, |rows: Vec<Arc<ViewRow>>| {
                 let mut ready = Vec::new();
-                for row in rows {
+                for row in &rows {
                     batch.push(eval.target(row));
                     if batch.len() == TARGETS_PER_MESSAGE {
                         ready.push(std::mem::replace(
@@ -419,7 +476,7 @@ pub(crate) async fn stream_targets(
                 }
             })
             .await;
-        snapshot.close().await;
+        source.close().await;
         match result {
             Ok(()) if !batch.is_empty() => {
                 let _ = tx

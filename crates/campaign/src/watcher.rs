@@ -9,15 +9,18 @@
 //! are written in one transaction, so a watcher that dies half-way leaves
 //! nothing half-written and the next round redoes the work.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use patron_domain::ApiError;
 use patron_runtime::{ServiceContext, convert::now};
 use patron_store::campaign::{CampaignStore, SegmentRow, ViewRow};
 
-use crate::segments::{Evaluation, SCAN_PAGE, parse_rule, today_day};
+use crate::{
+    memory::MemoryView,
+    segments::{Evaluation, SCAN_PAGE, Source, parse_rule, today_day},
+};
 
-pub(crate) fn start(ctx: &ServiceContext) {
+pub(crate) fn start(ctx: &ServiceContext, memory: MemoryView) {
     let store = CampaignStore::new(&ctx.storage);
     let interval = Duration::from_millis(ctx.settings.campaign.watch_interval_ms);
     let shutdown = ctx.shutdown.clone();
@@ -25,7 +28,7 @@ pub(crate) fn start(ctx: &ServiceContext) {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = round(&store) => {
+                result = round(&store, &memory) => {
                     if let Err(e) = result {
                         tracing::warn!(error = %e, "segment watcher round failed; retrying");
                     }
@@ -40,7 +43,7 @@ pub(crate) fn start(ctx: &ServiceContext) {
 }
 
 /// One pass over every segment.
-pub(crate) async fn round(store: &CampaignStore) -> Result<(), ApiError> {
+pub(crate) async fn round(store: &CampaignStore, memory: &MemoryView) -> Result<(), ApiError> {
     let revision = store.view_revision().await?;
     let today = today_day();
     let mut after = String::new();
@@ -54,7 +57,7 @@ pub(crate) async fn round(store: &CampaignStore) -> Result<(), ApiError> {
             let stale =
                 segment.evaluated_version != segment.version || segment.evaluated_day != today;
             if (stale || segment.evaluated_revision < revision)
-                && let Err(e) = evaluate(store, segment, stale).await
+                && let Err(e) = evaluate(store, memory, segment, stale).await
             {
                 tracing::warn!(segment = %segment.id, error = %e, "segment evaluation failed");
             }
@@ -62,25 +65,34 @@ pub(crate) async fn round(store: &CampaignStore) -> Result<(), ApiError> {
     }
 }
 
-async fn evaluate(store: &CampaignStore, segment: &SegmentRow, full: bool) -> Result<(), ApiError> {
+async fn evaluate(
+    store: &CampaignStore,
+    memory: &MemoryView,
+    segment: &SegmentRow,
+    full: bool,
+) -> Result<(), ApiError> {
     let rule = parse_rule(&segment.expression, "expression")?;
     let eval = Evaluation::new(rule, "", "")?;
-    let snapshot = store.snapshot().await?;
-    let revision = snapshot.revision().await?;
-    let (entered, left) = if full {
+    let (revision, entered, left) = if full {
+        let source = Source::open(store, memory).await?;
+        let revision = source.revision().await?;
         let mut selected = HashSet::new();
-        eval.scan(&snapshot, |rows: Vec<ViewRow>| {
-            selected.extend(rows.into_iter().map(|r| r.record.customer_id));
+        eval.scan(&source, |rows: Vec<Arc<ViewRow>>| {
+            selected.extend(rows.iter().map(|r| r.record.customer_id.clone()));
             async { true }
         })
         .await?;
+        source.close().await;
         let current = store.all_members(&segment.id).await?;
         let mut entered: Vec<String> = selected.difference(&current).cloned().collect();
         let mut left: Vec<String> = current.difference(&selected).cloned().collect();
         entered.sort();
         left.sort();
-        (entered, left)
+        (revision, entered, left)
     } else {
+        // Only the rows changed since the last evaluation, from the database.
+        let snapshot = store.snapshot().await?;
+        let revision = snapshot.revision().await?;
         let (mut entered, mut left) = (Vec::new(), Vec::new());
         let mut after = String::new();
         loop {
@@ -103,9 +115,9 @@ async fn evaluate(store: &CampaignStore, segment: &SegmentRow, full: bool) -> Re
                 break;
             }
         }
-        (entered, left)
+        snapshot.close().await;
+        (revision, entered, left)
     };
-    snapshot.close().await;
     store
         .record_evaluation(segment, revision, eval.today, &entered, &left, now())
         .await?;

@@ -323,12 +323,21 @@ mod tests {
                 .all(|t| t.occurred_at.as_ref().unwrap().seconds < end + 86_400)
         );
     }
+
+    #[test]
+    fn demo_segments_are_valid_rules() {
+        for (name, rule, _) in DEMO_SEGMENTS {
+            patron_domain::segment::Rule::parse(rule).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
 }
 
 /// What a seeding run wrote.
 #[derive(Debug, Default)]
 pub(crate) struct SeedSummary {
     pub(crate) customers: usize,
+    /// Customers with at least one purchase.
+    pub(crate) buyers: usize,
     pub(crate) transactions: usize,
     pub(crate) events: usize,
     pub(crate) interactions: usize,
@@ -468,6 +477,7 @@ pub(crate) async fn seed(
         let mut events = Vec::new();
         let mut interactions = Vec::new();
         for (demo, stored) in chunk.iter_mut().zip(stored.customers) {
+            summary.buyers += usize::from(!demo.transactions.is_empty());
             let last = demo
                 .transactions
                 .last()
@@ -543,4 +553,89 @@ pub(crate) async fn seed(
     }
     progress.finish_and_clear();
     Ok(summary)
+}
+
+/// Segments for the seed use cases (docs/segments.md explains each).
+pub(crate) const DEMO_SEGMENTS: &[(&str, &str, &str)] = &[
+    (
+        "High-value retention",
+        r#"value.tier = "high" and churn.risk in ("medium", "high")"#,
+        "Valuable customers showing churn signals: retention offers before they go.",
+    ),
+    (
+        "Win-back at risk",
+        r#"rfm.segment in ("at_risk", "cant_lose_them") and days_since_last_purchase > 90"#,
+        "Good customers who have gone quiet for a quarter.",
+    ),
+    (
+        "Cross-sell beauty to fashion buyers",
+        r#"bought_category("fashion") and not bought_category("beauty") and consent.email"#,
+        "Fashion buyers who never bought beauty (check SuggestCrossSell for the lift).",
+    ),
+    (
+        "Up-sell growth potential",
+        r#"value.quadrant = "grow" and clv.p_alive > 0.5"#,
+        "Low current value, high potential, still active.",
+    ),
+    (
+        "Care: birthdays and anniversaries this week",
+        "days_to_birthday <= 7 or days_to_anniversary <= 7",
+        "A greeting (no offer) for the week's birthdays and relationship anniversaries.",
+    ),
+    (
+        "New-customer nurture",
+        r#"lifecycle.stage = "new" and purchases = 1"#,
+        "One purchase so far: help them to the second.",
+    ),
+];
+
+/// After seeding: fits the purchase models and scores everyone as of the end
+/// of the demo history, then saves the demo segments, so scores, reports
+/// and target lists answer at once.
+pub(crate) async fn score_and_segment(
+    channel: tonic::transport::Channel,
+    buyers: usize,
+) -> anyhow::Result<()> {
+    use patron_proto::{
+        campaign::{self as cpb, campaign_service_client::CampaignServiceClient},
+        scoring::{self as spb, scoring_service_client::ScoringServiceClient},
+    };
+    let as_of = ts(demo_end());
+    let mut scoring = ScoringServiceClient::new(channel.clone());
+    // Scoring follows the profile feed: wait until it has seen every buyer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let fit = scoring
+            .fit_model(spb::FitModelRequest {
+                as_of,
+                holdout_end: None,
+            })
+            .await;
+        match fit {
+            Ok(f) if f.get_ref().customers as usize >= buyers => break,
+            _ if std::time::Instant::now() > deadline => {
+                anyhow::bail!("scoring did not catch up with the demo data: {fit:?}")
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+    let mut progress = scoring
+        .recompute_scores(spb::RecomputeScoresRequest { as_of })
+        .await?
+        .into_inner();
+    while progress.message().await?.is_some() {}
+    let mut campaign = CampaignServiceClient::new(channel);
+    for (name, expression, description) in DEMO_SEGMENTS {
+        campaign
+            .create_segment(cpb::CreateSegmentRequest {
+                segment: Some(cpb::Segment {
+                    display_name: (*name).into(),
+                    expression: (*expression).into(),
+                    description: (*description).into(),
+                    ..Default::default()
+                }),
+            })
+            .await?;
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! and call it from the command line.
 
 mod bench;
+mod campaign;
 mod client;
 mod demo;
 mod import;
@@ -80,6 +81,21 @@ enum Command {
     Report {
         #[command(subcommand)]
         command: ReportCommand,
+    },
+    /// Segments written in the segment language.
+    Segment {
+        #[command(subcommand)]
+        command: campaign::SegmentCommand,
+    },
+    /// Target lists.
+    Targets {
+        #[command(subcommand)]
+        command: campaign::TargetsCommand,
+    },
+    /// Campaigns with control groups.
+    Campaign {
+        #[command(subcommand)]
+        command: campaign::CampaignCommand,
     },
     /// Load generators (figures for BENCHMARKS.md).
     Bench {
@@ -198,6 +214,13 @@ enum BenchCommand {
     Nps {
         #[arg(long, default_value_t = 1_000_000)]
         responses: usize,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Segment evaluation and StreamTargets over a seeded population.
+    Targets {
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: usize,
         #[command(flatten)]
         target: client::Target,
     },
@@ -391,6 +414,9 @@ async fn main() -> ExitCode {
             })
             .await
         }
+        Command::Segment { command } => client::run(campaign::segment(command)).await,
+        Command::Targets { command } => client::run(campaign::targets(command)).await,
+        Command::Campaign { command } => client::run(campaign::campaign(command)).await,
         Command::Bench { command } => {
             client::run(async {
                 match command {
@@ -398,6 +424,7 @@ async fn main() -> ExitCode {
                         bench::ingest(client::channel(&target).await?, customers, transactions, batch, concurrency).await
                     }
                     BenchCommand::Feed { after, target } => bench::feed(client::channel(&target).await?, after).await,
+                    BenchCommand::Targets { customers, target } => bench::targets(client::channel(&target).await?, customers).await,
                     BenchCommand::Nps { responses, target } => bench::nps(client::channel(&target).await?, responses).await,
                 }
             })
@@ -472,6 +499,7 @@ async fn seed_if_empty(channel: tonic::transport::Channel) -> anyhow::Result<()>
         "writing demo data"
     );
     let started = std::time::Instant::now();
+    let channel_for_scores = channel.clone();
     let s = demo::seed(
         channel,
         DEMO_SEED,
@@ -479,6 +507,7 @@ async fn seed_if_empty(channel: tonic::transport::Channel) -> anyhow::Result<()>
         &indicatif::ProgressBar::hidden(),
     )
     .await?;
+    demo::score_and_segment(channel_for_scores, s.buyers).await?;
     tracing::info!(
         customers = s.customers,
         transactions = s.transactions,
@@ -487,7 +516,8 @@ async fn seed_if_empty(channel: tonic::transport::Channel) -> anyhow::Result<()>
         survey_responses = s.survey_responses,
         complaints = s.complaints,
         seconds = started.elapsed().as_secs_f64(),
-        "demo data ready"
+        segments = demo::DEMO_SEGMENTS.len(),
+        "demo data ready: scored, with example segments"
     );
     Ok(())
 }

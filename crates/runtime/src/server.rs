@@ -35,9 +35,17 @@ pub struct ServiceContext {
     /// Cancelled when the process shuts down; long-lived streams and
     /// background tasks end on it.
     pub shutdown: CancellationToken,
+    /// Becomes true once storage is migrated, just before `on_ready` runs.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ServiceContext {
+    /// Waits until storage is ready (for work started at registration).
+    pub async fn storage_ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
     pub fn max_message_bytes(&self) -> usize {
         self.settings.server.max_message_bytes
     }
@@ -82,6 +90,7 @@ pub struct Application {
     ctx: ServiceContext,
     kinds: Vec<ServiceKind>,
     on_ready: Vec<fn(&ServiceContext)>,
+    ready_tx: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -117,12 +126,14 @@ impl Application {
         let peers = Peers::new(&settings, local_addr, &kinds)?;
         let cache = Cache::from_settings(&settings.redis, &settings.cache);
 
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let ctx = ServiceContext {
             settings: Arc::new(settings),
             storage,
             cache,
             peers,
             shutdown: CancellationToken::new(),
+            ready,
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -160,6 +171,7 @@ impl Application {
             ctx,
             kinds,
             on_ready: modules.iter().filter_map(|m| m.on_ready).collect(),
+            ready_tx,
         })
     }
 
@@ -191,6 +203,7 @@ impl Application {
             ctx,
             kinds,
             on_ready,
+            ready_tx,
         } = self;
         let server_settings = &ctx.settings.server;
         let shutdown = ctx.shutdown.clone();
@@ -241,6 +254,7 @@ impl Application {
             result = &mut serve => return result.map_err(Into::into),
             result = ready => match result {
                 Ok(()) => {
+                    let _ = ready_tx.send(true);
                     for start in &on_ready {
                         start(&ctx);
                     }

@@ -1577,6 +1577,34 @@ impl CampaignStore {
         self.campaign(&c.id).await
     }
 
+    /// One arm's customer ids after `after`, in order (the frozen audience
+    /// never changes, so pages need no snapshot).
+    pub async fn audience_ids(
+        &self,
+        campaign_id: &str,
+        arm: Arm,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<String>, ApiError> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .column("customer_id")
+                    .from("campaign_audience")
+                    .and_where(Expr::col("campaign_id").eq(campaign_id))
+                    .and_where(Expr::col("arm").eq(arm_code(arm)))
+                    .and_where(Expr::col("customer_id").gt(after))
+                    .order_by("customer_id", Order::Asc)
+                    .limit(limit),
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "customer_id").map_err(db_error))
+            .collect()
+    }
+
     /// The arm of each of `ids` that is in the campaign's audience.
     pub async fn arms_of(
         &self,

@@ -1,0 +1,253 @@
+//! An in-memory mirror of campaign's view, for evaluating rules over a
+//! million customers in milliseconds and streaming them at memory speed.
+//!
+//! The database stays the source of truth (the followers write there). The
+//! mirror is an immutable [`Rows`] behind an `Arc`: a reader takes the
+//! current one and keeps a consistent snapshot for as long as it needs,
+//! however the view changes meanwhile. Before answering, a reader brings
+//! the mirror up to the database's view revision by applying only the rows
+//! changed since (every view write takes a new, gap-free revision), so what
+//! a request sees is never older than what the database held when it
+//! arrived. Rows live in sorted chunks shared between versions, so a new
+//! version copies only the chunks it changes.
+
+use std::sync::{Arc, RwLock};
+
+use patron_domain::ApiError;
+use patron_store::campaign::{CampaignStore, ViewRow};
+
+/// Rows per chunk after a split; a chunk splits at twice this.
+const CHUNK: usize = 1_024;
+/// Rows read from the database per page while catching up.
+const CATCH_UP_PAGE: u64 = 10_000;
+
+/// One immutable version of the view, sorted by customer id.
+#[derive(Clone, Default)]
+pub(crate) struct Rows {
+    /// The view revision this version reflects.
+    pub(crate) revision: i64,
+    chunks: Vec<Arc<Vec<Arc<ViewRow>>>>,
+    len: usize,
+}
+
+impl Rows {
+    /// Rows in customer-id order, chunk by chunk.
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = &[Arc<ViewRow>]> {
+        self.chunks.iter().map(|c| c.as_slice())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn chunk_for(&self, id: &str) -> usize {
+        // The first chunk whose last id is >= id, else the last chunk.
+        self.chunks
+            .partition_point(|c| c.last().is_some_and(|r| r.record.customer_id.as_str() < id))
+            .min(self.chunks.len().saturating_sub(1))
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<&Arc<ViewRow>> {
+        let chunk = self.chunks.get(self.chunk_for(id))?;
+        chunk
+            .binary_search_by(|r| r.record.customer_id.as_str().cmp(id))
+            .ok()
+            .map(|i| &chunk[i])
+    }
+
+    /// Inserts or replaces a row, copying only the chunk it lands in.
+    fn upsert(&mut self, row: ViewRow) {
+        if self.chunks.is_empty() {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        let at = self.chunk_for(&row.record.customer_id);
+        let chunk = Arc::make_mut(&mut self.chunks[at]);
+        match chunk.binary_search_by(|r| r.record.customer_id.cmp(&row.record.customer_id)) {
+            Ok(i) => chunk[i] = Arc::new(row),
+            Err(i) => {
+                chunk.insert(i, Arc::new(row));
+                self.len += 1;
+                if chunk.len() >= 2 * CHUNK {
+                    let tail = chunk.split_off(CHUNK);
+                    self.chunks.insert(at + 1, Arc::new(tail));
+                }
+            }
+        }
+    }
+}
+
+struct Inner {
+    store: CampaignStore,
+    current: RwLock<Option<Arc<Rows>>>,
+    /// One catch-up at a time; readers that find the mirror behind wait on it.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+/// The mirror, shared by every request of the service.
+#[derive(Clone)]
+pub(crate) struct MemoryView(Option<Arc<Inner>>);
+
+impl MemoryView {
+    /// `enabled = false` (config `campaign.in_memory_view`) leaves every
+    /// read to the database.
+    pub(crate) fn new(store: CampaignStore, enabled: bool) -> Self {
+        Self(enabled.then(|| {
+            Arc::new(Inner {
+                store,
+                current: RwLock::new(None),
+                refresh: tokio::sync::Mutex::new(()),
+            })
+        }))
+    }
+
+    /// Loads the mirror in the background; until it is loaded, reads go to
+    /// the database.
+    pub(crate) fn warm(&self) {
+        let Some(inner) = self.0.clone() else { return };
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let _guard = inner.refresh.lock().await;
+            match catch_up(
+                &inner.store,
+                Rows {
+                    revision: -1,
+                    ..Rows::default()
+                },
+            )
+            .await
+            {
+                Ok(rows) => {
+                    tracing::info!(
+                        customers = rows.len(),
+                        revision = rows.revision,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "campaign view loaded into memory"
+                    );
+                    *inner.current.write().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Arc::new(rows));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not load campaign's view into memory; reads use the database")
+                }
+            }
+        });
+    }
+
+    /// The mirror, current as of the database's view revision now; `None`
+    /// while disabled or not loaded yet.
+    pub(crate) async fn fresh(&self) -> Result<Option<Arc<Rows>>, ApiError> {
+        let Some(inner) = &self.0 else {
+            return Ok(None);
+        };
+        let loaded = || {
+            inner
+                .current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        let Some(rows) = loaded() else {
+            return Ok(None);
+        };
+        let head = inner.store.view_revision().await?;
+        if rows.revision >= head {
+            return Ok(Some(rows));
+        }
+        let _guard = inner.refresh.lock().await;
+        let Some(rows) = loaded() else {
+            return Ok(None);
+        };
+        if rows.revision >= head {
+            return Ok(Some(rows));
+        }
+        let next = Arc::new(catch_up(&inner.store, (*rows).clone()).await?);
+        *inner.current.write().unwrap_or_else(|e| e.into_inner()) = Some(next.clone());
+        Ok(Some(next))
+    }
+}
+
+/// Applies every row changed after `rows.revision`, read from one database
+/// snapshot, and moves the revision to that snapshot's.
+async fn catch_up(store: &CampaignStore, mut rows: Rows) -> Result<Rows, ApiError> {
+    let snapshot = store.snapshot().await?;
+    let to = snapshot.revision().await?;
+    let mut after = String::new();
+    loop {
+        let page = snapshot
+            .changed_page((rows.revision, to), &after, CATCH_UP_PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.record.customer_id.clone();
+        let full = page.len() as u64 == CATCH_UP_PAGE;
+        for row in page {
+            rows.upsert(row);
+        }
+        if !full {
+            break;
+        }
+    }
+    snapshot.close().await;
+    rows.revision = to;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use patron_domain::segment::Record;
+
+    use super::*;
+
+    fn row(id: &str, region: &str) -> ViewRow {
+        ViewRow {
+            record: Record {
+                customer_id: id.into(),
+                region: region.into(),
+                ..Record::default()
+            },
+            ..ViewRow::default()
+        }
+    }
+
+    #[test]
+    fn chunks_stay_sorted_and_versions_share_untouched_chunks() {
+        let mut rows = Rows::default();
+        // Out of order, with replacements, enough to split many times.
+        for i in (0..10_000).rev().chain((0..10_000).step_by(7)) {
+            rows.upsert(row(
+                &format!("c{i:05}"),
+                if i % 2 == 0 { "East" } else { "West" },
+            ));
+        }
+        assert_eq!(rows.len(), 10_000);
+        let ids: Vec<&str> = rows
+            .chunks()
+            .flatten()
+            .map(|r| r.record.customer_id.as_str())
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert!(rows.chunks().all(|c| c.len() < 2 * CHUNK));
+        assert_eq!(rows.get("c04242").unwrap().record.region, "East");
+        assert!(rows.get("c99999").is_none() && rows.get("a").is_none());
+
+        let before = rows.clone();
+        rows.upsert(row("c04242", "North"));
+        assert_eq!(rows.get("c04242").unwrap().record.region, "North");
+        assert_eq!(
+            before.get("c04242").unwrap().record.region,
+            "East",
+            "old versions do not change"
+        );
+        let shared = before
+            .chunks
+            .iter()
+            .zip(&rows.chunks)
+            .filter(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(
+            shared,
+            rows.chunks.len() - 1,
+            "only the touched chunk is copied"
+        );
+    }
+}
