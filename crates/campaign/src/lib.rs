@@ -45,7 +45,10 @@ fn register(ctx: &ServiceContext, routes: &mut RoutesBuilder) {
         let (ctx, memory) = background;
         tokio::select! {
             () = ctx.storage_ready() => {
-                memory.warm();
+                memory.start(
+                    std::time::Duration::from_millis(ctx.settings.campaign.watch_interval_ms),
+                    ctx.shutdown.clone(),
+                );
                 watcher::start(&ctx, memory);
             }
             () = ctx.shutdown.cancelled() => {}

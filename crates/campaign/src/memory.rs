@@ -4,17 +4,20 @@
 //! The database stays the source of truth (the followers write there). The
 //! mirror is an immutable [`Rows`] behind an `Arc`: a reader takes the
 //! current one and keeps a consistent snapshot for as long as it needs,
-//! however the view changes meanwhile. Before answering, a reader brings
-//! the mirror up to the database's view revision by applying only the rows
-//! changed since (every view write takes a new, gap-free revision), so what
-//! a request sees is never older than what the database held when it
-//! arrived. Rows live in sorted chunks shared between versions, so a new
-//! version copies only the chunks it changes.
+//! however the view changes meanwhile. A background refresher catches the
+//! mirror up with the database by applying only the rows changed since its
+//! revision (every view write takes a new, gap-free revision); a reader
+//! waits for the refresher to reach the database's revision at the time of
+//! the request (at most a couple of seconds), so what it sees is normally
+//! never older than what the database held when it arrived. Rows live in
+//! sorted chunks shared between versions, so a new version copies only the
+//! chunks it changes.
 
-use std::sync::{Arc, RwLock};
+use std::{sync::Arc, time::Duration};
 
 use patron_domain::ApiError;
 use patron_store::campaign::{CampaignStore, ViewRow};
+use tokio_util::sync::CancellationToken;
 
 /// Rows per chunk after a split; a chunk splits at twice this.
 const CHUNK: usize = 1_024;
@@ -78,10 +81,15 @@ impl Rows {
 
 struct Inner {
     store: CampaignStore,
-    current: RwLock<Option<Arc<Rows>>>,
-    /// One catch-up at a time; readers that find the mirror behind wait on it.
-    refresh: tokio::sync::Mutex<()>,
+    /// The newest complete version (`None` until the first load finishes).
+    current: tokio::sync::watch::Sender<Option<Arc<Rows>>>,
+    /// Wakes the refresher when a reader finds the mirror behind.
+    behind: tokio::sync::Notify,
 }
+
+/// How long a reader waits for a catch-up before it settles for the newest
+/// complete version (a large recompute can change every row at once).
+const MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// The mirror, shared by every request of the service.
 #[derive(Clone)]
@@ -94,75 +102,79 @@ impl MemoryView {
         Self(enabled.then(|| {
             Arc::new(Inner {
                 store,
-                current: RwLock::new(None),
-                refresh: tokio::sync::Mutex::new(()),
+                current: tokio::sync::watch::channel(None).0,
+                behind: tokio::sync::Notify::new(),
             })
         }))
     }
 
-    /// Loads the mirror in the background; until it is loaded, reads go to
-    /// the database.
-    pub(crate) fn warm(&self) {
+    /// Starts the refresher: it loads the mirror, then catches it up
+    /// whenever a reader (or the periodic check) finds it behind the
+    /// database. Catch-ups run here, not in requests, so a cancelled request
+    /// never throws work away.
+    pub(crate) fn start(&self, interval: Duration, shutdown: CancellationToken) {
         let Some(inner) = self.0.clone() else { return };
         tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let _guard = inner.refresh.lock().await;
-            match catch_up(
-                &inner.store,
-                Rows {
-                    revision: -1,
-                    ..Rows::default()
-                },
-            )
-            .await
-            {
-                Ok(rows) => {
-                    tracing::info!(
-                        customers = rows.len(),
-                        revision = rows.revision,
-                        seconds = started.elapsed().as_secs_f64(),
-                        "campaign view loaded into memory"
-                    );
-                    *inner.current.write().unwrap_or_else(|e| e.into_inner()) =
-                        Some(Arc::new(rows));
+            let mut rows = Rows {
+                revision: -1,
+                ..Rows::default()
+            };
+            let mut loaded = false;
+            loop {
+                let started = std::time::Instant::now();
+                let before = rows.revision;
+                match catch_up(&inner.store, rows.clone()).await {
+                    Ok(next) => {
+                        if !loaded || next.revision > before {
+                            if !loaded {
+                                tracing::info!(
+                                    customers = next.len(),
+                                    revision = next.revision,
+                                    seconds = started.elapsed().as_secs_f64(),
+                                    "campaign view loaded into memory"
+                                );
+                            }
+                            loaded = true;
+                            rows = next;
+                            inner.current.send_replace(Some(Arc::new(rows.clone())));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "campaign view catch-up failed; retrying"),
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not load campaign's view into memory; reads use the database")
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = inner.behind.notified() => {}
+                    () = tokio::time::sleep(interval) => {}
                 }
             }
         });
     }
 
-    /// The mirror, current as of the database's view revision now; `None`
-    /// while disabled or not loaded yet.
+    /// The mirror, current as of the database's view revision now (or, if
+    /// catching up takes longer than [`MAX_WAIT`], the newest complete
+    /// version); `None` when disabled. Waits for the first load.
     pub(crate) async fn fresh(&self) -> Result<Option<Arc<Rows>>, ApiError> {
         let Some(inner) = &self.0 else {
             return Ok(None);
         };
-        let loaded = || {
-            inner
-                .current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-        };
-        let Some(rows) = loaded() else {
-            return Ok(None);
-        };
         let head = inner.store.view_revision().await?;
-        if rows.revision >= head {
-            return Ok(Some(rows));
+        let mut current = inner.current.subscribe();
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        loop {
+            let newest = current.borrow_and_update().clone();
+            if let Some(rows) = newest {
+                if rows.revision >= head || tokio::time::Instant::now() >= deadline {
+                    return Ok(Some(rows));
+                }
+                inner.behind.notify_one();
+                tokio::select! {
+                    changed = current.changed() => if changed.is_err() { return Ok(Some(rows)) },
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+            } else if current.changed().await.is_err() {
+                return Ok(None);
+            }
         }
-        let _guard = inner.refresh.lock().await;
-        let Some(rows) = loaded() else {
-            return Ok(None);
-        };
-        if rows.revision >= head {
-            return Ok(Some(rows));
-        }
-        let next = Arc::new(catch_up(&inner.store, (*rows).clone()).await?);
-        *inner.current.write().unwrap_or_else(|e| e.into_inner()) = Some(next.clone());
-        Ok(Some(next))
     }
 }
 
