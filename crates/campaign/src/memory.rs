@@ -186,7 +186,7 @@ async fn catch_up(store: &CampaignStore, mut rows: Rows) -> Result<Rows, ApiErro
     let mut after = String::new();
     loop {
         let page = snapshot
-            .changed_page((rows.revision, to), &after, CATCH_UP_PAGE)
+            .changed_page(rows.revision, &after, CATCH_UP_PAGE)
             .await?;
         let Some(last) = page.last() else { break };
         after = last.record.customer_id.clone();

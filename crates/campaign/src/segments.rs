@@ -173,7 +173,7 @@ pub(crate) fn target(rule: &Rule, row: &ViewRow, today: i32) -> pb::Target {
                 "customer.tags" => r.tags.join(","),
                 "categories" => r.categories.join(","),
                 name => Field::by_name(name)
-                    .and_then(|d| r.value(d.field, today))
+                    .and_then(|d| r.cell(d.field, today))
                     .map(|v| v.to_string())
                     .unwrap_or_default(),
             };

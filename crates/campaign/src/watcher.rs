@@ -97,7 +97,7 @@ async fn evaluate(
         let mut after = String::new();
         loop {
             let page = snapshot
-                .changed_page((segment.evaluated_revision, revision), &after, SCAN_PAGE)
+                .changed_page(segment.evaluated_revision, &after, SCAN_PAGE)
                 .await?;
             let Some(last) = page.last() else { break };
             after = last.record.customer_id.clone();

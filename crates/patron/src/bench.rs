@@ -215,31 +215,33 @@ pub(crate) async fn nps(channel: Channel, responses: usize) -> anyhow::Result<()
 /// waits until campaign's view has them (the profile feed -> campaign
 /// follower), then times a five-clause PreviewSegment and a StreamTargets of
 /// the whole population (time to first message, rows per second).
-pub(crate) async fn targets(channel: Channel, customers: usize) -> anyhow::Result<()> {
-    use patron_proto::{
-        campaign::{self as cpb, campaign_service_client::CampaignServiceClient},
-        common::MarketingConsent,
-        google::r#type::Date,
-    };
-    let run = uuid::Uuid::now_v7().simple().to_string();
-    let run = run[run.len() - 8..].to_owned();
+pub(crate) async fn targets(
+    channel: Channel,
+    customers: usize,
+    reuse: Option<String>,
+) -> anyhow::Result<()> {
+    use patron_proto::campaign::campaign_service_client::CampaignServiceClient;
+    let run = reuse.clone().unwrap_or_else(|| {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        id[id.len() - 8..].to_owned()
+    });
     let mut campaign =
         CampaignServiceClient::new(channel.clone()).max_decoding_message_size(256 << 20);
     let all = format!("customer.external_id != \"\" and has(customer.tags, \"bench-{run}\")");
-    let count = |c: &mut CampaignServiceClient<Channel>, expression: String| {
-        let mut c = c.clone();
-        async move {
-            anyhow::Ok(
-                c.preview_segment(cpb::PreviewSegmentRequest {
-                    expression,
-                    sample_size: 1,
-                })
-                .await?
-                .into_inner()
-                .count,
-            )
-        }
-    };
+    if reuse.is_none() {
+        seed_customers(&channel, &mut campaign, &run, customers, &all).await?;
+    }
+    measure_targets(&mut campaign, &run, customers, &all).await
+}
+
+async fn seed_customers(
+    channel: &Channel,
+    campaign: &mut patron_proto::campaign::campaign_service_client::CampaignServiceClient<Channel>,
+    run: &str,
+    customers: usize,
+    all: &str,
+) -> anyhow::Result<()> {
+    use patron_proto::{campaign as cpb, common::MarketingConsent, google::r#type::Date};
     let started = Instant::now();
     let batches: Vec<Vec<pb::Customer>> = (0..customers)
         .map(|i| {
@@ -249,7 +251,7 @@ pub(crate) async fn targets(channel: Channel, customers: usize) -> anyhow::Resul
                 display_name: format!("Bench {i}"),
                 email: format!("b{i}@example.com"),
                 region: ["East", "West", "North", "South"][(h % 4) as usize].into(),
-                tags: if h % 5 == 0 {
+                tags: if h.is_multiple_of(5) {
                     vec![format!("bench-{run}"), "vip".into()]
                 } else {
                     vec![format!("bench-{run}")]
@@ -260,7 +262,7 @@ pub(crate) async fn targets(channel: Channel, customers: usize) -> anyhow::Resul
                     day: 1 + ((h >> 24) % 28) as i32,
                 }),
                 marketing_consent: Some(MarketingConsent {
-                    email: h % 3 != 0,
+                    email: !h.is_multiple_of(3),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -287,18 +289,53 @@ pub(crate) async fn targets(channel: Channel, customers: usize) -> anyhow::Resul
         .await;
     let upserted = started.elapsed();
     loop {
-        if count(&mut campaign, all.clone()).await? >= customers as i64 {
+        let selected = campaign
+            .preview_segment(cpb::PreviewSegmentRequest {
+                expression: all.to_owned(),
+                sample_size: 1,
+            })
+            .await?
+            .into_inner()
+            .count;
+        if selected >= customers as i64 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let in_view = started.elapsed();
     println!(
-        "seeded {customers} customers: upserted in {:.1} s, in campaign's view after {:.1} s ({:.0} customers/s end to end)",
+        "seeded {customers} customers (--reuse {run}): upserted in {:.1} s, in campaign's view after {:.1} s ({:.0} customers/s end to end)",
         upserted.as_secs_f64(),
         in_view.as_secs_f64(),
         customers as f64 / in_view.as_secs_f64()
     );
+    Ok(())
+}
+
+async fn measure_targets(
+    campaign: &mut patron_proto::campaign::campaign_service_client::CampaignServiceClient<Channel>,
+    run: &str,
+    customers: usize,
+    all: &str,
+) -> anyhow::Result<()> {
+    use patron_proto::campaign as cpb;
+    let count = |c: &mut patron_proto::campaign::campaign_service_client::CampaignServiceClient<
+        Channel,
+    >,
+                 expression: String| {
+        let mut c = c.clone();
+        async move {
+            anyhow::Ok(
+                c.preview_segment(cpb::PreviewSegmentRequest {
+                    expression,
+                    sample_size: 1,
+                })
+                .await?
+                .into_inner()
+                .count,
+            )
+        }
+    };
 
     let rule = format!(
         "has(customer.tags, \"bench-{run}\") and customer.region = \"East\" and consent.email and customer.age >= 30 and days_to_birthday <= 60"
@@ -307,7 +344,7 @@ pub(crate) async fn targets(channel: Channel, customers: usize) -> anyhow::Resul
     let mut selected = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        selected = count(&mut campaign, rule.clone()).await?;
+        selected = count(campaign, rule.clone()).await?;
         times.push(t.elapsed());
     }
     times.sort();
@@ -321,7 +358,7 @@ pub(crate) async fn targets(channel: Channel, customers: usize) -> anyhow::Resul
         let t = Instant::now();
         let mut s = campaign
             .stream_targets(cpb::StreamTargetsRequest {
-                expression: all.clone(),
+                expression: all.to_owned(),
                 ..Default::default()
             })
             .await?

@@ -221,6 +221,9 @@ enum BenchCommand {
     Targets {
         #[arg(long, default_value_t = 1_000_000)]
         customers: usize,
+        /// Measure again on the customers an earlier run seeded (its tag).
+        #[arg(long)]
+        reuse: Option<String>,
         #[command(flatten)]
         target: client::Target,
     },
@@ -424,7 +427,7 @@ async fn main() -> ExitCode {
                         bench::ingest(client::channel(&target).await?, customers, transactions, batch, concurrency).await
                     }
                     BenchCommand::Feed { after, target } => bench::feed(client::channel(&target).await?, after).await,
-                    BenchCommand::Targets { customers, target } => bench::targets(client::channel(&target).await?, customers).await,
+                    BenchCommand::Targets { customers, reuse, target } => bench::targets(client::channel(&target).await?, customers, reuse).await,
                     BenchCommand::Nps { responses, target } => bench::nps(client::channel(&target).await?, responses).await,
                 }
             })

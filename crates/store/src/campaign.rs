@@ -535,18 +535,22 @@ impl Snapshot {
         self.rows(&q).await
     }
 
-    /// Every row (erased and unknown included) whose revision is in
-    /// `(from, to]`, after `after` by id.
+    /// Every row (erased and unknown included) changed after revision
+    /// `from` and up to this snapshot's revision, after `after` by id (a
+    /// negative `from` reads everything).
     pub async fn changed_page(
         &self,
-        (from, to): (i64, i64),
+        from: i64,
         after: &str,
         limit: u64,
     ) -> Result<Vec<ViewRow>, ApiError> {
         let mut q = view_select();
-        q.and_where(col("revision").gt(from))
-            .and_where(col("revision").lte(to))
-            .and_where(col("customer_id").gt(after))
+        // A load from scratch reads in primary-key order, without the
+        // revision index (which would sort the whole table per page).
+        if from >= 0 {
+            q.and_where(col("revision").gt(from));
+        }
+        q.and_where(col("customer_id").gt(after))
             .order_by((Alias::new("c"), Alias::new("customer_id")), Order::Asc)
             .limit(limit);
         self.rows(&q).await

@@ -870,18 +870,39 @@ pub fn age(day: i32, today: i32) -> Option<i32> {
     Some(years)
 }
 
+/// A field's value as evaluation sees it, borrowing text from the record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    Bool(bool),
+    Number(f64),
+    Text(&'a str),
+    Date(i32),
+}
+
 impl Record {
     /// The value of `field` on day `today`; `None` is null.
     pub fn value(&self, field: Field, today: i32) -> Option<Value> {
-        let text = |s: &str| Some(Value::Text(s.to_owned()));
-        let num = |n: f64| Some(Value::Number(n));
-        let score = |f: fn(&ScoreFields) -> f64| self.scores.as_ref().map(|s| Value::Number(f(s)));
-        let label = |f: fn(&ScoreFields) -> &str| {
+        self.cell(field, today).map(|c| match c {
+            Cell::Bool(b) => Value::Bool(b),
+            Cell::Number(n) => Value::Number(n),
+            Cell::Text(t) => Value::Text(t.to_owned()),
+            Cell::Date(d) => Value::Date(d),
+        })
+    }
+
+    /// Like [`Record::value`], borrowing text (evaluation allocates nothing).
+    pub fn cell(&self, field: Field, today: i32) -> Option<Cell<'_>> {
+        fn text(s: &str) -> Option<Cell<'_>> {
+            Some(Cell::Text(s))
+        }
+        let num = |n: f64| Some(Cell::Number(n));
+        let score = |f: fn(&ScoreFields) -> f64| self.scores.as_ref().map(|s| Cell::Number(f(s)));
+        let label = |f: for<'s> fn(&'s ScoreFields) -> &'s str| {
             self.scores
                 .as_ref()
                 .map(f)
                 .filter(|s| !s.is_empty())
-                .map(|s| Value::Text(s.to_owned()))
+                .map(Cell::Text)
         };
         match field {
             Field::CustomerId => text(&self.customer_id),
@@ -894,32 +915,32 @@ impl Record {
             Field::Age => self
                 .birth_day
                 .and_then(|d| age(d, today))
-                .map(|a| Value::Number(a.into())),
-            Field::BirthDate => self.birth_day.map(Value::Date),
-            Field::RelationshipStartDate => self.relationship_start_day.map(Value::Date),
-            Field::ConsentEmail => Some(Value::Bool(self.consent[0])),
-            Field::ConsentSms => Some(Value::Bool(self.consent[1])),
-            Field::ConsentPhone => Some(Value::Bool(self.consent[2])),
-            Field::ConsentPush => Some(Value::Bool(self.consent[3])),
-            Field::ConsentPost => Some(Value::Bool(self.consent[4])),
+                .map(|a| Cell::Number(a.into())),
+            Field::BirthDate => self.birth_day.map(Cell::Date),
+            Field::RelationshipStartDate => self.relationship_start_day.map(Cell::Date),
+            Field::ConsentEmail => Some(Cell::Bool(self.consent[0])),
+            Field::ConsentSms => Some(Cell::Bool(self.consent[1])),
+            Field::ConsentPhone => Some(Cell::Bool(self.consent[2])),
+            Field::ConsentPush => Some(Cell::Bool(self.consent[3])),
+            Field::ConsentPost => Some(Cell::Bool(self.consent[4])),
             Field::Purchases => num(self.purchases as f64),
-            Field::FirstPurchaseDate => self.first_purchase_day.map(Value::Date),
-            Field::LastPurchaseDate => self.last_purchase_day.map(Value::Date),
+            Field::FirstPurchaseDate => self.first_purchase_day.map(Cell::Date),
+            Field::LastPurchaseDate => self.last_purchase_day.map(Cell::Date),
             Field::DaysSinceLastPurchase => self
                 .last_purchase_day
-                .map(|d| Value::Number(f64::from(today - d))),
+                .map(|d| Cell::Number(f64::from(today - d))),
             Field::DaysSinceFirstPurchase => self
                 .first_purchase_day
-                .map(|d| Value::Number(f64::from(today - d))),
+                .map(|d| Cell::Number(f64::from(today - d))),
             Field::DaysToBirthday => self
                 .birth_day
                 .and_then(|d| days_to_next(d, today))
-                .map(|n| Value::Number(n.into())),
+                .map(|n| Cell::Number(n.into())),
             Field::DaysToAnniversary => self
                 .relationship_start_day
                 .filter(|d| *d <= today)
                 .and_then(|d| days_to_next(d, today))
-                .map(|n| Value::Number(n.into())),
+                .map(|n| Cell::Number(n.into())),
             Field::RfmSegment => label(|s| &s.rfm_segment),
             Field::RfmR => score(|s| s.r),
             Field::RfmF => score(|s| s.f),
@@ -944,13 +965,13 @@ impl Record {
     }
 }
 
-impl fmt::Display for Value {
+impl fmt::Display for Cell<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::Bool(b) => write!(f, "{b}"),
-            Value::Number(n) => write!(f, "{n}"),
-            Value::Text(s) => f.write_str(s),
-            Value::Date(d) => match from_epoch_day(*d) {
+            Cell::Bool(b) => write!(f, "{b}"),
+            Cell::Number(n) => write!(f, "{n}"),
+            Cell::Text(s) => f.write_str(s),
+            Cell::Date(d) => match from_epoch_day(*d) {
                 Some(date) => write!(f, "{date}"),
                 None => write!(f, "{d}"),
             },
@@ -958,14 +979,25 @@ impl fmt::Display for Value {
     }
 }
 
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => Cell::Bool(*b).fmt(f),
+            Value::Number(n) => Cell::Number(*n).fmt(f),
+            Value::Text(s) => Cell::Text(s).fmt(f),
+            Value::Date(d) => Cell::Date(*d).fmt(f),
+        }
+    }
+}
+
 /// Compares a field's value with a literal of the same type; null never
 /// compares (so `x != 1` is false when `x` is null, as in SQL).
-fn compare(actual: Option<Value>, op: CmpOp, expected: &Value) -> bool {
+fn compare(actual: Option<Cell<'_>>, op: CmpOp, expected: &Value) -> bool {
     let ord = match (actual, expected) {
-        (Some(Value::Number(a)), Value::Number(b)) => a.partial_cmp(b),
-        (Some(Value::Date(a)), Value::Date(b)) => Some(a.cmp(b)),
-        (Some(Value::Text(a)), Value::Text(b)) => Some(a.as_str().cmp(b.as_str())),
-        (Some(Value::Bool(a)), Value::Bool(b)) => Some(a.cmp(b)),
+        (Some(Cell::Number(a)), Value::Number(b)) => a.partial_cmp(b),
+        (Some(Cell::Date(a)), Value::Date(b)) => Some(a.cmp(b)),
+        (Some(Cell::Text(a)), Value::Text(b)) => Some(a.cmp(b.as_str())),
+        (Some(Cell::Bool(a)), Value::Bool(b)) => Some(a.cmp(b)),
         _ => None,
     };
     ord.is_some_and(|o| op.holds(o))
@@ -977,21 +1009,16 @@ fn eval(expr: &Expr, r: &Record, today: i32) -> bool {
         Expr::Or(parts) => parts.iter().any(|p| eval(p, r, today)),
         Expr::Not(inner) => !eval(inner, r, today),
         Expr::Const(b) => *b,
-        Expr::IsTrue(field) => r.value(*field, today) == Some(Value::Bool(true)),
-        Expr::Compare { field, op, value } => compare(r.value(*field, today), *op, value),
+        Expr::IsTrue(field) => r.cell(*field, today) == Some(Cell::Bool(true)),
+        Expr::Compare { field, op, value } => compare(r.cell(*field, today), *op, value),
         Expr::In {
             field,
             values,
             negated,
-        } => match r.value(*field, today) {
+        } => match r.cell(*field, today) {
             // Null is in no list and, like a comparison, not "not in" one either.
             None => false,
-            Some(v) => {
-                values
-                    .iter()
-                    .any(|x| compare(Some(v.clone()), CmpOp::Eq, x))
-                    != *negated
-            }
+            Some(v) => values.iter().any(|x| compare(Some(v), CmpOp::Eq, x)) != *negated,
         },
         Expr::HasTag(tag) => r.tags.iter().any(|t| t == tag),
         Expr::BoughtCategory(c) => r.categories.iter().any(|x| x == c),
