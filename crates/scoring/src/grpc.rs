@@ -7,7 +7,7 @@ use patron_runtime::{ServiceContext, error::IntoGrpc};
 use patron_store::scoring::ScoringStore;
 use tonic::{Request, Response, Status};
 
-use crate::{models, scores};
+use crate::{models, reports, scores};
 
 #[derive(Clone)]
 pub struct ScoringApi {
@@ -82,6 +82,26 @@ impl ScoringService for ScoringApi {
         _request: Request<pb::GetScoreDistributionRequest>,
     ) -> Result<Response<pb::ScoreDistribution>, Status> {
         scores::distribution(&self.store).await.into_grpc()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_cohort_retention_report(
+        &self,
+        request: Request<pb::GetCohortRetentionReportRequest>,
+    ) -> Result<Response<pb::CohortRetentionReport>, Status> {
+        reports::cohorts(&self.store, request.into_inner())
+            .await
+            .into_grpc()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_churn_rate_report(
+        &self,
+        request: Request<pb::GetChurnRateReportRequest>,
+    ) -> Result<Response<pb::ChurnRateReport>, Status> {
+        reports::churn(&self.store, request.into_inner())
+            .await
+            .into_grpc()
     }
 
     #[tracing::instrument(skip_all)]

@@ -5,6 +5,7 @@
 mod consumer;
 mod grpc;
 mod models;
+mod reports;
 mod scores;
 
 use patron_proto::scoring::scoring_service_server::ScoringServiceServer;

@@ -6,6 +6,7 @@ pub mod affinity;
 pub mod bgnbd;
 pub mod gamma_gamma;
 pub mod optimize;
+pub mod reports;
 pub mod rfm;
 pub mod scores;
 pub mod special;

@@ -1,0 +1,148 @@
+//! Population reports: cohort retention by first-purchase month and churn
+//! rate by period, over the read model's purchase days (definitions in
+//! docs/models.md).
+
+use chrono::{DateTime, Duration, Utc};
+use patron_domain::{
+    ApiError, Violations,
+    models::{
+        reports::{Period, churn_rate, cohort_retention, month_label},
+        scores::ModelSettings,
+    },
+};
+use patron_proto::{common, scoring as pb};
+use patron_runtime::{
+    convert::{now, optional_timestamp},
+    error::ApiResult,
+};
+use patron_store::scoring::ScoringStore;
+
+/// Most periods one churn report covers.
+const MAX_PERIODS: usize = 1_000;
+
+/// Each customer's purchase days.
+async fn customer_days(store: &ScoringStore) -> ApiResult<Vec<Vec<i32>>> {
+    let (ids, purchases) = store.purchase_days().await?;
+    let mut days = vec![Vec::new(); ids.len()];
+    for p in purchases {
+        days[p.customer as usize].push(p.day);
+    }
+    Ok(days)
+}
+
+fn window(
+    v: &mut Violations,
+    start: Option<&prost_types::Timestamp>,
+    end: Option<&prost_types::Timestamp>,
+    default_start: impl FnOnce(DateTime<Utc>) -> DateTime<Utc>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let start = v.take(optional_timestamp(start, "start_time"));
+    let end = v.take(optional_timestamp(end, "end_time"));
+    let (Some(start), Some(end)) = (start, end) else {
+        return None;
+    };
+    let end = end.unwrap_or_else(now);
+    let start = start.unwrap_or_else(|| default_start(end));
+    if start >= end {
+        v.add("end_time", "must be after start_time");
+        return None;
+    }
+    Some((start, end))
+}
+
+pub(crate) async fn cohorts(
+    store: &ScoringStore,
+    req: pb::GetCohortRetentionReportRequest,
+) -> ApiResult<pb::CohortRetentionReport> {
+    let mut v = Violations::new();
+    let months = match req.months {
+        0 => 12,
+        n @ 1..=120 => n as usize,
+        _ => {
+            v.add("months", "must be between 0 (default 12) and 120");
+            0
+        }
+    };
+    let window = window(
+        &mut v,
+        req.start_time.as_ref(),
+        req.end_time.as_ref(),
+        |_| DateTime::<Utc>::UNIX_EPOCH,
+    );
+    v.finish()?;
+    let (start, end) = window.expect("checked");
+    let day = |t: DateTime<Utc>| t.timestamp().div_euclid(86_400) as i32;
+    // A partial first day counts from its start; the end is exclusive.
+    let range = (day(start), day(end - Duration::nanoseconds(1)) + 1);
+    let days = customer_days(store).await?;
+    let cohorts = cohort_retention(days.iter().map(Vec::as_slice), range, months, day(now()));
+    Ok(pb::CohortRetentionReport {
+        cohorts: cohorts
+            .into_iter()
+            .map(|c| pb::Cohort {
+                cohort: month_label(c.month),
+                customers: c.customers,
+                retention: c
+                    .active
+                    .iter()
+                    .map(|a| *a as f64 / c.customers as f64)
+                    .collect(),
+                active: c.active,
+            })
+            .collect(),
+    })
+}
+
+pub(crate) async fn churn(
+    store: &ScoringStore,
+    req: pb::GetChurnRateReportRequest,
+) -> ApiResult<pb::ChurnRateReport> {
+    let mut v = Violations::new();
+    let period = match common::Period::try_from(req.period) {
+        Ok(common::Period::Unspecified | common::Period::Month) => Some(Period::Month),
+        Ok(common::Period::Day) => Some(Period::Day),
+        Ok(common::Period::Week) => Some(Period::Week),
+        Ok(common::Period::Quarter) => Some(Period::Quarter),
+        Ok(common::Period::Year) => Some(Period::Year),
+        Err(_) => {
+            v.add("period", "is not a Period");
+            None
+        }
+    };
+    let window = window(
+        &mut v,
+        req.start_time.as_ref(),
+        req.end_time.as_ref(),
+        |end| end - Duration::days(365),
+    );
+    v.finish()?;
+    let (period, (start, end)) = (period.expect("checked"), window.expect("checked"));
+    let periods = period.between(
+        start.date_naive(),
+        (end - Duration::nanoseconds(1)).date_naive() + Duration::days(1),
+    );
+    if periods.len() > MAX_PERIODS {
+        return Err(ApiError::invalid_field(
+            "period",
+            format!(
+                "the window holds {} periods; at most {MAX_PERIODS}",
+                periods.len()
+            ),
+        ));
+    }
+    let inactivity = ModelSettings::default().churned_after_days as i32;
+    let days = customer_days(store).await?;
+    let report = churn_rate(days.iter().map(Vec::as_slice), &periods, inactivity);
+    Ok(pb::ChurnRateReport {
+        periods: report
+            .iter()
+            .map(|p| pb::ChurnRatePeriod {
+                period: period.label(p.start),
+                active_at_start: p.active_at_start,
+                churned: p.churned,
+                churn_rate: p.rate(),
+            })
+            .collect(),
+        inactivity_days: inactivity,
+    })
+}
