@@ -13,6 +13,7 @@ mod m20261122_000002_feedback;
 mod m20261122_000003_scoring;
 mod m20261123_000004_scoring_revisions;
 mod m20261123_000005_campaign;
+mod m20261123_000006_scoring_products;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -41,7 +42,8 @@ migrator!(
     "scoring_migrations",
     [
         m20261122_000003_scoring::Migration,
-        m20261123_000004_scoring_revisions::Migration
+        m20261123_000004_scoring_revisions::Migration,
+        m20261123_000006_scoring_products::Migration
     ]
 );
 migrator!(

@@ -30,11 +30,26 @@ fn midnight(date: &str) -> Option<Timestamp> {
 
 /// a, b, c buy in early 2025; d last bought on 2024-03-15.
 async fn seed(app: &TestApp) {
-    let people: [(&str, &[&str]); 4] = [
-        ("a", &["2025-01-05", "2025-01-20", "2025-03-02"]),
-        ("b", &["2025-01-31", "2025-02-01"]),
-        ("c", &["2025-02-10"]),
-        ("d", &["2024-03-15"]),
+    // (day, region, category, quantity), 10 EUR each.
+    type Purchase = (&'static str, &'static str, &'static str, i32);
+    let people: [(&str, &[Purchase]); 4] = [
+        (
+            "a",
+            &[
+                ("2025-01-05", "East", "books", 1),
+                ("2025-01-20", "East", "books", 2),
+                ("2025-03-02", "West", "toys", 1),
+            ],
+        ),
+        (
+            "b",
+            &[
+                ("2025-01-31", "East", "books", 1),
+                ("2025-02-01", "East", "toys", 3),
+            ],
+        ),
+        ("c", &[("2025-02-10", "West", "toys", 1)]),
+        ("d", &[("2024-03-15", "East", "books", 1)]),
     ];
     for (name, days) in people {
         let id = app
@@ -53,18 +68,22 @@ async fn seed(app: &TestApp) {
         let transactions = days
             .iter()
             .enumerate()
-            .map(|(k, day)| profile_pb::Transaction {
-                id: format!("rep-{name}-{k}"),
-                customer_id: id.clone(),
-                occurred_at: Some(at(day)),
-                amount: Some(common::Money {
-                    currency_code: "EUR".into(),
-                    units: 10,
-                    nanos: 0,
-                }),
-                quantity: 1,
-                ..Default::default()
-            })
+            .map(
+                |(k, (day, region, category, quantity))| profile_pb::Transaction {
+                    id: format!("rep-{name}-{k}"),
+                    customer_id: id.clone(),
+                    occurred_at: Some(at(day)),
+                    amount: Some(common::Money {
+                        currency_code: "EUR".into(),
+                        units: 10,
+                        nanos: 0,
+                    }),
+                    quantity: *quantity,
+                    region: (*region).into(),
+                    category: (*category).into(),
+                    ..Default::default()
+                },
+            )
             .collect();
         app.profile()
             .record_transactions(profile_pb::RecordTransactionsRequest { transactions })
@@ -124,5 +143,50 @@ backend_tests! {
         assert_eq!(violated_fields(&err), ["period"]);
         let err = app.scoring().get_churn_rate_report(pb::GetChurnRateReportRequest { start_time: midnight("1990-01-01"), end_time: midnight("2025-01-01"), period: common::Period::Day as i32 }).await.unwrap_err();
         assert_eq!(violated_fields(&err), ["period"], "too many periods");
+    }
+
+    async fn product_distribution_groups_region_category_and_period(app: TestApp) {
+        seed(&app).await;
+        let request = pb::GetProductDistributionReportRequest {
+            start_time: midnight("2025-01-01"),
+            end_time: midnight("2025-04-01"),
+            period: common::Period::Month as i32,
+        };
+        // The rollup follows the feed: wait until it has all seven transactions.
+        let all_time = pb::GetProductDistributionReportRequest {
+            start_time: midnight("2024-01-01"),
+            end_time: midnight("2026-01-01"),
+            period: common::Period::Year as i32,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let yearly = loop {
+            let r = app.scoring().get_product_distribution_report(all_time).await.unwrap().into_inner();
+            if r.rows.iter().map(|r| r.transactions).sum::<i64>() == 7 {
+                break r;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{r:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let report = app.scoring().get_product_distribution_report(request).await.unwrap().into_inner();
+        let rows: Vec<(&str, &str, &str, i64, i64, i64, i64)> = report
+            .rows
+            .iter()
+            .map(|r| {
+                let m = r.revenue.as_ref().unwrap();
+                assert_eq!(m.currency_code, "EUR");
+                (r.period.as_str(), r.region.as_str(), r.category.as_str(), r.transactions, r.customers, r.quantity, m.units)
+            })
+            .collect();
+        assert_eq!(rows, [
+            ("2025-01", "East", "books", 3, 2, 4, 30),
+            ("2025-02", "East", "toys", 1, 1, 3, 10),
+            ("2025-02", "West", "toys", 1, 1, 1, 10),
+            ("2025-03", "West", "toys", 1, 1, 1, 10),
+        ]);
+        let books_2025 = yearly.rows.iter().find(|r| r.period == "2025" && r.category == "books").unwrap();
+        assert_eq!((books_2025.transactions, books_2025.customers), (3, 2));
+        assert!(yearly.rows.iter().any(|r| r.period == "2024" && r.customers == 1));
+        let err = app.scoring().get_product_distribution_report(pb::GetProductDistributionReportRequest { period: -1, ..Default::default() }).await.unwrap_err();
+        assert_eq!((err.code(), violated_fields(&err)), (Code::InvalidArgument, vec!["period".to_owned()]));
     }
 }

@@ -9,7 +9,7 @@ use patron_runtime::{
     ServiceContext,
     feed::{BoxFuture, FeedConsumer, follow},
 };
-use patron_store::scoring::{ReadModelBatch, ScoringStore};
+use patron_store::scoring::{ProductRow, ReadModelBatch, ScoringStore};
 
 const CONSUMER: &str = "read-model";
 
@@ -61,10 +61,56 @@ impl FeedConsumer for ReadModel {
     }
 }
 
+/// The product rollup has its own cursor, so it backfills from the start of
+/// the feed on installations that predate it.
+const PRODUCTS: &str = "product-rollup";
+
+struct ProductRollup(ScoringStore);
+
+impl FeedConsumer for ProductRollup {
+    fn cursor(&self) -> BoxFuture<'_, Result<i64, ApiError>> {
+        Box::pin(self.0.cursor(PRODUCTS))
+    }
+
+    fn apply(
+        &self,
+        events: Vec<ChangeEvent>,
+        last_sequence: i64,
+    ) -> BoxFuture<'_, Result<(), ApiError>> {
+        let rows: Vec<ProductRow> = events
+            .into_iter()
+            .filter_map(|e| match e.change? {
+                Change::Transaction(t) => Some(ProductRow {
+                    day: t.occurred_at.map_or(0, |ts| ts.seconds.div_euclid(86_400)) as i32,
+                    currency: t
+                        .amount
+                        .as_ref()
+                        .map(|m| m.currency_code.clone())
+                        .unwrap_or_default(),
+                    amount_nanos: nanos(t.amount.as_ref()),
+                    region: t.region,
+                    category: t.category,
+                    customer_id: t.customer_id,
+                    transactions: 1,
+                    quantity: i64::from(t.quantity.max(1)),
+                }),
+                _ => None,
+            })
+            .collect();
+        Box::pin(async move { self.0.apply_products(PRODUCTS, &rows, last_sequence).await })
+    }
+}
+
 pub(crate) fn start(ctx: &ServiceContext) {
+    let store = ScoringStore::new(&ctx.storage);
     follow(
         ctx,
         "scoring-read-model",
-        Arc::new(ReadModel(ScoringStore::new(&ctx.storage))),
+        Arc::new(ReadModel(store.clone())),
+    );
+    follow(
+        ctx,
+        "scoring-product-rollup",
+        Arc::new(ProductRollup(store)),
     );
 }

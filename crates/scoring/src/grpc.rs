@@ -1,6 +1,5 @@
-//! The tonic trait impl. Built: FitModel, GetModel, RecomputeScores,
-//! GetScore, BatchGetScores, StreamScores, GetScoreDistribution. The reports answer
-//! UNIMPLEMENTED until their issue lands (generated default stubs).
+//! The tonic trait impl: every RPC of ScoringService, delegating to models,
+//! scores and reports.
 
 use patron_proto::scoring::{self as pb, scoring_service_server::ScoringService};
 use patron_runtime::{ServiceContext, error::IntoGrpc};
@@ -100,6 +99,16 @@ impl ScoringService for ScoringApi {
         request: Request<pb::GetChurnRateReportRequest>,
     ) -> Result<Response<pb::ChurnRateReport>, Status> {
         reports::churn(&self.store, request.into_inner())
+            .await
+            .into_grpc()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_product_distribution_report(
+        &self,
+        request: Request<pb::GetProductDistributionReportRequest>,
+    ) -> Result<Response<pb::ProductDistributionReport>, Status> {
+        reports::products(&self.store, request.into_inner())
             .await
             .into_grpc()
     }

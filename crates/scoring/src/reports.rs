@@ -1,18 +1,21 @@
 //! Population reports: cohort retention by first-purchase month and churn
-//! rate by period, over the read model's purchase days (definitions in
-//! docs/models.md).
+//! rate by period over the read model's purchase days, and the product
+//! distribution over the product rollup (definitions in docs/models.md).
+
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use patron_domain::{
-    ApiError, Violations,
+    ApiError, Currency, Money, Violations,
     models::{
         reports::{Period, churn_rate, cohort_retention, month_label},
         scores::ModelSettings,
     },
+    segment::epoch_day,
 };
 use patron_proto::{common, scoring as pb};
 use patron_runtime::{
-    convert::{now, optional_timestamp},
+    convert::{now, optional_timestamp, to_money},
     error::ApiResult,
 };
 use patron_store::scoring::ScoringStore;
@@ -98,17 +101,7 @@ pub(crate) async fn churn(
     req: pb::GetChurnRateReportRequest,
 ) -> ApiResult<pb::ChurnRateReport> {
     let mut v = Violations::new();
-    let period = match common::Period::try_from(req.period) {
-        Ok(common::Period::Unspecified | common::Period::Month) => Some(Period::Month),
-        Ok(common::Period::Day) => Some(Period::Day),
-        Ok(common::Period::Week) => Some(Period::Week),
-        Ok(common::Period::Quarter) => Some(Period::Quarter),
-        Ok(common::Period::Year) => Some(Period::Year),
-        Err(_) => {
-            v.add("period", "is not a Period");
-            None
-        }
-    };
+    let period = period_of(req.period, &mut v);
     let window = window(
         &mut v,
         req.start_time.as_ref(),
@@ -144,5 +137,94 @@ pub(crate) async fn churn(
             })
             .collect(),
         inactivity_days: inactivity,
+    })
+}
+
+fn period_of(raw: i32, v: &mut Violations) -> Option<Period> {
+    match common::Period::try_from(raw) {
+        Ok(common::Period::Unspecified | common::Period::Month) => Some(Period::Month),
+        Ok(common::Period::Day) => Some(Period::Day),
+        Ok(common::Period::Week) => Some(Period::Week),
+        Ok(common::Period::Quarter) => Some(Period::Quarter),
+        Ok(common::Period::Year) => Some(Period::Year),
+        Err(_) => {
+            v.add("period", "is not a Period");
+            None
+        }
+    }
+}
+
+/// (period index, region, category, currency)
+type GroupKey = (usize, String, String, String);
+/// (transactions, distinct customers, quantity, amount nanos)
+type GroupFigures = (i64, HashSet<String>, i64, i128);
+
+/// Transactions, distinct customers, units and revenue per region x
+/// category x period (and currency, when groups mix currencies).
+pub(crate) async fn products(
+    store: &ScoringStore,
+    req: pb::GetProductDistributionReportRequest,
+) -> ApiResult<pb::ProductDistributionReport> {
+    let mut v = Violations::new();
+    let period = period_of(req.period, &mut v);
+    let window = window(
+        &mut v,
+        req.start_time.as_ref(),
+        req.end_time.as_ref(),
+        |end| end - Duration::days(365),
+    );
+    v.finish()?;
+    let (period, (start, end)) = (period.expect("checked"), window.expect("checked"));
+    let periods = period.between(
+        start.date_naive(),
+        (end - Duration::nanoseconds(1)).date_naive() + Duration::days(1),
+    );
+    if periods.len() > MAX_PERIODS {
+        return Err(ApiError::invalid_field(
+            "period",
+            format!(
+                "the window holds {} periods; at most {MAX_PERIODS}",
+                periods.len()
+            ),
+        ));
+    }
+    let day = |t: DateTime<Utc>| t.timestamp().div_euclid(86_400) as i32;
+    let rows = store
+        .product_days(day(start), day(end - Duration::nanoseconds(1)) + 1)
+        .await?;
+    let starts: Vec<i32> = periods.iter().map(|p| epoch_day(p.0)).collect();
+    let mut groups: BTreeMap<GroupKey, GroupFigures> = BTreeMap::new();
+    for r in rows {
+        let index = starts.partition_point(|&s| s <= r.day).saturating_sub(1);
+        let g = groups
+            .entry((index, r.region, r.category, r.currency))
+            .or_default();
+        g.0 += r.transactions;
+        g.1.insert(r.customer_id);
+        g.2 += r.quantity;
+        g.3 += i128::from(r.amount_nanos);
+    }
+    Ok(pb::ProductDistributionReport {
+        rows: groups
+            .into_iter()
+            .map(
+                |((index, region, category, currency), (n, customers, quantity, amount))| {
+                    pb::ProductDistributionRow {
+                        region,
+                        category,
+                        period: period.label(periods[index].0),
+                        transactions: n,
+                        customers: customers.len() as i64,
+                        quantity,
+                        revenue: Currency::parse(&currency).ok().map(|c| {
+                            to_money(Money {
+                                currency: c,
+                                nanos: i64::try_from(amount).unwrap_or(i64::MAX),
+                            })
+                        }),
+                    }
+                },
+            )
+            .collect(),
     })
 }

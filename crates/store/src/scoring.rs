@@ -42,6 +42,21 @@ pub const DISTRIBUTION_COLUMNS: [&str; 5] = [
     "lifecycle_stage",
 ];
 
+/// One transaction (on write) or one rolled-up group (on read) of the
+/// product rollup.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProductRow {
+    pub day: i32,
+    pub region: String,
+    pub category: String,
+    pub currency: String,
+    pub customer_id: String,
+    /// 1 on write.
+    pub transactions: i64,
+    pub quantity: i64,
+    pub amount_nanos: i64,
+}
+
 /// What one batch of the change feed does to the read model.
 #[derive(Debug, Default)]
 pub struct ReadModelBatch {
@@ -204,6 +219,110 @@ impl ScoringStore {
         }
         crate::cursor::save(&txn, "scoring_feed_cursor", consumer, cursor).await?;
         txn.commit().await.map_err(db_error)
+    }
+
+    /// Adds transactions to the product rollup and acknowledges `cursor`
+    /// for `consumer`, in one transaction.
+    pub async fn apply_products(
+        &self,
+        consumer: &str,
+        rows: &[ProductRow],
+        cursor: i64,
+    ) -> Result<(), ApiError> {
+        let txn = begin_write(&self.db).await?;
+        // (day, region, category, currency, customer) -> (transactions, quantity, amount)
+        type Group<'a> = (i32, &'a str, &'a str, &'a str, &'a str);
+        let mut grouped: HashMap<Group<'_>, (i64, i64, i64)> = HashMap::new();
+        for r in rows {
+            let e = grouped
+                .entry((r.day, &r.region, &r.category, &r.currency, &r.customer_id))
+                .or_default();
+            e.0 += 1;
+            e.1 += r.quantity;
+            e.2 += r.amount_nanos;
+        }
+        let columns = [
+            "day",
+            "region",
+            "category",
+            "currency",
+            "customer_id",
+            "transactions",
+            "quantity",
+            "amount_nanos",
+        ];
+        for chunk in grouped.into_iter().collect::<Vec<_>>().chunks(2_000) {
+            let mut q = Query::insert();
+            q.into_table("scoring_product_days").columns(columns);
+            for ((day, region, category, currency, customer), (n, quantity, amount)) in chunk {
+                q.values_panic([
+                    (*day).into(),
+                    (*region).into(),
+                    (*category).into(),
+                    (*currency).into(),
+                    (*customer).into(),
+                    (*n).into(),
+                    (*quantity).into(),
+                    (*amount).into(),
+                ]);
+            }
+            let mut on_conflict = OnConflict::columns(columns[..5].iter().copied());
+            for col in &columns[5..] {
+                on_conflict.value(
+                    *col,
+                    Expr::col(("scoring_product_days", *col)).add(Expr::col(("excluded", *col))),
+                );
+            }
+            q.on_conflict(on_conflict.to_owned());
+            txn.execute(&q).await.map_err(db_error)?;
+        }
+        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, cursor).await?;
+        txn.commit().await.map_err(db_error)
+    }
+
+    /// The product rollup's rows for days in `[from_day, to_day)`:
+    /// (day, region, category, currency, customer id, transactions,
+    /// quantity, amount nanos).
+    pub async fn product_days(
+        &self,
+        from_day: i32,
+        to_day: i32,
+    ) -> Result<Vec<ProductRow>, ApiError> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .columns([
+                        "day",
+                        "region",
+                        "category",
+                        "currency",
+                        "customer_id",
+                        "transactions",
+                        "quantity",
+                        "amount_nanos",
+                    ])
+                    .from("scoring_product_days")
+                    .and_where(Expr::col("day").gte(from_day))
+                    .and_where(Expr::col("day").lt(to_day)),
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                let g = |c: &str| r.try_get::<String>("", c).map_err(db_error);
+                Ok(ProductRow {
+                    day: r.try_get("", "day").map_err(db_error)?,
+                    region: g("region")?,
+                    category: g("category")?,
+                    currency: g("currency")?,
+                    customer_id: g("customer_id")?,
+                    transactions: r.try_get("", "transactions").map_err(db_error)?,
+                    quantity: r.try_get("", "quantity").map_err(db_error)?,
+                    amount_nanos: r.try_get("", "amount_nanos").map_err(db_error)?,
+                })
+            })
+            .collect()
     }
 
     /// Every customer's purchases: the ids (index = `Purchase::customer`) and
