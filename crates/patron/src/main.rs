@@ -166,6 +166,35 @@ enum ReportCommand {
         #[command(flatten)]
         target: client::Target,
     },
+    /// Retention per first-purchase month cohort.
+    Cohorts {
+        /// First cohort, YYYY-MM-DD (default: all).
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        #[arg(long, default_value_t = 12)]
+        months: i32,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Churn rate per period (default the last 365 days by month).
+    Churn {
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// day, week, month, quarter or year.
+        #[arg(long, default_value = "month")]
+        period: String,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Transactions, customers, units and revenue per region x category x period.
+    Products {
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        #[arg(long, default_value = "month")]
+        period: String,
+        #[command(flatten)]
+        target: client::Target,
+    },
     /// Net Promoter Score, optionally by product, region or channel.
     Nps {
         #[arg(long, default_value = "")]
@@ -411,6 +440,9 @@ async fn main() -> ExitCode {
             client::run(async {
                 match command {
                     ReportCommand::Segments { target } => report::segments(client::channel(&target).await?).await,
+                    ReportCommand::Cohorts { from, months, target } => report::cohorts(client::channel(&target).await?, from, months).await,
+                    ReportCommand::Churn { from, period, target } => report::churn(client::channel(&target).await?, from, &period).await,
+                    ReportCommand::Products { from, period, target } => report::products(client::channel(&target).await?, from, &period).await,
                     ReportCommand::Nps { by, target } => report::nps(client::channel(&target).await?, &by).await,
                     ReportCommand::Complaints { by, target } => report::complaints(client::channel(&target).await?, &by).await,
                 }

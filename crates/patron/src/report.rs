@@ -120,3 +120,139 @@ pub(crate) async fn segments(channel: Channel) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+fn period(name: &str) -> anyhow::Result<i32> {
+    use patron_proto::common::Period;
+    Period::from_str_name(&format!("PERIOD_{}", name.to_ascii_uppercase()))
+        .map(|p| p as i32)
+        .ok_or_else(|| anyhow::anyhow!("--period {name:?}: one of day, week, month, quarter, year"))
+}
+
+fn since(months_back: Option<chrono::NaiveDate>) -> Option<prost_types::Timestamp> {
+    months_back.map(|d| prost_types::Timestamp {
+        seconds: d
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc()
+            .timestamp(),
+        nanos: 0,
+    })
+}
+
+/// Cohort retention: one line per first-purchase month, retention per month after.
+pub(crate) async fn cohorts(
+    channel: Channel,
+    from: Option<chrono::NaiveDate>,
+    months: i32,
+) -> anyhow::Result<()> {
+    use patron_proto::scoring::{
+        GetCohortRetentionReportRequest, scoring_service_client::ScoringServiceClient,
+    };
+    let r = ScoringServiceClient::new(channel)
+        .get_cohort_retention_report(GetCohortRetentionReportRequest {
+            start_time: since(from),
+            end_time: None,
+            months,
+        })
+        .await?
+        .into_inner();
+    print!("{:<8} {:>9}", "COHORT", "CUSTOMERS");
+    let width = r
+        .cohorts
+        .iter()
+        .map(|c| c.retention.len())
+        .max()
+        .unwrap_or(0);
+    for k in 0..width {
+        print!(" {:>5}", format!("M{k}"));
+    }
+    println!();
+    for c in &r.cohorts {
+        print!("{:<8} {:>9}", c.cohort, c.customers);
+        for x in &c.retention {
+            print!(" {:>4.0}%", x * 100.0);
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// Churn rate per period.
+pub(crate) async fn churn(
+    channel: Channel,
+    from: Option<chrono::NaiveDate>,
+    by: &str,
+) -> anyhow::Result<()> {
+    use patron_proto::scoring::{
+        GetChurnRateReportRequest, scoring_service_client::ScoringServiceClient,
+    };
+    let r = ScoringServiceClient::new(channel)
+        .get_churn_rate_report(GetChurnRateReportRequest {
+            start_time: since(from),
+            end_time: None,
+            period: period(by)?,
+        })
+        .await?
+        .into_inner();
+    println!(
+        "churned = silent for more than {} days\n",
+        r.inactivity_days
+    );
+    println!(
+        "{:<10} {:>15} {:>9} {:>8}",
+        "PERIOD", "ACTIVE AT START", "CHURNED", "RATE"
+    );
+    for p in &r.periods {
+        println!(
+            "{:<10} {:>15} {:>9} {:>7.1}%",
+            p.period,
+            p.active_at_start,
+            p.churned,
+            p.churn_rate * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// Transactions, customers, units and revenue per region x category x period.
+pub(crate) async fn products(
+    channel: Channel,
+    from: Option<chrono::NaiveDate>,
+    by: &str,
+) -> anyhow::Result<()> {
+    use patron_proto::scoring::{
+        GetProductDistributionReportRequest, scoring_service_client::ScoringServiceClient,
+    };
+    let r = ScoringServiceClient::new(channel)
+        .get_product_distribution_report(GetProductDistributionReportRequest {
+            start_time: since(from),
+            end_time: None,
+            period: period(by)?,
+        })
+        .await?
+        .into_inner();
+    println!(
+        "{:<10} {:<12} {:<14} {:>12} {:>10} {:>9} {:>16}",
+        "PERIOD", "REGION", "CATEGORY", "TRANSACTIONS", "CUSTOMERS", "UNITS", "REVENUE"
+    );
+    for row in &r.rows {
+        let revenue = row.revenue.as_ref().map_or("-".to_owned(), |m| {
+            format!(
+                "{:.2} {}",
+                m.units as f64 + f64::from(m.nanos) / 1e9,
+                m.currency_code
+            )
+        });
+        println!(
+            "{:<10} {:<12} {:<14} {:>12} {:>10} {:>9} {:>16}",
+            row.period,
+            row.region,
+            row.category,
+            row.transactions,
+            row.customers,
+            row.quantity,
+            revenue
+        );
+    }
+    Ok(())
+}
