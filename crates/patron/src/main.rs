@@ -287,8 +287,28 @@ fn load_settings(config: Option<&std::path::Path>) -> Result<Settings, ExitCode>
     })
 }
 
+/// `patron ... | head` closes stdout early; `println!` then panics. Exit
+/// the way Unix tools do (status 141, killed by SIGPIPE) instead of printing
+/// a panic.
+fn exit_quietly_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { addr, services, demo } => {
@@ -385,7 +405,7 @@ async fn main() -> ExitCode {
                             .get_score(GetScoreRequest { customer_id: id })
                             .await?
                             .into_inner();
-                        println!("{score:#?}");
+                        println!("{}", serde_json::to_string_pretty(&render::score(&score))?);
                     }
                     ScoreCommand::Recompute { as_of, target } => {
                         let as_of = as_of.map(|d| prost_types::Timestamp {

@@ -108,3 +108,49 @@ pub(crate) fn model(m: &patron_proto::scoring::ModelFit) -> Value {
         })),
     })
 }
+
+/// A customer's scores as one JSON document (enum values by name).
+pub(crate) fn score(s: &patron_proto::scoring::CustomerScore) -> Value {
+    use patron_proto::scoring as sp;
+    let rfm = s.rfm.clone().unwrap_or_default();
+    let clv = s.clv.clone().unwrap_or_default();
+    let churn = s.churn.clone().unwrap_or_default();
+    let profit = s.profitability.clone().unwrap_or_default();
+    json!({
+        "customer_id": s.customer_id,
+        "rfm": {
+            "recency_days": rfm.recency_days,
+            "frequency": rfm.frequency,
+            "monetary": money(rfm.monetary.as_ref()),
+            "r_score": rfm.r_score, "f_score": rfm.f_score, "m_score": rfm.m_score,
+            "segment": rfm.segment,
+            "weighted_score": rfm.weighted_score,
+            "ranks_stale": rfm.ranks_stale,
+        },
+        "clv": {
+            "historical_value": money(clv.historical_value.as_ref()),
+            "simple_clv": money(clv.simple_clv.as_ref()),
+            "expected_purchases_365d": clv.expected_purchases_365d,
+            "p_alive": clv.p_alive,
+            "predicted_clv_365d": money(clv.predicted_clv_365d.as_ref()),
+            "expected_occasion_value": money(clv.expected_occasion_value.as_ref()),
+        },
+        "churn": {
+            "probability": churn.probability,
+            "risk": sp::ChurnRisk::try_from(churn.risk).map_or("UNKNOWN", |v| v.as_str_name()),
+            "reasons": churn.reasons,
+        },
+        "value_tier": sp::ValueTier::try_from(s.value_tier).map_or("UNKNOWN", |v| v.as_str_name()),
+        "value_quadrant": sp::ValueQuadrant::try_from(s.value_quadrant).map_or("UNKNOWN", |v| v.as_str_name()),
+        "lifecycle_stage": sp::LifecycleStage::try_from(s.lifecycle_stage).map_or("UNKNOWN", |v| v.as_str_name()),
+        "loyalty_index": s.loyalty_index,
+        "profitability": {
+            "revenue": money(profit.revenue.as_ref()),
+            "cost": money(profit.cost.as_ref()),
+            "margin": money(profit.margin.as_ref()),
+        },
+        "model_version": s.model_version,
+        "as_of": timestamp(s.as_of.as_ref()),
+        "computed_at": timestamp(s.computed_at.as_ref()),
+    })
+}
