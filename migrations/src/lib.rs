@@ -14,6 +14,8 @@ mod m20261122_000003_scoring;
 mod m20261123_000004_scoring_revisions;
 mod m20261123_000005_campaign;
 mod m20261123_000006_scoring_products;
+mod m20261123_000007_feedback_summary_revisions;
+mod m20261123_000008_campaign_feedback;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -49,12 +51,18 @@ migrator!(
 migrator!(
     FeedbackMigrator,
     "feedback_migrations",
-    [m20261122_000002_feedback::Migration]
+    [
+        m20261122_000002_feedback::Migration,
+        m20261123_000007_feedback_summary_revisions::Migration
+    ]
 );
 migrator!(
     CampaignMigrator,
     "campaign_migrations",
-    [m20261123_000005_campaign::Migration]
+    [
+        m20261123_000005_campaign::Migration,
+        m20261123_000008_campaign_feedback::Migration
+    ]
 );
 
 pub use sea_orm_migration::MigratorTrait;

@@ -723,6 +723,52 @@ backend_tests! {
         assert!(got.iter().all(|t| t.fields["customer.region"] == "East"));
     }
 
+    async fn feedback_summaries_reach_segment_rules(app: TestApp) {
+        use patron_tests::pb::feedback as fpb;
+        let people = people(80, 51);
+        let ids = ingest(&app, &people).await;
+        let mut nps: HashMap<String, i32> = HashMap::new();
+        let mut responses = Vec::new();
+        for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+            // An older answer first: only the latest counts.
+            for (k, (score, day)) in [((i % 4) as i32 + 6, "2026-01-01"), (((i * 7) % 11) as i32, "2026-02-01")].into_iter().enumerate() {
+                responses.push(fpb::SurveyResponse {
+                    id: format!("nps-{i}-{k}"),
+                    customer_id: id.clone(),
+                    kind: fpb::SurveyKind::Nps as i32,
+                    score,
+                    occurred_at: Some(Timestamp { seconds: NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(), nanos: 0 }),
+                    ..Default::default()
+                });
+                nps.insert(id.clone(), score);
+            }
+        }
+        app.feedback().submit_survey_responses(fpb::SubmitSurveyResponsesRequest { responses }).await.unwrap();
+        let complainers: HashSet<String> = ids.iter().step_by(7).cloned().collect();
+        for id in &complainers {
+            app.feedback().file_complaint(fpb::FileComplaintRequest {
+                complaint: Some(fpb::Complaint {
+                    customer_id: id.clone(),
+                    r#type: "delivery".into(),
+                    severity: fpb::ComplaintSeverity::Medium as i32,
+                    description: "late".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            }).await.unwrap();
+        }
+        wait_for_count(&app, "feedback.open_complaints > 0", complainers.len() as i64).await;
+        wait_for_count(&app, "feedback.nps >= 0", nps.len() as i64).await;
+        let rule = "feedback.nps_category = \"detractor\" or feedback.open_complaints >= 1";
+        let want: HashSet<String> = ids.iter().filter(|id| nps.get(*id).is_some_and(|s| *s <= 6) || complainers.contains(*id)).cloned().collect();
+        assert!(!want.is_empty() && want.len() < ids.len());
+        let got = targets(&app, pb::StreamTargetsRequest { expression: rule.into(), ..Default::default() }).await;
+        assert_eq!(id_set(&got), want);
+        let promoters = preview_count(&app, "feedback.nps_category = \"promoter\"").await;
+        assert_eq!(promoters, nps.values().filter(|s| **s >= 9).count() as i64);
+        assert_eq!(preview_count(&app, "feedback.csat >= 1").await, 0, "nobody answered CSAT");
+    }
+
     async fn cross_sell_suggests_high_lift_categories_not_bought(app: TestApp) {
         // Books buyers also buy music far more often than others do.
         let mut people = Vec::new();

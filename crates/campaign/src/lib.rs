@@ -27,7 +27,11 @@ pub use grpc::CampaignApi;
 pub fn module() -> ServiceModule {
     ServiceModule {
         kind: ServiceKind::Campaign,
-        depends_on: &[ServiceKind::Profile, ServiceKind::Scoring],
+        depends_on: &[
+            ServiceKind::Profile,
+            ServiceKind::Scoring,
+            ServiceKind::Feedback,
+        ],
         register,
         on_ready: Some(view::start),
     }

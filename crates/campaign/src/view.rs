@@ -1,16 +1,18 @@
 //! Keeps campaign's view of customers current: attributes, consent and
 //! purchases from the profile change feed, scores from scoring's score
-//! stream. Both followers record their position durably with the rows they
-//! write, so a restart resumes without loss.
+//! stream, feedback summaries from feedback's summary stream. Every follower
+//! records its position durably with the rows it writes, so a restart
+//! resumes without loss.
 
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use patron_domain::{
     ApiError,
-    segment::{Record, ScoreFields, epoch_day},
+    segment::{FeedbackFields, Record, ScoreFields, epoch_day},
 };
 use patron_proto::{
+    feedback::{self as fpb, feedback_service_client::FeedbackServiceClient},
     profile::{self, ChangeEvent, change_event::Change},
     scoring::{self as spb, scoring_service_client::ScoringServiceClient},
 };
@@ -20,9 +22,11 @@ use patron_runtime::{
     feed::{BoxFuture, FeedConsumer, follow},
 };
 use patron_store::campaign::{CampaignStore, CustomerChange, FeedChange};
+use tonic::transport::Channel;
 
 const FEED_CONSUMER: &str = "profile-feed";
 const SCORE_CONSUMER: &str = "scores";
+const FEEDBACK_CONSUMER: &str = "feedback-summaries";
 
 /// The lower-case name of a proto enum value without its type prefix
 /// (`CHURN_RISK_HIGH` -> `high`); "" for UNSPECIFIED or unknown values.
@@ -158,68 +162,123 @@ impl FeedConsumer for ProfileFeed {
     }
 }
 
+/// Applies a peer's revision stream (rows with their revisions, in
+/// revision order) that started after revision `after`. A revision may
+/// continue in the next message, so each message acknowledges only the
+/// revisions complete so far; the end of the stream completes the last one.
+async fn drain<T, S, A, Fut>(after: i64, mut stream: S, mut apply: A) -> Result<(), String>
+where
+    S: futures::Stream<Item = Result<(Vec<T>, Vec<i64>), tonic::Status>> + Unpin,
+    A: FnMut(Vec<T>, i64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ApiError>>,
+{
+    let mut last = after;
+    while let Some(message) = stream.next().await {
+        let (rows, revisions) = message.map_err(|s| s.to_string())?;
+        let Some(&newest) = revisions.last() else {
+            continue;
+        };
+        last = newest;
+        apply(rows, (newest - 1).max(after))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if last > after {
+        apply(Vec::new(), last).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Pulls the scores saved since the last sync, once.
-async fn sync_scores(
-    store: &CampaignStore,
-    client: &mut ScoringServiceClient<tonic::transport::Channel>,
-) -> Result<(), String> {
+async fn sync_scores(store: &CampaignStore, channel: &Channel) -> Result<(), String> {
     let after = store
         .cursor(SCORE_CONSUMER)
         .await
         .map_err(|e| e.to_string())?;
-    let mut stream = client
+    let stream = ScoringServiceClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
         .stream_scores(spb::StreamScoresRequest {
             after_revision: after,
         })
         .await
         .map_err(|s| s.to_string())?
-        .into_inner();
-    let mut last = after;
-    while let Some(message) = stream.next().await {
-        let message = message.map_err(|s| s.to_string())?;
-        let Some(&newest) = message.revisions.last() else {
-            continue;
-        };
-        let scores: Vec<(String, ScoreFields)> = message
-            .scores
-            .iter()
-            .map(|s| (s.customer_id.clone(), score_fields(s)))
-            .collect();
-        // A revision may continue in the next message: acknowledge only the
-        // revisions that are complete so far.
-        last = newest;
-        store
-            .apply_scores(SCORE_CONSUMER, &scores, (newest - 1).max(after))
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    if last > after {
-        store
-            .apply_scores(SCORE_CONSUMER, &[], last)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
+        .into_inner()
+        .map(|m| {
+            m.map(|m| {
+                let rows = m
+                    .scores
+                    .iter()
+                    .map(|s| (s.customer_id.clone(), score_fields(s)))
+                    .collect();
+                (rows, m.revisions)
+            })
+        });
+    drain(
+        after,
+        stream,
+        |rows: Vec<(String, ScoreFields)>, ack| async move {
+            store.apply_scores(SCORE_CONSUMER, &rows, ack).await
+        },
+    )
+    .await
 }
 
-pub(crate) fn start(ctx: &ServiceContext) {
-    let store = CampaignStore::new(&ctx.storage);
-    follow(ctx, "campaign-view", Arc::new(ProfileFeed(store.clone())));
+/// Pulls the feedback summaries changed since the last sync, once.
+async fn sync_feedback(store: &CampaignStore, channel: &Channel) -> Result<(), String> {
+    let after = store
+        .cursor(FEEDBACK_CONSUMER)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = FeedbackServiceClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .stream_customer_summaries(fpb::StreamCustomerSummariesRequest {
+            after_revision: after,
+        })
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner()
+        .map(|m| {
+            m.map(|m| {
+                let rows = m
+                    .summaries
+                    .into_iter()
+                    .map(|s| {
+                        let fields = FeedbackFields {
+                            latest_nps: s.latest_nps,
+                            csat_mean: s.csat_mean,
+                            open_complaints: s.open_complaints,
+                        };
+                        (s.customer_id, fields)
+                    })
+                    .collect();
+                (rows, m.revisions)
+            })
+        });
+    drain(
+        after,
+        stream,
+        |rows: Vec<(String, FeedbackFields)>, ack| async move {
+            store.apply_feedback(FEEDBACK_CONSUMER, &rows, ack).await
+        },
+    )
+    .await
+}
 
-    let Some(channel) = ctx.peers.channel(ServiceKind::Scoring) else {
-        tracing::error!("no scoring peer: segment rules will see no scores");
-        return;
-    };
+/// Runs `pass` every `interval` until shutdown, logging failures.
+fn every<F, Fut>(ctx: &ServiceContext, what: &'static str, mut pass: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
     let interval = Duration::from_millis(ctx.settings.campaign.score_sync_interval_ms);
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
-        let mut client = ScoringServiceClient::new(channel).max_decoding_message_size(64 << 20);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = sync_scores(&store, &mut client) => {
+                result = pass() => {
                     if let Err(e) = result {
-                        tracing::warn!(error = %e, "score sync failed; retrying");
+                        tracing::warn!(error = %e, "{what} failed; retrying");
                     }
                 }
             }
@@ -229,4 +288,26 @@ pub(crate) fn start(ctx: &ServiceContext) {
             }
         }
     });
+}
+
+pub(crate) fn start(ctx: &ServiceContext) {
+    let store = CampaignStore::new(&ctx.storage);
+    follow(ctx, "campaign-view", Arc::new(ProfileFeed(store.clone())));
+    match ctx.peers.channel(ServiceKind::Scoring) {
+        Some(channel) => {
+            let store = store.clone();
+            every(ctx, "score sync", move || {
+                let (store, channel) = (store.clone(), channel.clone());
+                async move { sync_scores(&store, &channel).await }
+            });
+        }
+        None => tracing::error!("no scoring peer: segment rules will see no scores"),
+    }
+    match ctx.peers.channel(ServiceKind::Feedback) {
+        Some(channel) => every(ctx, "feedback sync", move || {
+            let (store, channel) = (store.clone(), channel.clone());
+            async move { sync_feedback(&store, &channel).await }
+        }),
+        None => tracing::error!("no feedback peer: segment rules will see no feedback"),
+    }
 }

@@ -87,4 +87,14 @@ impl FeedbackService for FeedbackApi {
     ) -> Reply<pb::CustomerFeedbackSummary> {
         self.customer_summary(r.into_inner()).await.into_grpc()
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn stream_customer_summaries(
+        &self,
+        r: Request<pb::StreamCustomerSummariesRequest>,
+    ) -> Reply<crate::service::SummaryStream> {
+        self.stream_summaries(r.into_inner())
+            .map(Response::new)
+            .map_err(patron_runtime::to_status)
+    }
 }

@@ -293,17 +293,59 @@ impl FeedbackApi {
         let mut v = Violations::new();
         check_id(&mut v, "customer_id", &req.customer_id);
         v.finish()?;
-        let f = self.store.customer_feedback(&req.customer_id).await?;
-        Ok(pb::CustomerFeedbackSummary {
-            customer_id: req.customer_id,
-            latest_nps: f.latest_nps.map(|(s, _)| s),
-            latest_nps_time: f.latest_nps.map(|(_, t)| to_timestamp(t)),
-            csat_mean: f.csat_mean,
-            csat_responses: f.csat_responses,
-            open_complaints: f.open_complaints,
-            oldest_open_complaint_time: f.oldest_open_complaint.map(to_timestamp),
-            total_complaints: f.total_complaints,
-        })
+        summary(&self.store, req.customer_id).await
+    }
+
+    /// Every summary changed after `after_revision`, page by page, then the
+    /// stream ends.
+    pub(crate) fn stream_summaries(
+        &self,
+        req: pb::StreamCustomerSummariesRequest,
+    ) -> ApiResult<SummaryStream> {
+        if req.after_revision < 0 {
+            return Err(ApiError::invalid_field(
+                "after_revision",
+                "must not be negative",
+            ));
+        }
+        const PAGE: u64 = 500;
+        let store = self.store.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut after = (req.after_revision, String::new());
+            loop {
+                let page = match store
+                    .summaries_changed_after((after.0, &after.1), PAGE)
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(patron_runtime::to_status(e))).await;
+                        return;
+                    }
+                };
+                let Some(last) = page.last() else { return };
+                after = last.clone();
+                let full = page.len() as u64 == PAGE;
+                let mut msg = pb::StreamCustomerSummariesResponse::default();
+                for (revision, id) in page {
+                    match summary(&store, id).await {
+                        Ok(s) => {
+                            msg.summaries.push(s);
+                            msg.revisions.push(revision);
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(patron_runtime::to_status(e))).await;
+                            return;
+                        }
+                    }
+                }
+                if tx.send(Ok(msg)).await.is_err() || !full {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     pub(crate) async fn complaint_report(
@@ -313,3 +355,28 @@ impl FeedbackApi {
         reports::complaints(&self.store, req, now()).await
     }
 }
+
+/// One customer's feedback summary.
+async fn summary(
+    store: &FeedbackStore,
+    customer_id: String,
+) -> ApiResult<pb::CustomerFeedbackSummary> {
+    let f = store.customer_feedback(&customer_id).await?;
+    Ok(pb::CustomerFeedbackSummary {
+        customer_id,
+        latest_nps: f.latest_nps.map(|(s, _)| s),
+        latest_nps_time: f.latest_nps.map(|(_, t)| to_timestamp(t)),
+        csat_mean: f.csat_mean,
+        csat_responses: f.csat_responses,
+        open_complaints: f.open_complaints,
+        oldest_open_complaint_time: f.oldest_open_complaint.map(to_timestamp),
+        total_complaints: f.total_complaints,
+    })
+}
+
+pub(crate) type SummaryStream = std::pin::Pin<
+    Box<
+        dyn futures::Stream<Item = Result<pb::StreamCustomerSummariesResponse, tonic::Status>>
+            + Send,
+    >,
+>;

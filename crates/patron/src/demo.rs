@@ -563,6 +563,11 @@ pub(crate) const DEMO_SEGMENTS: &[(&str, &str, &str)] = &[
         "Valuable customers showing churn signals: retention offers before they go.",
     ),
     (
+        "Service recovery",
+        r#"feedback.nps_category = "detractor" or feedback.open_complaints > 0"#,
+        "Detractors and customers with an open complaint: fix the experience before selling.",
+    ),
+    (
         "Win-back at risk",
         r#"rfm.segment in ("at_risk", "cant_lose_them") and days_since_last_purchase > 90"#,
         "Good customers who have gone quiet for a quarter.",

@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use patron_domain::{
     ApiError,
     campaign::{Arm, ArmFigures, CampaignState},
-    segment::{CmpOp, Expr as Rule, Field, Record, ScoreFields, Value as RuleValue},
+    segment::{
+        CmpOp, Expr as Rule, FeedbackFields, Field, Record, ScoreFields, Value as RuleValue,
+    },
 };
 use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
@@ -29,7 +31,7 @@ use crate::{Storage, begin_write, cursor, db_error, query::escape_like};
 const CUSTOMERS: &str = "campaign_customers";
 
 /// The view columns a [`ViewRow`] is decoded from, in decoding order.
-const VIEW_COLUMNS: [&str; 44] = [
+const VIEW_COLUMNS: [&str; 47] = [
     "customer_id",
     "external_id",
     "display_name",
@@ -74,7 +76,13 @@ const VIEW_COLUMNS: [&str; 44] = [
     "churn_probability",
     "loyalty_index",
     "profit_margin",
+    "latest_nps",
+    "csat_mean",
+    "open_complaints",
 ];
+
+/// Columns written from a feedback summary.
+const FEEDBACK_COLUMNS: [&str; 3] = ["latest_nps", "csat_mean", "open_complaints"];
 
 /// Columns written from a score (all but the first of them nullable).
 const SCORE_COLUMNS: [&str; 20] = [
@@ -216,6 +224,11 @@ fn decode_row(r: &QueryResult) -> Result<ViewRow, ApiError> {
             first_purchase_day: get(r, 20)?,
             last_purchase_day: get(r, 21)?,
             scores,
+            feedback: FeedbackFields {
+                latest_nps: get(r, 44)?,
+                csat_mean: get(r, 45)?,
+                open_complaints: get(r, 46)?,
+            },
         },
         display_name: get(r, 2)?,
         email: get(r, 3)?,
@@ -298,8 +311,17 @@ fn row_values(row: &ViewRow, revision: i64) -> Vec<SimpleExpr> {
         row.known.into(),
     ]);
     v.extend(score_values(r.scores.as_ref()));
+    v.extend(feedback_values(&r.feedback));
     v.push(revision.into());
     v
+}
+
+fn feedback_values(f: &FeedbackFields) -> [SimpleExpr; 3] {
+    [
+        f.latest_nps.into(),
+        f.csat_mean.into(),
+        f.open_complaints.into(),
+    ]
 }
 
 /// Takes the next view revision inside `txn` (the counter row stays locked
@@ -329,6 +351,7 @@ async fn upsert_rows(
 ) -> Result<(), ApiError> {
     let mut columns: Vec<&str> = VIEW_COLUMNS[..24].to_vec();
     columns.extend(SCORE_COLUMNS);
+    columns.extend(FEEDBACK_COLUMNS);
     columns.push("revision");
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut q = Query::insert();
@@ -397,11 +420,15 @@ fn column_of(field: Field) -> Option<&'static str> {
         Field::LifecycleStage => "lifecycle_stage",
         Field::LoyaltyIndex => "loyalty_index",
         Field::ProfitMargin => "profit_margin",
+        Field::FeedbackNps => "latest_nps",
+        Field::FeedbackCsat => "csat_mean",
+        Field::FeedbackOpenComplaints => "open_complaints",
         Field::Age
         | Field::DaysSinceLastPurchase
         | Field::DaysSinceFirstPurchase
         | Field::DaysToBirthday
-        | Field::DaysToAnniversary => return None,
+        | Field::DaysToAnniversary
+        | Field::FeedbackNpsCategory => return None,
     })
 }
 
@@ -916,30 +943,64 @@ impl CampaignStore {
         scores: &[(String, ScoreFields)],
         revision: i64,
     ) -> Result<(), ApiError> {
+        let rows = scores
+            .iter()
+            .map(|(id, s)| (id.clone(), score_values(Some(s))))
+            .collect();
+        self.apply_columns(consumer, &SCORE_COLUMNS, rows, revision)
+            .await
+    }
+
+    /// Writes feedback summaries (customer id, fields) and acknowledges
+    /// `revision` of feedback's summary stream, in one transaction.
+    pub async fn apply_feedback(
+        &self,
+        consumer: &str,
+        summaries: &[(String, FeedbackFields)],
+        revision: i64,
+    ) -> Result<(), ApiError> {
+        let rows = summaries
+            .iter()
+            .map(|(id, f)| (id.clone(), feedback_values(f).to_vec()))
+            .collect();
+        self.apply_columns(consumer, &FEEDBACK_COLUMNS, rows, revision)
+            .await
+    }
+
+    /// Sets `columns` of the given customers (creating rows not seen in the
+    /// profile feed yet) with a new view revision, and acknowledges `ack`
+    /// for `consumer`, in one transaction.
+    async fn apply_columns(
+        &self,
+        consumer: &str,
+        columns: &[&'static str],
+        rows: Vec<(String, Vec<SimpleExpr>)>,
+        ack: i64,
+    ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
-        if !scores.is_empty() {
+        if !rows.is_empty() {
             let view_revision = next_revision(&txn).await?;
-            let mut columns = vec!["customer_id"];
-            columns.extend(SCORE_COLUMNS);
-            columns.push("revision");
-            for chunk in scores.chunks(INSERT_CHUNK) {
+            let mut all = vec!["customer_id"];
+            all.extend(columns);
+            all.push("revision");
+            for chunk in rows.chunks(INSERT_CHUNK) {
                 let mut q = Query::insert();
-                q.into_table(CUSTOMERS).columns(columns.iter().copied());
-                for (id, s) in chunk {
-                    let mut values: Vec<SimpleExpr> = vec![id.clone().into()];
-                    values.extend(score_values(Some(s)));
-                    values.push(view_revision.into());
-                    q.values_panic(values);
+                q.into_table(CUSTOMERS).columns(all.iter().copied());
+                for (id, values) in chunk {
+                    let mut row: Vec<SimpleExpr> = vec![id.clone().into()];
+                    row.extend(values.iter().cloned());
+                    row.push(view_revision.into());
+                    q.values_panic(row);
                 }
                 q.on_conflict(
                     OnConflict::column("customer_id")
-                        .update_columns(columns[1..].iter().copied())
+                        .update_columns(all[1..].iter().copied())
                         .to_owned(),
                 );
                 txn.execute(&q).await.map_err(db_error)?;
             }
         }
-        cursor::save(&txn, "campaign_feed_cursor", consumer, revision).await?;
+        cursor::save(&txn, "campaign_feed_cursor", consumer, ack).await?;
         txn.commit().await.map_err(db_error)
     }
 

@@ -228,6 +228,12 @@ impl FeedbackStore {
         .map(|r| r.try_get::<String>("", "id").map_err(db_error))
         .collect::<Result<_, _>>()?;
         self.roll_up(&txn, batch, &inserted).await?;
+        let touched: Vec<&str> = batch
+            .iter()
+            .filter(|r| inserted.contains(&r.id))
+            .map(|r| r.customer_id.as_str())
+            .collect();
+        touch(&txn, &touched).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(Submitted {
             accepted: inserted.len(),
@@ -321,6 +327,7 @@ impl FeedbackStore {
             .exec_without_returning(&txn)
             .await
             .map_err(db_error)?;
+        touch(&txn, &[c.customer_id.as_str()]).await?;
         if let Some(key) = request_key {
             let inserted = txn
                 .execute(
@@ -382,16 +389,19 @@ impl FeedbackStore {
         updated: &Complaint,
         expected_version: i64,
     ) -> Result<(), ApiError> {
+        let txn = begin_write(&self.db).await?;
         let res = complaint::Entity::update_many()
             .set(to_active(updated))
             .filter(complaint::Column::Id.eq(updated.id.clone()))
             .filter(complaint::Column::Version.eq(expected_version))
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(db_error)?;
         if res.rows_affected == 1 {
-            Ok(())
+            touch(&txn, &[updated.customer_id.as_str()]).await?;
+            txn.commit().await.map_err(db_error)
         } else {
+            drop(txn);
             self.get_complaint(&updated.id).await?;
             Err(ApiError::aborted(
                 "ETAG_MISMATCH",
@@ -762,6 +772,40 @@ impl FeedbackStore {
         Ok(out)
     }
 
+    /// Up to `limit` customers whose summary changed after `after`
+    /// (revision, customer id), in that order, with their revisions.
+    pub async fn summaries_changed_after(
+        &self,
+        after: (i64, &str),
+        limit: u64,
+    ) -> Result<Vec<(i64, String)>, ApiError> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .columns(["revision", "customer_id"])
+                    .from("feedback_summary_revisions")
+                    .cond_where(
+                        Expr::col("revision").gt(after.0).or(Expr::col("revision")
+                            .eq(after.0)
+                            .and(Expr::col("customer_id").gt(after.1))),
+                    )
+                    .order_by("revision", sea_orm::Order::Asc)
+                    .order_by("customer_id", sea_orm::Order::Asc)
+                    .limit(limit),
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "revision").map_err(db_error)?,
+                    r.try_get("", "customer_id").map_err(db_error)?,
+                ))
+            })
+            .collect()
+    }
+
     /// The profile change-feed cursor of `consumer` (0 before the first batch).
     pub async fn cursor(&self, consumer: &str) -> Result<i64, ApiError> {
         crate::cursor::load(&self.db, "feedback_feed_cursor", consumer).await
@@ -847,4 +891,44 @@ fn from_model(m: complaint::Model) -> Result<Complaint, ApiError> {
         update_time: m.update_time,
         version: m.version,
     })
+}
+
+/// Stamps these customers' summaries with the next revision, inside the
+/// caller's transaction (the counter row stays locked until commit, so
+/// revisions become visible in order and without gaps).
+async fn touch<C: ConnectionTrait>(txn: &C, customer_ids: &[&str]) -> Result<(), ApiError> {
+    if customer_ids.is_empty() {
+        return Ok(());
+    }
+    let revision: i64 = txn
+        .query_one(
+            Query::update()
+                .table("feedback_summary_head")
+                .value("last_revision", Expr::col("last_revision").add(1))
+                .and_where(Expr::col("id").eq(1))
+                .returning_col("last_revision"),
+        )
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::internal("feedback_summary_head row is missing"))?
+        .try_get("", "last_revision")
+        .map_err(db_error)?;
+    let mut ids: Vec<&str> = customer_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for chunk in ids.chunks(2_000) {
+        let mut q = Query::insert();
+        q.into_table("feedback_summary_revisions")
+            .columns(["customer_id", "revision"]);
+        for id in chunk {
+            q.values_panic([(*id).into(), revision.into()]);
+        }
+        q.on_conflict(
+            OnConflict::column("customer_id")
+                .update_column("revision")
+                .to_owned(),
+        );
+        txn.execute(&q).await.map_err(db_error)?;
+    }
+    Ok(())
 }

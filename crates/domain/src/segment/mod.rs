@@ -125,6 +125,10 @@ pub enum Field {
     LifecycleStage,
     LoyaltyIndex,
     ProfitMargin,
+    FeedbackNps,
+    FeedbackNpsCategory,
+    FeedbackCsat,
+    FeedbackOpenComplaints,
 }
 
 /// A catalogue entry: the name a rule uses, its type, and for text fields
@@ -180,6 +184,7 @@ pub const INCOME_BANDS: &[&str] = &["", "low", "lower_middle", "middle", "upper_
 pub const CHURN_RISKS: &[&str] = &["low", "medium", "high"];
 pub const VALUE_TIERS: &[&str] = &["low", "medium", "high"];
 pub const VALUE_QUADRANTS: &[&str] = &["star", "grow", "maintain", "minimal"];
+pub const NPS_CATEGORIES: &[&str] = &["promoter", "passive", "detractor"];
 pub const LIFECYCLE_STAGES: &[&str] = &["prospect", "new", "active", "loyal", "at_risk", "churned"];
 
 /// The field catalogue. `has(customer.tags, "x")` and `bought_category("x")`
@@ -406,6 +411,30 @@ pub const FIELDS: &[FieldDef] = &[
         Field::ProfitMargin,
         Type::Number,
         "revenue minus cost, in currency units",
+    ),
+    def(
+        "feedback.nps",
+        Field::FeedbackNps,
+        Type::Number,
+        "the latest NPS answer 0..10 (null if never answered)",
+    ),
+    closed(
+        "feedback.nps_category",
+        Field::FeedbackNpsCategory,
+        NPS_CATEGORIES,
+        "category of the latest NPS answer: promoter 9-10, passive 7-8, detractor 0-6",
+    ),
+    def(
+        "feedback.csat",
+        Field::FeedbackCsat,
+        Type::Number,
+        "mean CSAT answer 1..5 (null without CSAT answers)",
+    ),
+    def(
+        "feedback.open_complaints",
+        Field::FeedbackOpenComplaints,
+        Type::Number,
+        "complaints open or in progress",
     ),
 ];
 
@@ -806,6 +835,15 @@ pub struct Record {
     pub first_purchase_day: Option<i32>,
     pub last_purchase_day: Option<i32>,
     pub scores: Option<ScoreFields>,
+    pub feedback: FeedbackFields,
+}
+
+/// The feedback summary a rule can read, as produced by the feedback service.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FeedbackFields {
+    pub latest_nps: Option<i32>,
+    pub csat_mean: Option<f64>,
+    pub open_complaints: i64,
 }
 
 /// The scores a rule can read, as produced by the scoring service.
@@ -961,6 +999,16 @@ impl Record {
             Field::LifecycleStage => label(|s| &s.lifecycle_stage),
             Field::LoyaltyIndex => score(|s| s.loyalty_index),
             Field::ProfitMargin => score(|s| s.margin),
+            Field::FeedbackNps => self.feedback.latest_nps.map(|n| Cell::Number(n.into())),
+            Field::FeedbackNpsCategory => self.feedback.latest_nps.map(|n| {
+                Cell::Text(match n {
+                    9.. => "promoter",
+                    7..=8 => "passive",
+                    _ => "detractor",
+                })
+            }),
+            Field::FeedbackCsat => self.feedback.csat_mean.map(Cell::Number),
+            Field::FeedbackOpenComplaints => num(self.feedback.open_complaints as f64),
         }
     }
 }

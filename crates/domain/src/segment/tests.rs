@@ -405,6 +405,7 @@ fn the_documentation_covers_the_catalogue() {
     }
     for rule in [
         r#"value.tier = "high" and churn.risk in ("medium", "high")"#,
+        r#"feedback.nps_category = "detractor" or feedback.open_complaints > 0"#,
         r#"rfm.segment in ("at_risk", "cant_lose_them") and days_since_last_purchase > 90"#,
         r#"bought_category("fashion") and not bought_category("beauty") and consent.email"#,
         r#"value.quadrant = "grow" and clv.p_alive > 0.5"#,
