@@ -16,6 +16,7 @@ mod m20261123_000005_campaign;
 mod m20261123_000006_scoring_products;
 mod m20261123_000007_feedback_summary_revisions;
 mod m20261123_000008_campaign_feedback;
+mod m20261123_000009_scoring_feedback;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -45,7 +46,8 @@ migrator!(
     [
         m20261122_000003_scoring::Migration,
         m20261123_000004_scoring_revisions::Migration,
-        m20261123_000006_scoring_products::Migration
+        m20261123_000006_scoring_products::Migration,
+        m20261123_000009_scoring_feedback::Migration
     ]
 );
 migrator!(

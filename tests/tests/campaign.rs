@@ -725,7 +725,7 @@ backend_tests! {
 
     async fn feedback_summaries_reach_segment_rules(app: TestApp) {
         use patron_tests::pb::feedback as fpb;
-        let people = people(80, 51);
+        let people = people(400, 51);
         let ids = ingest(&app, &people).await;
         let mut nps: HashMap<String, i32> = HashMap::new();
         let mut responses = Vec::new();
@@ -767,6 +767,35 @@ backend_tests! {
         let promoters = preview_count(&app, "feedback.nps_category = \"promoter\"").await;
         assert_eq!(promoters, nps.values().filter(|s| **s >= 9).count() as i64);
         assert_eq!(preview_count(&app, "feedback.csat >= 1").await, 0, "nobody answered CSAT");
+
+        // Scoring follows the same summaries: churn reasons name detractors,
+        // and complaints open for 14 days or more (scored as of 20 days ahead).
+        let buyers = people.iter().filter(|p| !p.purchases.is_empty()).count() as i64;
+        score_everyone(&app, buyers).await;
+        let ahead = Timestamp { seconds: Utc::now().timestamp() + 20 * 86_400, nanos: 0 };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut progress = app.scoring().recompute_scores(scoring_pb::RecomputeScoresRequest { as_of: Some(ahead) }).await.unwrap().into_inner();
+            while progress.message().await.unwrap().is_some() {}
+            let scores = app.scoring().batch_get_scores(scoring_pb::BatchGetScoresRequest { customer_ids: ids.clone() }).await.unwrap().into_inner().scores;
+            let mismatches: Vec<&String> = scores
+                .iter()
+                .filter(|s| {
+                    let reasons = &s.churn.as_ref().unwrap().reasons;
+                    let detractor = nps.get(&s.customer_id).is_some_and(|n| *n <= 6);
+                    let complained = complainers.contains(&s.customer_id);
+                    reasons.iter().any(|r| r == "DETRACTOR") != detractor || reasons.iter().any(|r| r == "OPEN_COMPLAINT") != complained
+                })
+                .map(|s| &s.customer_id)
+                .collect();
+            if mismatches.is_empty() {
+                assert!(scores.iter().any(|s| s.churn.as_ref().unwrap().reasons.iter().any(|r| r == "DETRACTOR")));
+                assert!(scores.iter().any(|s| s.churn.as_ref().unwrap().reasons.iter().any(|r| r == "OPEN_COMPLAINT")));
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "churn reasons disagree with feedback for {mismatches:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn cross_sell_suggests_high_lift_categories_not_bought(app: TestApp) {

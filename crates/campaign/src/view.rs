@@ -19,7 +19,7 @@ use patron_proto::{
 use patron_runtime::{
     ServiceContext, ServiceKind,
     convert::date,
-    feed::{BoxFuture, FeedConsumer, follow},
+    feed::{BoxFuture, FeedConsumer, drain_revisions, every, follow},
 };
 use patron_store::campaign::{CampaignStore, CustomerChange, FeedChange};
 use tonic::transport::Channel;
@@ -162,33 +162,6 @@ impl FeedConsumer for ProfileFeed {
     }
 }
 
-/// Applies a peer's revision stream (rows with their revisions, in
-/// revision order) that started after revision `after`. A revision may
-/// continue in the next message, so each message acknowledges only the
-/// revisions complete so far; the end of the stream completes the last one.
-async fn drain<T, S, A, Fut>(after: i64, mut stream: S, mut apply: A) -> Result<(), String>
-where
-    S: futures::Stream<Item = Result<(Vec<T>, Vec<i64>), tonic::Status>> + Unpin,
-    A: FnMut(Vec<T>, i64) -> Fut,
-    Fut: std::future::Future<Output = Result<(), ApiError>>,
-{
-    let mut last = after;
-    while let Some(message) = stream.next().await {
-        let (rows, revisions) = message.map_err(|s| s.to_string())?;
-        let Some(&newest) = revisions.last() else {
-            continue;
-        };
-        last = newest;
-        apply(rows, (newest - 1).max(after))
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    if last > after {
-        apply(Vec::new(), last).await.map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
 /// Pulls the scores saved since the last sync, once.
 async fn sync_scores(store: &CampaignStore, channel: &Channel) -> Result<(), String> {
     let after = store
@@ -213,7 +186,7 @@ async fn sync_scores(store: &CampaignStore, channel: &Channel) -> Result<(), Str
                 (rows, m.revisions)
             })
         });
-    drain(
+    drain_revisions(
         after,
         stream,
         |rows: Vec<(String, ScoreFields)>, ack| async move {
@@ -254,7 +227,7 @@ async fn sync_feedback(store: &CampaignStore, channel: &Channel) -> Result<(), S
                 (rows, m.revisions)
             })
         });
-    drain(
+    drain_revisions(
         after,
         stream,
         |rows: Vec<(String, FeedbackFields)>, ack| async move {
@@ -264,39 +237,14 @@ async fn sync_feedback(store: &CampaignStore, channel: &Channel) -> Result<(), S
     .await
 }
 
-/// Runs `pass` every `interval` until shutdown, logging failures.
-fn every<F, Fut>(ctx: &ServiceContext, what: &'static str, mut pass: F)
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send,
-{
-    let interval = Duration::from_millis(ctx.settings.campaign.score_sync_interval_ms);
-    let shutdown = ctx.shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                result = pass() => {
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, "{what} failed; retrying");
-                    }
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
-            }
-        }
-    });
-}
-
 pub(crate) fn start(ctx: &ServiceContext) {
     let store = CampaignStore::new(&ctx.storage);
+    let interval = Duration::from_millis(ctx.settings.campaign.score_sync_interval_ms);
     follow(ctx, "campaign-view", Arc::new(ProfileFeed(store.clone())));
     match ctx.peers.channel(ServiceKind::Scoring) {
         Some(channel) => {
             let store = store.clone();
-            every(ctx, "score sync", move || {
+            every(ctx, "score sync", interval, move || {
                 let (store, channel) = (store.clone(), channel.clone());
                 async move { sync_scores(&store, &channel).await }
             });
@@ -304,7 +252,7 @@ pub(crate) fn start(ctx: &ServiceContext) {
         None => tracing::error!("no scoring peer: segment rules will see no scores"),
     }
     match ctx.peers.channel(ServiceKind::Feedback) {
-        Some(channel) => every(ctx, "feedback sync", move || {
+        Some(channel) => every(ctx, "feedback sync", interval, move || {
             let (store, channel) = (store.clone(), channel.clone());
             async move { sync_feedback(&store, &channel).await }
         }),

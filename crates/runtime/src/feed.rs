@@ -5,6 +5,9 @@
 //! restart it resumes exactly where its last committed batch ended: no loss,
 //! no double counting. The follower reconnects with backoff and stops on
 //! shutdown.
+//!
+//! Also here: following another service's revision stream (scoring's
+//! `StreamScores`, feedback's `StreamCustomerSummaries`) by polling.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -87,4 +90,60 @@ async fn run(
             .map_err(|e| e.to_string())?;
     }
     Err("the change stream ended".into())
+}
+
+/// Applies a peer's revision stream (rows with their revisions, in
+/// revision order) that started after revision `after`. A revision may
+/// continue in the next message, so each message acknowledges only the
+/// revisions complete so far; the end of the stream completes the last one.
+pub async fn drain_revisions<T, S, A, Fut>(
+    after: i64,
+    mut stream: S,
+    mut apply: A,
+) -> Result<(), String>
+where
+    S: futures::Stream<Item = Result<(Vec<T>, Vec<i64>), tonic::Status>> + Unpin,
+    A: FnMut(Vec<T>, i64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ApiError>>,
+{
+    let mut last = after;
+    while let Some(message) = stream.next().await {
+        let (rows, revisions) = message.map_err(|s| s.to_string())?;
+        let Some(&newest) = revisions.last() else {
+            continue;
+        };
+        last = newest;
+        apply(rows, (newest - 1).max(after))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if last > after {
+        apply(Vec::new(), last).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Runs `pass` every `interval` until shutdown, logging failures.
+pub fn every<F, Fut>(ctx: &ServiceContext, what: &'static str, interval: Duration, mut pass: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let shutdown = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = pass() => {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "{what} failed; retrying");
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    });
 }

@@ -1,15 +1,20 @@
 //! Keeps scoring's read model (customers, purchase days, interaction
 //! counts, erasures) up to date from the profile change feed.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use futures::StreamExt;
 use patron_domain::ApiError;
-use patron_proto::profile::{ChangeEvent, change_event::Change};
-use patron_runtime::{
-    ServiceContext,
-    feed::{BoxFuture, FeedConsumer, follow},
+use patron_proto::{
+    feedback::{self as fpb, feedback_service_client::FeedbackServiceClient},
+    profile::{ChangeEvent, change_event::Change},
 };
-use patron_store::scoring::{ProductRow, ReadModelBatch, ScoringStore};
+use patron_runtime::{
+    ServiceContext, ServiceKind,
+    feed::{BoxFuture, FeedConsumer, drain_revisions, every, follow},
+};
+use patron_store::scoring::{FeedbackSignals, ProductRow, ReadModelBatch, ScoringStore};
+use tonic::transport::Channel;
 
 const CONSUMER: &str = "read-model";
 
@@ -101,6 +106,49 @@ impl FeedConsumer for ProductRollup {
     }
 }
 
+const FEEDBACK: &str = "feedback-summaries";
+
+/// Pulls the feedback summaries changed since the last sync, once: the
+/// signals behind the DETRACTOR and OPEN_COMPLAINT churn reasons.
+async fn sync_feedback(store: &ScoringStore, channel: &Channel) -> Result<(), String> {
+    let after = store.cursor(FEEDBACK).await.map_err(|e| e.to_string())?;
+    let stream = FeedbackServiceClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .stream_customer_summaries(fpb::StreamCustomerSummariesRequest {
+            after_revision: after,
+        })
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner()
+        .map(|m| {
+            m.map(|m| {
+                let rows = m
+                    .summaries
+                    .into_iter()
+                    .map(|s| {
+                        let signals = FeedbackSignals {
+                            latest_nps: s.latest_nps,
+                            oldest_open_complaint_day: s
+                                .oldest_open_complaint_time
+                                .map(|t| t.seconds.div_euclid(86_400) as i32),
+                            complaints: i32::try_from(s.total_complaints).unwrap_or(i32::MAX),
+                        };
+                        (s.customer_id, signals)
+                    })
+                    .collect();
+                (rows, m.revisions)
+            })
+        });
+    drain_revisions(
+        after,
+        stream,
+        |rows: Vec<(String, FeedbackSignals)>, ack| async move {
+            store.apply_feedback(FEEDBACK, &rows, ack).await
+        },
+    )
+    .await
+}
+
 pub(crate) fn start(ctx: &ServiceContext) {
     let store = ScoringStore::new(&ctx.storage);
     follow(
@@ -111,6 +159,13 @@ pub(crate) fn start(ctx: &ServiceContext) {
     follow(
         ctx,
         "scoring-product-rollup",
-        Arc::new(ProductRollup(store)),
+        Arc::new(ProductRollup(store.clone())),
     );
+    match ctx.peers.channel(ServiceKind::Feedback) {
+        Some(channel) => every(ctx, "feedback sync", Duration::from_secs(1), move || {
+            let (store, channel) = (store.clone(), channel.clone());
+            async move { sync_feedback(&store, &channel).await }
+        }),
+        None => tracing::error!("no feedback peer: churn reasons will not use feedback"),
+    }
 }

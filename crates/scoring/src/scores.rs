@@ -185,9 +185,17 @@ async fn run(
     let summaries = summarize(ids.len(), &purchases, as_of_day);
     let signals: Vec<CustomerSignals> = summaries
         .iter()
-        .map(|s| CustomerSignals {
-            interactions: facts.get(&ids[s.customer as usize]).map_or(0, |f| f.0),
-            ..CustomerSignals::default()
+        .map(|s| {
+            facts
+                .get(&ids[s.customer as usize])
+                .map_or_else(CustomerSignals::default, |f| CustomerSignals {
+                    interactions: f.interactions,
+                    latest_nps: f.latest_nps.and_then(|n| u8::try_from(n).ok()),
+                    oldest_open_complaint_days: f
+                        .oldest_open_complaint_day
+                        .map(|d| i64::from(as_of_day - d)),
+                    complaints: f.complaints,
+                })
         })
         .collect();
     let scores = score_population(
@@ -203,7 +211,9 @@ async fn run(
         .iter()
         .map(|s| {
             let id = &ids[s.customer as usize];
-            let currency = facts.get(id).and_then(|f| Currency::parse(&f.1).ok());
+            let currency = facts
+                .get(id)
+                .and_then(|f| Currency::parse(&f.currency).ok());
             let proto = to_proto(s, id, currency, &model.model_version, as_of, at);
             let name = |v: Result<&'static str, ()>| v.unwrap_or("");
             ScoreRow {

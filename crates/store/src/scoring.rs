@@ -57,6 +57,26 @@ pub struct ProductRow {
     pub amount_nanos: i64,
 }
 
+/// What scoring knows of a customer beside purchases.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CustomerFacts {
+    pub interactions: u32,
+    /// Currency of the customer's purchases (the latest seen).
+    pub currency: String,
+    pub latest_nps: Option<i32>,
+    /// UTC day the oldest open complaint was filed.
+    pub oldest_open_complaint_day: Option<i32>,
+    pub complaints: u32,
+}
+
+/// A customer's feedback summary as scoring stores it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FeedbackSignals {
+    pub latest_nps: Option<i32>,
+    pub oldest_open_complaint_day: Option<i32>,
+    pub complaints: i32,
+}
+
 /// What one batch of the change feed does to the read model.
 #[derive(Debug, Default)]
 pub struct ReadModelBatch {
@@ -377,12 +397,19 @@ impl ScoringStore {
     }
 
     /// (interactions, currency) per customer id.
-    pub async fn customer_facts(&self) -> Result<HashMap<String, (u32, String)>, ApiError> {
+    pub async fn customer_facts(&self) -> Result<HashMap<String, CustomerFacts>, ApiError> {
         let rows = self
             .db
             .query_all(
                 Query::select()
-                    .columns(["customer_id", "interactions", "currency"])
+                    .columns([
+                        "customer_id",
+                        "interactions",
+                        "currency",
+                        "latest_nps",
+                        "oldest_open_complaint_day",
+                        "complaints",
+                    ])
                     .from("scoring_customers"),
             )
             .await
@@ -391,10 +418,67 @@ impl ScoringStore {
             .map(|r| {
                 let id: String = r.try_get("", "customer_id").map_err(db_error)?;
                 let n: i32 = r.try_get("", "interactions").map_err(db_error)?;
-                let currency: String = r.try_get("", "currency").map_err(db_error)?;
-                Ok((id, (u32::try_from(n).unwrap_or(0), currency)))
+                let complaints: i32 = r.try_get("", "complaints").map_err(db_error)?;
+                Ok((
+                    id,
+                    CustomerFacts {
+                        interactions: u32::try_from(n).unwrap_or(0),
+                        currency: r.try_get("", "currency").map_err(db_error)?,
+                        latest_nps: r.try_get("", "latest_nps").map_err(db_error)?,
+                        oldest_open_complaint_day: r
+                            .try_get("", "oldest_open_complaint_day")
+                            .map_err(db_error)?,
+                        complaints: u32::try_from(complaints).unwrap_or(0),
+                    },
+                ))
             })
             .collect()
+    }
+
+    /// Stores feedback signals (customer id, signals) and acknowledges
+    /// `revision` of feedback's summary stream for `consumer`, in one
+    /// transaction; customers not seen in the profile feed yet get a row.
+    pub async fn apply_feedback(
+        &self,
+        consumer: &str,
+        signals: &[(String, FeedbackSignals)],
+        revision: i64,
+    ) -> Result<(), ApiError> {
+        let txn = begin_write(&self.db).await?;
+        let columns = [
+            "customer_id",
+            "region",
+            "interactions",
+            "erased",
+            "currency",
+            "latest_nps",
+            "oldest_open_complaint_day",
+            "complaints",
+        ];
+        for chunk in signals.chunks(2_000) {
+            let mut q = Query::insert();
+            q.into_table("scoring_customers").columns(columns);
+            for (id, f) in chunk {
+                q.values_panic([
+                    id.as_str().into(),
+                    "".into(),
+                    0.into(),
+                    false.into(),
+                    "".into(),
+                    f.latest_nps.into(),
+                    f.oldest_open_complaint_day.into(),
+                    f.complaints.into(),
+                ]);
+            }
+            q.on_conflict(
+                OnConflict::column("customer_id")
+                    .update_columns(columns[5..].iter().copied())
+                    .to_owned(),
+            );
+            txn.execute(&q).await.map_err(db_error)?;
+        }
+        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, revision).await?;
+        txn.commit().await.map_err(db_error)
     }
 
     /// Stores computed scores, replacing older ones.
