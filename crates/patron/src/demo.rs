@@ -624,12 +624,43 @@ pub(crate) async fn score_and_segment(
             _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
         }
     }
-    let mut progress = scoring
-        .recompute_scores(spb::RecomputeScoresRequest { as_of })
-        .await?
-        .into_inner();
-    while progress.message().await?.is_some() {}
+    // Churn reasons use feedback, which scoring follows on its own: score
+    // again until the demo's detractors carry their DETRACTOR reason.
     let mut campaign = CampaignServiceClient::new(channel);
+    for _ in 0..20 {
+        let mut progress = scoring
+            .recompute_scores(spb::RecomputeScoresRequest { as_of })
+            .await?
+            .into_inner();
+        while progress.message().await?.is_some() {}
+        let detractors: Vec<String> = campaign
+            .preview_segment(cpb::PreviewSegmentRequest {
+                expression: r#"feedback.nps_category = "detractor" and purchases > 0"#.into(),
+                sample_size: 20,
+            })
+            .await?
+            .into_inner()
+            .sample
+            .into_iter()
+            .map(|t| t.customer_id)
+            .collect();
+        let scores = scoring
+            .batch_get_scores(spb::BatchGetScoresRequest {
+                customer_ids: detractors.clone(),
+            })
+            .await?
+            .into_inner()
+            .scores;
+        let explained = scores.iter().all(|s| {
+            s.churn
+                .as_ref()
+                .is_some_and(|c| c.reasons.iter().any(|r| r == "DETRACTOR"))
+        });
+        if !detractors.is_empty() && explained {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     for (name, expression, description) in DEMO_SEGMENTS {
         campaign
             .create_segment(cpb::CreateSegmentRequest {
