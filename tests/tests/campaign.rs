@@ -472,6 +472,11 @@ backend_tests! {
         let listed = app.campaign().list_segments(pb::ListSegmentsRequest { page_size: 1, page_token: String::new() }).await.unwrap().into_inner();
         assert_eq!(listed.segments.len(), 1);
         assert!(listed.next_page_token.is_empty());
+        // The streams campaign follows reject a negative revision.
+        let err = app.scoring().stream_scores(scoring_pb::StreamScoresRequest { after_revision: -1 }).await.unwrap_err();
+        assert_eq!((err.code(), violated_fields(&err)), (Code::InvalidArgument, vec!["after_revision".to_owned()]));
+        let err = app.feedback().stream_customer_summaries(patron_tests::pb::feedback::StreamCustomerSummariesRequest { after_revision: -1 }).await.unwrap_err();
+        assert_eq!((err.code(), violated_fields(&err)), (Code::InvalidArgument, vec!["after_revision".to_owned()]));
         app.campaign().delete_segment(pb::DeleteSegmentRequest { id: s.id.clone() }).await.unwrap();
         let err = app.campaign().delete_segment(pb::DeleteSegmentRequest { id: s.id.clone() }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
@@ -756,6 +761,25 @@ backend_tests! {
                 }),
                 request_id: String::new(),
             }).await.unwrap();
+        }
+        // Feedback's summary stream: every customer with feedback once per
+        // change, revisions in order, the latest answer winning.
+        let mut stream = app.feedback().stream_customer_summaries(fpb::StreamCustomerSummariesRequest { after_revision: 0 }).await.unwrap().into_inner();
+        let (mut latest, mut revisions) = (HashMap::new(), Vec::new());
+        while let Some(m) = stream.message().await.unwrap() {
+            assert_eq!(m.summaries.len(), m.revisions.len());
+            revisions.extend(m.revisions);
+            for summary in m.summaries {
+                latest.insert(summary.customer_id.clone(), summary);
+            }
+        }
+        assert!(revisions.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(latest.len(), nps.keys().chain(complainers.iter()).collect::<HashSet<_>>().len());
+        for (id, score) in &nps {
+            assert_eq!(latest[id].latest_nps, Some(*score));
+        }
+        for id in &complainers {
+            assert_eq!(latest[id].open_complaints, 1);
         }
         wait_for_count(&app, "feedback.open_complaints > 0", complainers.len() as i64).await;
         wait_for_count(&app, "feedback.nps >= 0", nps.len() as i64).await;
