@@ -154,16 +154,8 @@ pub(crate) async fn list(
         .await?;
     let more = rows.len() as u64 > size;
     let campaigns: Vec<pb::Campaign> = rows.iter().take(size as usize).map(to_proto).collect();
-    let next_page_token = match campaigns.last() {
-        Some(last) if more => paging::encode(
-            paging::Cursor {
-                key: String::new(),
-                id: last.id.clone(),
-            },
-            fingerprint,
-        ),
-        _ => String::new(),
-    };
+    let next_page_token =
+        paging::next_by_id(more, campaigns.last().map(|c| c.id.as_str()), fingerprint);
     Ok(pb::ListCampaignsResponse {
         campaigns,
         next_page_token,

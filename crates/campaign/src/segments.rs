@@ -277,18 +277,8 @@ pub(crate) async fn list(
         .await?;
     let more = rows.len() as u64 > size;
     let segments: Vec<pb::Segment> = rows.iter().take(size as usize).map(to_proto).collect();
-    let next_page_token = if more {
-        let last = segments.last().map(|s| s.id.clone()).unwrap_or_default();
-        paging::encode(
-            paging::Cursor {
-                key: String::new(),
-                id: last,
-            },
-            fingerprint,
-        )
-    } else {
-        String::new()
-    };
+    let next_page_token =
+        paging::next_by_id(more, segments.last().map(|s| s.id.as_str()), fingerprint);
     Ok(pb::ListSegmentsResponse {
         segments,
         next_page_token,

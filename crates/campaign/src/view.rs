@@ -6,20 +6,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use patron_domain::{
     ApiError,
     segment::{FeedbackFields, Record, ScoreFields, epoch_day},
 };
 use patron_proto::{
-    feedback::{self as fpb, feedback_service_client::FeedbackServiceClient},
     profile::{self, ChangeEvent, change_event::Change},
-    scoring::{self as spb, scoring_service_client::ScoringServiceClient},
+    scoring as spb,
 };
 use patron_runtime::{
     ServiceContext, ServiceKind,
     convert::date,
-    feed::{BoxFuture, FeedConsumer, drain_revisions, every, follow},
+    feed::{BoxFuture, FeedConsumer, every, follow, pull_feedback_summaries, pull_scores},
 };
 use patron_store::campaign::{CampaignStore, CustomerChange, FeedChange};
 use tonic::transport::Channel;
@@ -168,27 +166,10 @@ async fn sync_scores(store: &CampaignStore, channel: &Channel) -> Result<(), Str
         .cursor(SCORE_CONSUMER)
         .await
         .map_err(|e| e.to_string())?;
-    let stream = ScoringServiceClient::new(channel.clone())
-        .max_decoding_message_size(64 << 20)
-        .stream_scores(spb::StreamScoresRequest {
-            after_revision: after,
-        })
-        .await
-        .map_err(|s| s.to_string())?
-        .into_inner()
-        .map(|m| {
-            m.map(|m| {
-                let rows = m
-                    .scores
-                    .iter()
-                    .map(|s| (s.customer_id.clone(), score_fields(s)))
-                    .collect();
-                (rows, m.revisions)
-            })
-        });
-    drain_revisions(
+    pull_scores(
+        channel,
         after,
-        stream,
+        |s| (s.customer_id.clone(), score_fields(&s)),
         |rows: Vec<(String, ScoreFields)>, ack| async move {
             store.apply_scores(SCORE_CONSUMER, &rows, ack).await
         },
@@ -202,34 +183,17 @@ async fn sync_feedback(store: &CampaignStore, channel: &Channel) -> Result<(), S
         .cursor(FEEDBACK_CONSUMER)
         .await
         .map_err(|e| e.to_string())?;
-    let stream = FeedbackServiceClient::new(channel.clone())
-        .max_decoding_message_size(64 << 20)
-        .stream_customer_summaries(fpb::StreamCustomerSummariesRequest {
-            after_revision: after,
-        })
-        .await
-        .map_err(|s| s.to_string())?
-        .into_inner()
-        .map(|m| {
-            m.map(|m| {
-                let rows = m
-                    .summaries
-                    .into_iter()
-                    .map(|s| {
-                        let fields = FeedbackFields {
-                            latest_nps: s.latest_nps,
-                            csat_mean: s.csat_mean,
-                            open_complaints: s.open_complaints,
-                        };
-                        (s.customer_id, fields)
-                    })
-                    .collect();
-                (rows, m.revisions)
-            })
-        });
-    drain_revisions(
+    pull_feedback_summaries(
+        channel,
         after,
-        stream,
+        |s| {
+            let fields = FeedbackFields {
+                latest_nps: s.latest_nps,
+                csat_mean: s.csat_mean,
+                open_complaints: s.open_complaints,
+            };
+            (s.customer_id, fields)
+        },
         |rows: Vec<(String, FeedbackFields)>, ack| async move {
             store.apply_feedback(FEEDBACK_CONSUMER, &rows, ack).await
         },

@@ -123,6 +123,63 @@ where
     Ok(())
 }
 
+/// One pass over scoring's `StreamScores` after revision `after`: each score
+/// becomes a row through `row`, and `apply` stores rows with the revision
+/// to acknowledge (see [`drain_revisions`]).
+pub async fn pull_scores<T, M, A, Fut>(
+    channel: &tonic::transport::Channel,
+    after: i64,
+    row: M,
+    apply: A,
+) -> Result<(), String>
+where
+    M: Fn(patron_proto::scoring::CustomerScore) -> T,
+    A: FnMut(Vec<T>, i64) -> Fut,
+    Fut: Future<Output = Result<(), ApiError>>,
+{
+    use patron_proto::scoring::{
+        StreamScoresRequest, scoring_service_client::ScoringServiceClient,
+    };
+    let stream = ScoringServiceClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .stream_scores(StreamScoresRequest {
+            after_revision: after,
+        })
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner()
+        .map(|m| m.map(|m| (m.scores.into_iter().map(&row).collect(), m.revisions)));
+    drain_revisions(after, stream, apply).await
+}
+
+/// One pass over feedback's `StreamCustomerSummaries` after revision
+/// `after`, like [`pull_scores`].
+pub async fn pull_feedback_summaries<T, M, A, Fut>(
+    channel: &tonic::transport::Channel,
+    after: i64,
+    row: M,
+    apply: A,
+) -> Result<(), String>
+where
+    M: Fn(patron_proto::feedback::CustomerFeedbackSummary) -> T,
+    A: FnMut(Vec<T>, i64) -> Fut,
+    Fut: Future<Output = Result<(), ApiError>>,
+{
+    use patron_proto::feedback::{
+        StreamCustomerSummariesRequest, feedback_service_client::FeedbackServiceClient,
+    };
+    let stream = FeedbackServiceClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .stream_customer_summaries(StreamCustomerSummariesRequest {
+            after_revision: after,
+        })
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner()
+        .map(|m| m.map(|m| (m.summaries.into_iter().map(&row).collect(), m.revisions)));
+    drain_revisions(after, stream, apply).await
+}
+
 /// Runs `pass` every `interval` until shutdown, logging failures.
 pub fn every<F, Fut>(ctx: &ServiceContext, what: &'static str, interval: Duration, mut pass: F)
 where

@@ -3,15 +3,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use patron_domain::ApiError;
-use patron_proto::{
-    feedback::{self as fpb, feedback_service_client::FeedbackServiceClient},
-    profile::{ChangeEvent, change_event::Change},
-};
+use patron_proto::profile::{ChangeEvent, change_event::Change};
 use patron_runtime::{
     ServiceContext, ServiceKind,
-    feed::{BoxFuture, FeedConsumer, drain_revisions, every, follow},
+    feed::{BoxFuture, FeedConsumer, every, follow, pull_feedback_summaries},
 };
 use patron_store::scoring::{FeedbackSignals, ProductRow, ReadModelBatch, ScoringStore};
 use tonic::transport::Channel;
@@ -112,36 +108,19 @@ const FEEDBACK: &str = "feedback-summaries";
 /// signals behind the DETRACTOR and OPEN_COMPLAINT churn reasons.
 async fn sync_feedback(store: &ScoringStore, channel: &Channel) -> Result<(), String> {
     let after = store.cursor(FEEDBACK).await.map_err(|e| e.to_string())?;
-    let stream = FeedbackServiceClient::new(channel.clone())
-        .max_decoding_message_size(64 << 20)
-        .stream_customer_summaries(fpb::StreamCustomerSummariesRequest {
-            after_revision: after,
-        })
-        .await
-        .map_err(|s| s.to_string())?
-        .into_inner()
-        .map(|m| {
-            m.map(|m| {
-                let rows = m
-                    .summaries
-                    .into_iter()
-                    .map(|s| {
-                        let signals = FeedbackSignals {
-                            latest_nps: s.latest_nps,
-                            oldest_open_complaint_day: s
-                                .oldest_open_complaint_time
-                                .map(|t| t.seconds.div_euclid(86_400) as i32),
-                            complaints: i32::try_from(s.total_complaints).unwrap_or(i32::MAX),
-                        };
-                        (s.customer_id, signals)
-                    })
-                    .collect();
-                (rows, m.revisions)
-            })
-        });
-    drain_revisions(
+    pull_feedback_summaries(
+        channel,
         after,
-        stream,
+        |s| {
+            let signals = FeedbackSignals {
+                latest_nps: s.latest_nps,
+                oldest_open_complaint_day: s
+                    .oldest_open_complaint_time
+                    .map(|t| t.seconds.div_euclid(86_400) as i32),
+                complaints: i32::try_from(s.total_complaints).unwrap_or(i32::MAX),
+            };
+            (s.customer_id, signals)
+        },
         |rows: Vec<(String, FeedbackSignals)>, ack| async move {
             store.apply_feedback(FEEDBACK, &rows, ack).await
         },

@@ -1078,35 +1078,28 @@ impl CampaignStore {
     }
 
     pub async fn segment(&self, id: &str) -> Result<SegmentRow, ApiError> {
-        let row = self
-            .db
-            .query_one(
-                Query::select()
-                    .columns(SEGMENT_COLUMNS)
-                    .from("campaign_segments")
-                    .and_where(Expr::col("id").eq(id)),
-            )
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| ApiError::not_found("segment", id))?;
-        decode_segment(&row)
+        by_id(
+            &self.db,
+            "campaign_segments",
+            &SEGMENT_COLUMNS,
+            "segment",
+            id,
+            decode_segment,
+        )
+        .await
     }
 
     /// Segments after `after` by id.
     pub async fn segments(&self, after: &str, limit: u64) -> Result<Vec<SegmentRow>, ApiError> {
-        let rows = self
-            .db
-            .query_all(
-                Query::select()
-                    .columns(SEGMENT_COLUMNS)
-                    .from("campaign_segments")
-                    .and_where(Expr::col("id").gt(after))
-                    .order_by("id", Order::Asc)
-                    .limit(limit),
-            )
-            .await
-            .map_err(db_error)?;
-        rows.iter().map(decode_segment).collect()
+        page_by_id(
+            &self.db,
+            "campaign_segments",
+            &SEGMENT_COLUMNS,
+            after,
+            limit,
+            decode_segment,
+        )
+        .await
     }
 
     /// Replaces the editable fields if the stored version is `expected`;
@@ -1536,34 +1529,27 @@ impl CampaignStore {
     }
 
     pub async fn campaign(&self, id: &str) -> Result<CampaignRow, ApiError> {
-        let row = self
-            .db
-            .query_one(
-                Query::select()
-                    .columns(CAMPAIGN_COLUMNS)
-                    .from("campaign_campaigns")
-                    .and_where(Expr::col("id").eq(id)),
-            )
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| ApiError::not_found("campaign", id))?;
-        decode_campaign(&row)
+        by_id(
+            &self.db,
+            "campaign_campaigns",
+            &CAMPAIGN_COLUMNS,
+            "campaign",
+            id,
+            decode_campaign,
+        )
+        .await
     }
 
     pub async fn campaigns(&self, after: &str, limit: u64) -> Result<Vec<CampaignRow>, ApiError> {
-        let rows = self
-            .db
-            .query_all(
-                Query::select()
-                    .columns(CAMPAIGN_COLUMNS)
-                    .from("campaign_campaigns")
-                    .and_where(Expr::col("id").gt(after))
-                    .order_by("id", Order::Asc)
-                    .limit(limit),
-            )
-            .await
-            .map_err(db_error)?;
-        rows.iter().map(decode_campaign).collect()
+        page_by_id(
+            &self.db,
+            "campaign_campaigns",
+            &CAMPAIGN_COLUMNS,
+            after,
+            limit,
+            decode_campaign,
+        )
+        .await
     }
 
     /// DRAFT -> LAUNCHED with the frozen audience, in one transaction; ABORTED
@@ -1813,6 +1799,51 @@ impl CampaignStore {
         }
         Ok(figures)
     }
+}
+
+/// The row of `table` with this `id`, or NOT_FOUND naming `kind`.
+async fn by_id<T>(
+    db: &DatabaseConnection,
+    table: &'static str,
+    columns: &[&'static str],
+    kind: &str,
+    id: &str,
+    decode: fn(&QueryResult) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let row = db
+        .query_one(
+            Query::select()
+                .columns(columns.iter().copied())
+                .from(table)
+                .and_where(Expr::col("id").eq(id)),
+        )
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::not_found(kind, id))?;
+    decode(&row)
+}
+
+/// Up to `limit` rows of `table` after `after` by id.
+async fn page_by_id<T>(
+    db: &DatabaseConnection,
+    table: &'static str,
+    columns: &[&'static str],
+    after: &str,
+    limit: u64,
+    decode: fn(&QueryResult) -> Result<T, ApiError>,
+) -> Result<Vec<T>, ApiError> {
+    let rows = db
+        .query_all(
+            Query::select()
+                .columns(columns.iter().copied())
+                .from(table)
+                .and_where(Expr::col("id").gt(after))
+                .order_by("id", Order::Asc)
+                .limit(limit),
+        )
+        .await
+        .map_err(db_error)?;
+    rows.iter().map(decode).collect()
 }
 
 /// Clears a view row's personal data and marks it erased.

@@ -47,6 +47,21 @@ pub fn encode(cursor: Cursor, fingerprint: u64) -> String {
     URL_SAFE_NO_PAD.encode(json)
 }
 
+/// The token for the page after one ending at `last_id` when more rows
+/// follow (`more`), for lists ordered by id alone; "" on the last page.
+pub fn next_by_id(more: bool, last_id: Option<&str>, fingerprint: u64) -> String {
+    match last_id {
+        Some(id) if more => encode(
+            Cursor {
+                key: String::new(),
+                id: id.to_owned(),
+            },
+            fingerprint,
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Decodes `token` issued for a request with this `fingerprint`.
 pub fn decode(token: &str, fingerprint: u64) -> Result<Option<Cursor>, ApiError> {
     if token.is_empty() {
