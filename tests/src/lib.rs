@@ -149,6 +149,8 @@ pub fn all_modules() -> Vec<ServiceModule> {
 pub struct TestApp {
     pub backend: Backend,
     pub port: u16,
+    /// Where `/metrics` is served, when `metrics_addr` was set.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub channel: Channel,
     pub settings: Settings,
     shutdown: CancellationToken,
@@ -194,14 +196,31 @@ impl TestApp {
             .await
             .expect("build application");
         let port = app.port();
+        let metrics_addr = app.metrics_addr();
         let shutdown = app.shutdown_token();
         let handle = tokio::spawn(app.run_until_stopped());
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .expect("endpoint")
-            .connect_lazy();
+        let channel = match (&settings.tls.cert, &settings.tls.key, &settings.tls.peer_ca) {
+            // Under TLS the harness calls as a peer would: the server's own certificate.
+            (Some(cert), Some(key), Some(ca)) => {
+                let read = |p: &std::path::Path| std::fs::read(p).expect("read TLS file");
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .domain_name("localhost")
+                    .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)))
+                    .identity(tonic::transport::Identity::from_pem(read(cert), read(key)));
+                tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+                    .expect("endpoint")
+                    .tls_config(tls)
+                    .expect("client TLS")
+                    .connect_lazy()
+            }
+            _ => tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+                .expect("endpoint")
+                .connect_lazy(),
+        };
         let app = Self {
             backend,
             port,
+            metrics_addr,
             channel,
             settings,
             shutdown,

@@ -14,13 +14,13 @@ use patron_proto::{
     profile::{self, ChangeEvent, change_event::Change},
     scoring as spb,
 };
+use patron_runtime::peers::PeerChannel as Channel;
 use patron_runtime::{
     ServiceContext, ServiceKind,
     convert::date,
     feed::{BoxFuture, FeedConsumer, every, follow, pull_feedback_summaries, pull_scores},
 };
 use patron_store::campaign::{CampaignStore, CustomerChange, FeedChange};
-use tonic::transport::Channel;
 
 const FEED_CONSUMER: &str = "profile-feed";
 const SCORE_CONSUMER: &str = "scores";

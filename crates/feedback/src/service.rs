@@ -11,6 +11,7 @@ use patron_proto::{
         BatchGetCustomersRequest, customer_profile_service_client::CustomerProfileServiceClient,
     },
 };
+use patron_runtime::peers::PeerChannel as Channel;
 use patron_runtime::{
     ServiceContext, ServiceKind,
     convert::{now, to_timestamp},
@@ -20,7 +21,6 @@ use patron_store::{
     feedback::{FeedbackStore, complaint_filter_fields},
     paging,
 };
-use tonic::transport::Channel;
 
 use crate::{
     convert::{complaint_to_proto, new_complaint, response, severity, status},

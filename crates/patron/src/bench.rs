@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+use crate::client::Channel;
 use futures::{StreamExt, stream};
 use patron_proto::{
     common::Money,
     profile::{self as pb, customer_profile_service_client::CustomerProfileServiceClient},
 };
 use prost_types::Timestamp;
-use tonic::transport::Channel;
 
 fn client(channel: Channel) -> CustomerProfileServiceClient<Channel> {
     CustomerProfileServiceClient::new(channel)

@@ -7,9 +7,9 @@ use std::{
     path::PathBuf,
 };
 
+use crate::client::Channel;
 use clap::{Subcommand, ValueEnum};
 use patron_proto::campaign::{self as pb, campaign_service_client::CampaignServiceClient};
-use tonic::transport::Channel;
 
 use crate::client::{self, Target};
 

@@ -7,7 +7,8 @@ use patron_proto::profile::{
     self as pb, customer_profile_service_client::CustomerProfileServiceClient,
 };
 use patron_runtime::ServiceKind;
-use tonic::transport::Channel;
+/// Every client call carries the caller's token (`--token` / `PATRON_TOKEN`) when given.
+pub(crate) use patron_runtime::peers::PeerChannel as Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -24,6 +25,9 @@ pub(crate) struct Target {
         global = true
     )]
     pub(crate) endpoint: String,
+    /// Bearer token, when the server requires one (`auth.tokens` or a JWT).
+    #[arg(long, env = "PATRON_TOKEN", global = true, hide_env_values = true)]
+    pub(crate) token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -92,10 +96,11 @@ pub(crate) async fn run(f: impl Future<Output = anyhow::Result<()>>) -> ExitCode
 pub(crate) async fn channel(target: &Target) -> anyhow::Result<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(target.endpoint.clone())?
         .connect_timeout(std::time::Duration::from_secs(3));
-    endpoint
+    let channel = endpoint
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", target.endpoint))
+        .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", target.endpoint))?;
+    Ok(Channel::new(channel, target.token.as_deref())?)
 }
 
 pub(crate) async fn health(target: &Target) -> anyhow::Result<()> {

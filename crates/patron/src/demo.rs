@@ -452,7 +452,7 @@ fn feedback_for(
 /// Writes the demo population through the public API (so the change feed
 /// and every consumer see it as they would see real data).
 pub(crate) async fn seed(
-    channel: tonic::transport::Channel,
+    channel: crate::client::Channel,
     seed: u64,
     count: usize,
     progress: &indicatif::ProgressBar,
@@ -598,7 +598,7 @@ pub(crate) const DEMO_SEGMENTS: &[(&str, &str, &str)] = &[
 /// of the demo history, then saves the demo segments, so scores, reports
 /// and target lists answer at once.
 pub(crate) async fn score_and_segment(
-    channel: tonic::transport::Channel,
+    channel: crate::client::Channel,
     buyers: usize,
 ) -> anyhow::Result<()> {
     use patron_proto::{

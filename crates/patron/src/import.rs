@@ -8,6 +8,7 @@
 
 use std::{collections::HashMap, path::Path};
 
+use crate::client::Channel;
 use anyhow::Context;
 use patron_proto::{
     common::{MarketingConsent, Money},
@@ -15,7 +16,6 @@ use patron_proto::{
     profile::{self as pb, customer_profile_service_client::CustomerProfileServiceClient},
 };
 use prost_types::Timestamp;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 const BATCH: usize = 1_000;

@@ -41,6 +41,9 @@ enum Command {
         /// Fill an empty database with the deterministic demo population.
         #[arg(long)]
         demo: bool,
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics (overrides metrics_addr).
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -311,13 +314,21 @@ async fn main() -> ExitCode {
     exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { addr, services, demo } => {
+        Command::Serve {
+            addr,
+            services,
+            demo,
+            metrics_addr,
+        } => {
             let mut settings = match load_settings(cli.config.as_deref()) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
             if let Some(addr) = addr {
                 settings.server.addr = addr;
+            }
+            if metrics_addr.is_some() {
+                settings.metrics_addr = metrics_addr;
             }
             if !services.is_empty() {
                 settings.services = services;
@@ -491,7 +502,7 @@ async fn main() -> ExitCode {
 /// Runs the server; with `demo`, seeds an empty database once it is ready.
 async fn serve(settings: Settings, kinds: &[ServiceKind], demo: bool) -> anyhow::Result<()> {
     let app = server::Application::build(settings, &modules(kinds)).await?;
-    let port = app.port();
+    let app_peers = app.context().peers.clone();
     let shutdown = app.shutdown_token();
     let running = tokio::spawn(app.run_until_stopped());
     if demo {
@@ -499,8 +510,10 @@ async fn serve(settings: Settings, kinds: &[ServiceKind], demo: bool) -> anyhow:
             kinds.contains(&ServiceKind::Profile),
             "--demo needs the profile service"
         );
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
-            .connect_lazy();
+        // The in-process peer channel: it carries this process's token and TLS.
+        let channel = app_peers
+            .channel(ServiceKind::Profile)
+            .expect("the profile service is served here");
         let seeded = tokio::select! {
             result = seed_if_empty(channel) => result,
             finished = &mut Box::pin(async { shutdown.cancelled().await }) => Ok(finished),
@@ -513,7 +526,7 @@ async fn serve(settings: Settings, kinds: &[ServiceKind], demo: bool) -> anyhow:
     Ok(())
 }
 
-async fn seed_if_empty(channel: tonic::transport::Channel) -> anyhow::Result<()> {
+async fn seed_if_empty(channel: client::Channel) -> anyhow::Result<()> {
     use patron_proto::profile::{
         ListCustomersRequest, customer_profile_service_client::CustomerProfileServiceClient,
     };

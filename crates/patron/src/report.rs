@@ -1,9 +1,9 @@
 //! `patron report ...`: readable report tables.
 
+use crate::client::Channel;
 use patron_proto::feedback::{
     GetComplaintReportRequest, GetNpsReportRequest, feedback_service_client::FeedbackServiceClient,
 };
-use tonic::transport::Channel;
 
 fn group_by(by: &str) -> String {
     match by {

@@ -4,12 +4,16 @@
 //! `PATRON_SERVER__ADDR`) < the conventional `DATABASE_URL` and `REDIS_URL`.
 //! Invalid configuration fails at start with a message naming the key.
 
-use std::{net::SocketAddr, path::Path, str::FromStr};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use config::{Config, Environment, File};
 use patron_cache::{CacheSettings, RedisSettings};
 use patron_store::DatabaseSettings;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// All settings of a Patron process.
@@ -25,6 +29,119 @@ pub struct Settings {
     pub peers: PeerSettings,
     pub log: LogSettings,
     pub campaign: CampaignSettings,
+    /// Where `/metrics` is served (`--metrics-addr`, `PATRON_METRICS_ADDR`);
+    /// unset: no metrics endpoint.
+    pub metrics_addr: Option<SocketAddr>,
+    pub auth: AuthSettings,
+    pub tls: TlsSettings,
+    pub limits: LimitSettings,
+}
+
+/// `auth.*`: who may call. With neither tokens nor JWT set, every call is
+/// accepted (the embedded default). grpc.health.v1 is always open so that
+/// probes work.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Bearer tokens accepted in `authorization: Bearer <token>`
+    /// (`PATRON_AUTH__TOKENS`, comma-separated).
+    pub tokens: Vec<SecretString>,
+    /// The token this process presents when it calls its peers; default:
+    /// the first of `tokens`.
+    pub peer_token: Option<SecretString>,
+    /// JWT verification, the alternative for meshes that mint tokens.
+    pub jwt: Option<JwtSettings>,
+}
+
+impl AuthSettings {
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty() || self.jwt.is_some()
+    }
+
+    /// What to send to peers, if anything.
+    pub fn outgoing_token(&self) -> Option<&SecretString> {
+        self.peer_token.as_ref().or(self.tokens.first())
+    }
+}
+
+/// `auth.jwt.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+    /// `RS256` (default), `RS384`, `RS512`, `ES256`, `ES384`, `PS256`, `EdDSA` or `HS256`.
+    #[serde(default = "default_jwt_algorithm")]
+    pub algorithm: String,
+    /// The verification key: a PEM public key for the asymmetric
+    /// algorithms, the shared secret for HS256.
+    pub key: SecretString,
+    /// Clock skew allowed on `exp` / `nbf`, in seconds.
+    #[serde(default = "default_jwt_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_jwt_algorithm() -> String {
+    "RS256".into()
+}
+
+fn default_jwt_leeway() -> u64 {
+    30
+}
+
+/// `tls.*`: TLS on the gRPC port, and mutual TLS when `client_ca` is set.
+/// Peers are then called over TLS with the same certificate.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain of this server (also its client certificate
+    /// towards peers).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// PEM CA bundle client certificates must chain to; set: clients must
+    /// present one (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// PEM CA bundle that peers' server certificates chain to; default:
+    /// `client_ca` (one internal CA for the whole deployment).
+    pub peer_ca: Option<PathBuf>,
+    /// Name expected in peers' certificates; default: the host of the peer
+    /// URL (`localhost` for calls to this process).
+    pub server_name: Option<String>,
+}
+
+impl TlsSettings {
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+}
+
+/// `limits.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Sustained calls per second allowed to each client (its token, JWT
+    /// subject or, without auth, its IP address); beyond the burst it gets
+    /// RESOURCE_EXHAUSTED with RetryInfo. 0 = unlimited.
+    pub rate_per_client: f64,
+    /// Calls a client may make at once above its rate.
+    pub burst: u32,
+    /// Calls (unary and streams) in progress in this process; beyond it new
+    /// calls are shed at once with UNAVAILABLE, so a retry goes to another
+    /// replica instead of queueing here. 0 = unlimited.
+    pub max_in_flight: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            rate_per_client: 0.0,
+            burst: 100,
+            max_in_flight: 2_000,
+        }
+    }
 }
 
 /// `campaign.*`
@@ -246,6 +363,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("services")
+                .with_list_parse_key("auth.tokens")
                 .source(Some(patron_env)),
         );
         let config = builder.build().map_err(|e| ConfigError(e.to_string()))?;
@@ -285,6 +403,49 @@ impl Settings {
                 "cache.ttl_jitter must be between 0 and 1".into(),
             ));
         }
+        if self.limits.rate_per_client < 0.0 || !self.limits.rate_per_client.is_finite() {
+            return Err(ConfigError(
+                "limits.rate_per_client must be a finite number >= 0".into(),
+            ));
+        }
+        if self.limits.rate_per_client > 0.0 && self.limits.burst == 0 {
+            return Err(ConfigError(
+                "limits.burst must be at least 1 when limits.rate_per_client is set".into(),
+            ));
+        }
+        if self
+            .auth
+            .tokens
+            .iter()
+            .any(|t| t.expose_secret().trim().is_empty())
+        {
+            return Err(ConfigError("auth.tokens: a token is empty".into()));
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => return Err(ConfigError("tls.key is required with tls.cert".into())),
+            (None, Some(_)) => return Err(ConfigError("tls.cert is required with tls.key".into())),
+            _ => {}
+        }
+        if !self.tls.enabled() && (self.tls.client_ca.is_some() || self.tls.peer_ca.is_some()) {
+            return Err(ConfigError(
+                "tls.client_ca / tls.peer_ca need tls.cert and tls.key".into(),
+            ));
+        }
+        for (key, path) in [
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("tls.client_ca", &self.tls.client_ca),
+            ("tls.peer_ca", &self.tls.peer_ca),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(ConfigError(format!(
+                    "{key}: {} is not a readable file",
+                    path.display()
+                )));
+            }
+        }
         for (key, url) in [
             ("peers.profile", &self.peers.profile),
             ("peers.scoring", &self.peers.scoring),
@@ -321,7 +482,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     fn env(pairs: &[(&str, &str)]) -> EnvMap {
         pairs
@@ -397,6 +557,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn security_settings_from_the_environment() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("PATRON_AUTH__TOKENS", "alpha,beta"),
+                ("PATRON_METRICS_ADDR", "127.0.0.1:9100"),
+                ("PATRON_LIMITS__RATE_PER_CLIENT", "50"),
+            ]),
+        )
+        .unwrap();
+        let tokens: Vec<_> = s.auth.tokens.iter().map(|t| t.expose_secret()).collect();
+        assert_eq!(tokens, ["alpha", "beta"]);
+        assert_eq!(s.auth.outgoing_token().unwrap().expose_secret(), "alpha");
+        assert_eq!(s.metrics_addr.unwrap().to_string(), "127.0.0.1:9100");
+        assert_eq!(s.limits.rate_per_client, 50.0);
+        // Secrets never reach Debug output (and so never the logs).
+        assert!(!format!("{s:?}").contains("alpha"));
+
+        let err = Settings::load_from(None, env(&[("PATRON_TLS__CERT", "/nonexistent.pem")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.key"), "{err}");
+        let err = Settings::load_from(
+            None,
+            env(&[
+                ("PATRON_TLS__CERT", "/nonexistent.pem"),
+                ("PATRON_TLS__KEY", "/nonexistent.key"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tls.cert"), "{err}");
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub fn follow(ctx: &ServiceContext, name: &'static str, consumer: Arc<dyn FeedCo
         return;
     };
     let shutdown = ctx.shutdown.clone();
+    let metrics = ctx.metrics.clone();
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(200);
         loop {
@@ -51,7 +52,14 @@ pub fn follow(ctx: &ServiceContext, name: &'static str, consumer: Arc<dyn FeedCo
                 .max_decoding_message_size(64 << 20);
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                result = run(client, consumer.as_ref()) => {
+                result = run(client, consumer.as_ref(), |position, commit_time| {
+                    let lag = commit_time.and_then(|t| {
+                        let committed = std::time::UNIX_EPOCH
+                            + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+                        std::time::SystemTime::now().duration_since(committed).ok()
+                    });
+                    metrics.feed_applied(name, position, lag);
+                }) => {
                     if let Err(e) = result {
                         tracing::warn!(consumer = name, error = %e, retry_in_ms = delay.as_millis() as u64, "change feed consumer stopped");
                     }
@@ -67,8 +75,9 @@ pub fn follow(ctx: &ServiceContext, name: &'static str, consumer: Arc<dyn FeedCo
 }
 
 async fn run(
-    mut client: CustomerProfileServiceClient<tonic::transport::Channel>,
+    mut client: CustomerProfileServiceClient<crate::peers::PeerChannel>,
     consumer: &dyn FeedConsumer,
+    applied: impl Fn(i64, Option<prost_types::Timestamp>),
 ) -> Result<(), String> {
     let after = consumer.cursor().await.map_err(|e| e.to_string())?;
     let mut stream = client
@@ -81,13 +90,15 @@ async fn run(
         .into_inner();
     while let Some(message) = stream.next().await {
         let message = message.map_err(|s| s.to_string())?;
-        let Some(last) = message.events.last().map(|e| e.sequence) else {
+        let Some((last, commit_time)) = message.events.last().map(|e| (e.sequence, e.commit_time))
+        else {
             continue;
         };
         consumer
             .apply(message.events, last)
             .await
             .map_err(|e| e.to_string())?;
+        applied(last, commit_time);
     }
     Err("the change stream ended".into())
 }
@@ -127,7 +138,7 @@ where
 /// becomes a row through `row`, and `apply` stores rows with the revision
 /// to acknowledge (see [`drain_revisions`]).
 pub async fn pull_scores<T, M, A, Fut>(
-    channel: &tonic::transport::Channel,
+    channel: &crate::peers::PeerChannel,
     after: i64,
     row: M,
     apply: A,
@@ -155,7 +166,7 @@ where
 /// One pass over feedback's `StreamCustomerSummaries` after revision
 /// `after`, like [`pull_scores`].
 pub async fn pull_feedback_summaries<T, M, A, Fut>(
-    channel: &tonic::transport::Channel,
+    channel: &crate::peers::PeerChannel,
     after: i64,
     row: M,
     apply: A,

@@ -1,14 +1,18 @@
 //! What every Patron server shares: configuration, telemetry, the error to
-//! `tonic::Status` mapping, wire conversions, health, reflection, peers and
-//! the server itself with graceful shutdown.
+//! `tonic::Status` mapping, wire conversions, health, reflection, peers,
+//! metrics, authentication, limits, trace context and the server itself
+//! with graceful shutdown.
 
 pub mod config;
 pub mod convert;
 pub mod error;
 pub mod feed;
+pub mod guard;
+pub mod metrics;
 pub mod peers;
 pub mod server;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::{ServiceKind, Settings};
 pub use error::{ApiResult, to_status};

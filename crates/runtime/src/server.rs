@@ -16,13 +16,15 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     service::{Routes, RoutesBuilder},
-    transport::Server,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    config::{ConfigError, ServiceKind, Settings},
-    peers::Peers,
+    config::{ConfigError, ServiceKind, Settings, TlsSettings},
+    guard::GuardLayer,
+    metrics::Metrics,
+    peers::{Peers, read},
 };
 
 /// What a service's constructor gets.
@@ -32,6 +34,7 @@ pub struct ServiceContext {
     pub storage: Storage,
     pub cache: Cache,
     pub peers: Peers,
+    pub metrics: Metrics,
     /// Cancelled when the process shuts down; long-lived streams and
     /// background tasks end on it.
     pub shutdown: CancellationToken,
@@ -80,12 +83,21 @@ pub enum StartupError {
     Serve(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     routes: Routes,
+    guard: GuardLayer,
+    tls: Option<ServerTlsConfig>,
+    metrics_addr: Option<SocketAddr>,
     health: HealthReporter,
     ctx: ServiceContext,
     kinds: Vec<ServiceKind>,
@@ -125,6 +137,19 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr, source })?;
         let peers = Peers::new(&settings, local_addr, &kinds)?;
         let cache = Cache::from_settings(&settings.redis, &settings.cache);
+        let metrics = Metrics::new(cache.stats().clone(), storage.clone());
+        let guard = GuardLayer::new(&settings.auth, &settings.limits, metrics.clone())?;
+        let tls = server_tls(&settings.tls)?;
+        let shutdown = CancellationToken::new();
+        let metrics_addr = match settings.metrics_addr {
+            Some(addr) => Some(
+                metrics
+                    .serve(addr, shutdown.clone())
+                    .await
+                    .map_err(|source| StartupError::Metrics { addr, source })?,
+            ),
+            None => None,
+        };
 
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let ctx = ServiceContext {
@@ -132,7 +157,8 @@ impl Application {
             storage,
             cache,
             peers,
-            shutdown: CancellationToken::new(),
+            metrics,
+            shutdown,
             ready,
         };
 
@@ -167,6 +193,9 @@ impl Application {
             listener,
             local_addr,
             routes: routes.routes(),
+            guard,
+            tls,
+            metrics_addr,
             health,
             ctx,
             kinds,
@@ -181,6 +210,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served, if `metrics_addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Cancel it to shut the server down as on SIGTERM.
@@ -199,6 +233,9 @@ impl Application {
             listener,
             local_addr,
             routes,
+            guard,
+            tls,
+            metrics_addr,
             health,
             ctx,
             kinds,
@@ -236,13 +273,21 @@ impl Application {
             builder = builder
                 .max_connection_age(Duration::from_secs(server_settings.max_connection_age_secs));
         }
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
         let serve = builder
+            .layer(guard)
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
         tokio::pin!(serve);
 
         tracing::info!(
             addr = %local_addr,
+            metrics = ?metrics_addr,
+            tls = ctx.settings.tls.enabled(),
+            mtls = ctx.settings.tls.client_ca.is_some(),
+            auth = ctx.settings.auth.enabled(),
             services = ?kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
             database = ctx.storage.url_for_logs(),
             cache = ctx.cache.backend_name(),
@@ -286,6 +331,21 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// TLS on the gRPC port; client certificates required when `tls.client_ca` is set.
+fn server_tls(tls: &TlsSettings) -> Result<Option<ServerTlsConfig>, ConfigError> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        return Ok(None);
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(cert, "tls.cert")?,
+        read(key, "tls.key")?,
+    ));
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca, "tls.client_ca")?));
+    }
+    Ok(Some(config))
 }
 
 /// Connects and migrates, retrying connection failures until the start-up
@@ -347,13 +407,15 @@ pub async fn run_service_binary(modules: &[ServiceModule]) -> std::process::Exit
     let mut args = std::env::args().skip(1);
     let mut config_file = None;
     let mut addr = None;
+    let mut metrics_addr = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => config_file = args.next().map(std::path::PathBuf::from),
             "--addr" => addr = args.next(),
+            "--metrics-addr" => metrics_addr = args.next(),
             "-h" | "--help" => {
                 println!(
-                    "usage: {} [--config FILE] [--addr HOST:PORT]\nconfiguration: see docs/configuration in the README (PATRON_* variables, DATABASE_URL, REDIS_URL)",
+                    "usage: {} [--config FILE] [--addr HOST:PORT] [--metrics-addr HOST:PORT]\nconfiguration: docs/operations.md (PATRON_* variables, DATABASE_URL, REDIS_URL)",
                     std::env::args().next().unwrap_or_default()
                 );
                 return std::process::ExitCode::SUCCESS;
@@ -371,13 +433,22 @@ pub async fn run_service_binary(modules: &[ServiceModule]) -> std::process::Exit
             return std::process::ExitCode::from(2);
         }
     };
+    let parse = |flag: &str, value: String| {
+        value.parse::<SocketAddr>().map_err(|e| {
+            eprintln!("error: {flag} {value:?}: {e}");
+            std::process::ExitCode::from(2)
+        })
+    };
     if let Some(addr) = addr {
-        match addr.parse() {
+        match parse("--addr", addr) {
             Ok(a) => settings.server.addr = a,
-            Err(e) => {
-                eprintln!("error: --addr {addr:?}: {e}");
-                return std::process::ExitCode::from(2);
-            }
+            Err(code) => return code,
+        }
+    }
+    if let Some(addr) = metrics_addr {
+        match parse("--metrics-addr", addr) {
+            Ok(a) => settings.metrics_addr = Some(a),
+            Err(code) => return code,
         }
     }
     settings.services = modules.iter().map(|m| m.kind).collect();

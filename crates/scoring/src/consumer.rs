@@ -5,12 +5,12 @@ use std::{sync::Arc, time::Duration};
 
 use patron_domain::ApiError;
 use patron_proto::profile::{ChangeEvent, change_event::Change};
+use patron_runtime::peers::PeerChannel as Channel;
 use patron_runtime::{
     ServiceContext, ServiceKind,
     feed::{BoxFuture, FeedConsumer, every, follow, pull_feedback_summaries},
 };
 use patron_store::scoring::{FeedbackSignals, ProductRow, ReadModelBatch, ScoringStore};
-use tonic::transport::Channel;
 
 const CONSUMER: &str = "read-model";
 

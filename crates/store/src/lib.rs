@@ -35,6 +35,14 @@ pub enum Schema {
     Campaign,
 }
 
+/// See [`Storage::pool_usage`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// A pool of connections to the configured database.
 #[derive(Clone, Debug)]
 pub struct Storage {
@@ -111,6 +119,24 @@ impl Storage {
 
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
+    }
+
+    /// Connections the pool holds now, how many of them are idle, and its
+    /// maximum (exported as metrics; a pool at its maximum with none idle
+    /// means calls are queueing for connections).
+    pub fn pool_usage(&self) -> PoolUsage {
+        fn usage<DB: sea_orm::sqlx::Database>(pool: &sea_orm::sqlx::Pool<DB>) -> PoolUsage {
+            PoolUsage {
+                open: pool.size(),
+                idle: pool.num_idle() as u32,
+                max: pool.options().get_max_connections(),
+            }
+        }
+        match self.backend() {
+            DbBackend::Postgres => usage(self.db.get_postgres_connection_pool()),
+            DbBackend::Sqlite => usage(self.db.get_sqlite_connection_pool()),
+            _ => PoolUsage::default(),
+        }
     }
 
     /// The URL with any password replaced, for logs and error messages.

@@ -1,0 +1,643 @@
+//! The layer every gRPC call passes before its handler, in this order:
+//! metrics (started, handled with the final code, handling time up to the
+//! end of the stream), authentication (bearer token or JWT; health always
+//! open), the per-client rate limit, load shedding above `max_in_flight`,
+//! and W3C trace context (the caller's `traceparent`, or a new trace, on
+//! the call's span and on calls it makes to peers).
+//!
+//! Rejections are ordinary gRPC statuses built by [`crate::to_status`], so
+//! they carry the same `ErrorInfo` / `RetryInfo` details as handler errors.
+
+use std::{
+    collections::{HashMap, HashSet},
+    convert::Infallible,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use patron_domain::{ApiError, ErrorCode};
+use prost::Message;
+use secrecy::ExposeSecret;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::{
+    config::{AuthSettings, JwtSettings, LimitSettings},
+    metrics::{MethodLabels, Metrics, Rejection},
+    to_status,
+    trace::TraceContext,
+};
+
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// The client name of calls carrying this deployment's peer token (the
+/// services' own calls to each other). They are not rate limited: their
+/// volume is set by the followers' poll intervals, and starving them would
+/// stall every service's view of the others.
+const PEER_CLIENT: &str = "peer";
+
+/// Builds the guard from settings. Invalid JWT settings fail here, at start.
+#[derive(Clone)]
+pub struct GuardLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    metrics: Metrics,
+    methods: MethodTable,
+    auth: Option<Authenticator>,
+    limiter: Option<RateLimiter>,
+    in_flight: Option<Arc<Semaphore>>,
+}
+
+impl GuardLayer {
+    pub fn new(
+        auth: &AuthSettings,
+        limits: &LimitSettings,
+        metrics: Metrics,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let auth = if auth.enabled() {
+            Some(Authenticator::new(auth)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            shared: Arc::new(Shared {
+                metrics,
+                methods: MethodTable::new(),
+                auth,
+                limiter: (limits.rate_per_client > 0.0)
+                    .then(|| RateLimiter::new(limits.rate_per_client, limits.burst)),
+                in_flight: (limits.max_in_flight > 0)
+                    .then(|| Arc::new(Semaphore::new(limits.max_in_flight as usize))),
+            }),
+        })
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guard {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Guard<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    ResBody: HttpBody<Data = Bytes> + Default + Unpin + Send + 'static,
+{
+    type Response = Response<Metered<ResBody>>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The clone is not ready; the ready one serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            let method = shared.methods.labels(req.uri().path());
+            shared.metrics.started(&method);
+            let finish = |response: Response<ResBody>, permit| {
+                Metered::wrap(
+                    response,
+                    shared.metrics.clone(),
+                    method.clone(),
+                    start,
+                    permit,
+                )
+            };
+
+            let admitted = shared.admit(&req, &method);
+            let permit = match admitted {
+                Ok(permit) => permit,
+                Err(status) => return Ok(finish(status.into_http(), None)),
+            };
+            let trace = TraceContext::from_headers(req.headers());
+            let span = tracing::info_span!(
+                "grpc",
+                method = %req.uri().path(),
+                trace_id = %trace.trace_id_hex(),
+            );
+            let response = trace
+                .scope(inner.call(req))
+                .instrument(span)
+                .await
+                .unwrap_or_else(|never| match never {});
+            Ok(finish(response, permit))
+        })
+    }
+}
+
+impl Shared {
+    /// Authentication, rate limit and load shedding; the permit (if any)
+    /// is held until the call's response ends.
+    fn admit<B>(
+        &self,
+        req: &Request<B>,
+        method: &MethodLabels,
+    ) -> Result<Option<OwnedSemaphorePermit>, tonic::Status> {
+        if method.grpc_service == HEALTH_SERVICE {
+            // Probes must work without credentials and under load.
+            return Ok(None);
+        }
+        let client = match &self.auth {
+            Some(auth) => auth.authenticate(req.headers()).map_err(|e| {
+                self.metrics.rejected(Rejection::Unauthenticated);
+                to_status(e)
+            })?,
+            None => peer_ip(req).unwrap_or_else(|| "unknown".into()),
+        };
+        if let Some(limiter) = &self.limiter
+            && client != PEER_CLIENT
+            && let Err(retry_after) = limiter.check(&client)
+        {
+            self.metrics.rejected(Rejection::RateLimited);
+            let mut err = ApiError::new(
+                ErrorCode::ResourceExhausted,
+                "RATE_LIMITED",
+                format!(
+                    "rate limit exceeded for this client; retry in {} ms",
+                    retry_after.as_millis().max(1)
+                ),
+            );
+            err.retry_after = Some(retry_after);
+            return Err(to_status(err));
+        }
+        match &self.in_flight {
+            None => Ok(None),
+            Some(semaphore) => match semaphore.clone().try_acquire_owned() {
+                Ok(permit) => Ok(Some(permit)),
+                Err(_) => {
+                    self.metrics.rejected(Rejection::Overloaded);
+                    let mut err = ApiError::new(
+                        ErrorCode::Unavailable,
+                        "OVERLOADED",
+                        "the server is at its limit of calls in progress; retry (another replica may take it)",
+                    );
+                    err.retry_after = Some(Duration::from_millis(100));
+                    Err(to_status(err))
+                }
+            },
+        }
+    }
+}
+
+fn peer_ip<B>(req: &Request<B>) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+        .map(|a| a.ip().to_string())
+}
+
+/// Who is calling: a configured bearer token or a verified JWT.
+struct Authenticator {
+    /// (client name for rate limits and logs, token bytes)
+    tokens: Vec<(String, Vec<u8>)>,
+    jwt: Option<JwtVerifier>,
+}
+
+struct JwtVerifier {
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
+}
+
+impl Authenticator {
+    fn new(settings: &AuthSettings) -> Result<Self, crate::config::ConfigError> {
+        let peer = settings
+            .outgoing_token()
+            .map(|t| t.expose_secret().trim().as_bytes().to_vec());
+        let mut tokens: Vec<(String, Vec<u8>)> = settings
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let token = t.expose_secret().trim().as_bytes().to_vec();
+                let name = if peer.as_ref() == Some(&token) {
+                    PEER_CLIENT.to_owned()
+                } else {
+                    format!("token-{}", i + 1)
+                };
+                (name, token)
+            })
+            .collect();
+        // A peer token that is not among `tokens` (e.g. with JWT for
+        // everyone else) is accepted too: the services must reach each other.
+        if let Some(peer) = peer
+            && !tokens.iter().any(|(_, t)| *t == peer)
+        {
+            tokens.push((PEER_CLIENT.to_owned(), peer));
+        }
+        let jwt = settings.jwt.as_ref().map(JwtVerifier::new).transpose()?;
+        Ok(Self { tokens, jwt })
+    }
+
+    /// The client's name, or UNAUTHENTICATED / PERMISSION_DENIED. The
+    /// messages never echo the credential.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        let unauthenticated =
+            |msg: &str| ApiError::new(ErrorCode::Unauthenticated, "UNAUTHENTICATED", msg);
+        let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
+            unauthenticated("missing credentials: send `authorization: Bearer <token>`")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthenticated("the authorization header must be `Bearer <token>`"))?;
+        for (name, known) in &self.tokens {
+            if constant_time_eq(token.as_bytes(), known) {
+                return Ok(name.clone());
+            }
+        }
+        match &self.jwt {
+            Some(jwt) => jwt.verify(token),
+            None => Err(unauthenticated("the bearer token is not valid")),
+        }
+    }
+}
+
+impl JwtVerifier {
+    fn new(settings: &JwtSettings) -> Result<Self, crate::config::ConfigError> {
+        use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+        let bad = |what: String| crate::config::ConfigError::new(format!("auth.jwt.{what}"));
+        let algorithm: Algorithm = settings.algorithm.parse().map_err(|_| {
+            bad(format!(
+                "algorithm: {:?} is not a JWT algorithm",
+                settings.algorithm
+            ))
+        })?;
+        let pem = settings.key.expose_secret().as_bytes();
+        let key = match algorithm {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                Ok(DecodingKey::from_secret(pem))
+            }
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => DecodingKey::from_rsa_pem(pem),
+            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
+            Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+        }
+        .map_err(|e| bad(format!("key: not a PEM public key for {algorithm:?}: {e}")))?;
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[settings.issuer.as_str()]);
+        validation.set_audience(&[settings.audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = settings.leeway_secs;
+        Ok(Self { key, validation })
+    }
+
+    /// A token with a bad signature, expired or malformed is
+    /// UNAUTHENTICATED; a genuine token minted for another issuer or
+    /// audience is PERMISSION_DENIED.
+    fn verify(&self, token: &str) -> Result<String, ApiError> {
+        use jsonwebtoken::errors::ErrorKind;
+        match jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation) {
+            Ok(data) => Ok(format!(
+                "jwt:{}",
+                data.claims.sub.unwrap_or_else(|| "anonymous".into())
+            )),
+            Err(e) => Err(match e.kind() {
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    "PERMISSION_DENIED",
+                    "the token was not issued for this service (issuer or audience)",
+                ),
+                ErrorKind::ExpiredSignature => ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    "UNAUTHENTICATED",
+                    "the token has expired",
+                ),
+                _ => ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    "UNAUTHENTICATED",
+                    "the bearer token is not valid",
+                ),
+            }),
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A token bucket per client.
+struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Beyond this many clients, buckets that have refilled are forgotten.
+const MAX_TRACKED_CLIENTS: usize = 100_000;
+
+impl RateLimiter {
+    fn new(rate: f64, burst: u32) -> Self {
+        Self {
+            rate,
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token, or says how long until one is available.
+    fn check(&self, client: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED_CLIENTS && !buckets.contains_key(client) {
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
+            });
+        }
+        let bucket = buckets.entry(client.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        bucket.tokens = (bucket.tokens
+            + now.duration_since(bucket.updated).as_secs_f64() * self.rate)
+            .min(self.burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
+        }
+    }
+}
+
+/// RPC names for metric labels: the methods this server knows (from the
+/// descriptor sets it serves), so that random paths from a client cannot
+/// grow the label set; anything else is `unknown`.
+struct MethodTable {
+    methods: HashSet<(String, String)>,
+    streaming: HashMap<(String, String), &'static str>,
+}
+
+impl MethodTable {
+    fn new() -> Self {
+        let mut methods = HashSet::new();
+        let mut streaming = HashMap::new();
+        for encoded in [
+            patron_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
+                continue;
+            };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let service_name = format!("{package}.{}", service.name.unwrap_or_default());
+                    for m in service.method {
+                        let key = (service_name.clone(), m.name.unwrap_or_default());
+                        let kind = match (
+                            m.client_streaming.unwrap_or(false),
+                            m.server_streaming.unwrap_or(false),
+                        ) {
+                            (false, false) => "unary",
+                            (false, true) => "server_stream",
+                            (true, false) => "client_stream",
+                            (true, true) => "bidi_stream",
+                        };
+                        streaming.insert(key.clone(), kind);
+                        methods.insert(key);
+                    }
+                }
+            }
+        }
+        let reflection = (
+            "grpc.reflection.v1.ServerReflection".to_owned(),
+            "ServerReflectionInfo".to_owned(),
+        );
+        streaming.insert(reflection.clone(), "bidi_stream");
+        methods.insert(reflection);
+        Self { methods, streaming }
+    }
+
+    fn labels(&self, path: &str) -> MethodLabels {
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let key = (
+            parts.next().unwrap_or_default().to_owned(),
+            parts.next().unwrap_or_default().to_owned(),
+        );
+        match self.streaming.get(&key) {
+            Some(kind) if self.methods.contains(&key) => MethodLabels {
+                grpc_type: kind,
+                grpc_service: key.0,
+                grpc_method: key.1,
+            },
+            _ => MethodLabels {
+                grpc_type: "unknown",
+                grpc_service: "unknown".into(),
+                grpc_method: "unknown".into(),
+            },
+        }
+    }
+}
+
+/// A response body that records the call's final status when the last
+/// frame (the trailers) passes, or when it is dropped early (the client
+/// went away: CANCELLED). Holds the in-flight permit until then.
+pub struct Metered<B> {
+    inner: B,
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    metrics: Metrics,
+    method: MethodLabels,
+    start: Instant,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Pending {
+    fn finish(self, code: tonic::Code) {
+        self.metrics
+            .handled(&self.method, code, self.start.elapsed());
+    }
+}
+
+impl<B> Metered<B> {
+    fn wrap(
+        response: Response<B>,
+        metrics: Metrics,
+        method: MethodLabels,
+        start: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Response<Self> {
+        let pending = Pending {
+            metrics,
+            method,
+            start,
+            _permit: permit,
+        };
+        // A status in the headers is a trailers-only response: the call is over.
+        let pending = match grpc_status(response.headers()) {
+            Some(code) => {
+                pending.finish(code);
+                None
+            }
+            None => Some(pending),
+        };
+        response.map(|inner| Self { inner, pending })
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from)
+}
+
+impl<B: Default> Default for Metered<B> {
+    fn default() -> Self {
+        Self {
+            inner: B::default(),
+            pending: None,
+        }
+    }
+}
+
+impl<B> HttpBody for Metered<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let code = match &polled {
+            Poll::Ready(Some(Ok(frame))) => frame
+                .trailers_ref()
+                .map(|t| grpc_status(t).unwrap_or(tonic::Code::Unknown)),
+            Poll::Ready(Some(Err(_))) => Some(tonic::Code::Internal),
+            Poll::Ready(None) => Some(tonic::Code::Unknown),
+            Poll::Pending => None,
+        };
+        if let Some(code) = code
+            && let Some(pending) = this.pending.take()
+        {
+            pending.finish(code);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Metered<B> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            pending.finish(tonic::Code::Cancelled);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_allows_the_burst_then_says_when_to_retry() {
+        let limiter = RateLimiter::new(10.0, 3);
+        for _ in 0..3 {
+            assert!(limiter.check("a").is_ok());
+        }
+        let wait = limiter.check("a").unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
+        // Another client has its own bucket.
+        assert!(limiter.check("b").is_ok());
+    }
+
+    #[test]
+    fn method_labels_are_bounded_to_known_rpcs() {
+        let table = MethodTable::new();
+        let known = table.labels("/patron.scoring.v1.ScoringService/GetScore");
+        assert_eq!(known.grpc_method, "GetScore");
+        assert_eq!(known.grpc_type, "unary");
+        let stream = table.labels("/patron.campaign.v1.CampaignService/StreamTargets");
+        assert_eq!(stream.grpc_type, "server_stream");
+        let junk = table.labels("/made.up.Service/Whatever");
+        assert_eq!(junk.grpc_service, "unknown");
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,623 @@
+//! Operations: authentication (tokens, JWT), metrics, rate limits, load
+//! shedding and TLS, over real gRPC against a running server. (Shutdown of
+//! the real binary under SIGTERM is in `crates/patron/tests/cli.rs`.)
+
+use std::{path::Path, time::Duration};
+
+use patron_runtime::ServiceKind;
+use patron_tests::{Backend, TestApp, pb::profile as profile_pb};
+use secrecy::SecretString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::{Code, Request};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use tonic_types::StatusExt;
+
+const TOKEN: &str = "s3cret-token-for-tests";
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut req = Request::new(message);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+fn get(id: &str) -> profile_pb::GetCustomerRequest {
+    profile_pb::GetCustomerRequest { id: id.into() }
+}
+
+fn new_customer(external_id: &str) -> profile_pb::CreateCustomerRequest {
+    profile_pb::CreateCustomerRequest {
+        customer: Some(profile_pb::Customer {
+            external_id: external_id.into(),
+            region: "East".into(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    }
+}
+
+/// `GET /metrics` over plain HTTP/1.1.
+async fn scrape(app: &TestApp) -> String {
+    let addr = app.metrics_addr.expect("metrics_addr set");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: patron\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the sample `name{labels}` (labels exactly as rendered).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_every_rpc_but_health() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.auth.tokens = vec![SecretString::from("other-token"), SecretString::from(TOKEN)];
+    })
+    .await
+    else {
+        return;
+    };
+    let mut profile = app.profile();
+
+    let missing = profile.get_customer(get("nobody")).await.unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated, "{missing:?}");
+    assert!(missing.message().contains("Bearer"), "{missing:?}");
+
+    let wrong = profile
+        .get_customer(with_token(get("nobody"), "guess"))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert!(
+        !wrong.message().contains("guess"),
+        "the credential is not echoed"
+    );
+
+    let mut malformed = Request::new(get("nobody"));
+    malformed
+        .metadata_mut()
+        .insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
+    assert_eq!(
+        profile.get_customer(malformed).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+
+    // A valid token reaches the handler: NOT_FOUND is the handler's answer.
+    let found = profile
+        .get_customer(with_token(get("nobody"), TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(found.code(), Code::NotFound);
+    let created = profile
+        .create_customer(with_token(new_customer("auth-1"), TOKEN))
+        .await
+        .expect("create with a token")
+        .into_inner();
+
+    // Health needs no credentials (probes).
+    let health = app
+        .health()
+        .check(HealthCheckRequest {
+            service: ServiceKind::Profile.grpc_name().into(),
+        })
+        .await
+        .expect("health is open")
+        .into_inner();
+    assert_eq!(health.status, ServingStatus::Serving as i32);
+
+    // Services call each other with this process's token: campaign's
+    // follower reads the profile feed and sees the customer.
+    let mut campaign = app.campaign();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let preview = campaign
+            .preview_segment(with_token(
+                patron_tests::pb::campaign::PreviewSegmentRequest {
+                    expression: "customer.region = \"East\"".into(),
+                    sample_size: 5,
+                },
+                TOKEN,
+            ))
+            .await
+            .expect("preview")
+            .into_inner();
+        if preview.sample.iter().any(|c| c.customer_id == created.id) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "campaign never saw the customer through the authenticated feed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_issuer_audience_and_expiry_are_checked() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    const SECRET: &str = "a-shared-hs256-secret-of-enough-length";
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.auth.jwt = Some(patron_runtime::config::JwtSettings {
+            issuer: "https://issuer.example".into(),
+            audience: "patron".into(),
+            algorithm: "HS256".into(),
+            key: SecretString::from(SECRET),
+            leeway_secs: 0,
+        });
+        // The services' own calls to each other use a static peer token.
+        s.auth.peer_token = Some(SecretString::from(TOKEN));
+    })
+    .await
+    else {
+        return;
+    };
+    let now = chrono::Utc::now().timestamp();
+    let mint = |iss: &str, aud: &str, exp: i64, secret: &str| {
+        encode(
+            &Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({ "iss": iss, "aud": aud, "exp": exp, "sub": "svc-a" }),
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let mut profile = app.profile();
+    let call = |token: String| {
+        let mut profile = profile.clone();
+        async move {
+            profile
+                .get_customer(with_token(get("nobody"), &token))
+                .await
+        }
+    };
+
+    let ok = call(mint("https://issuer.example", "patron", now + 600, SECRET)).await;
+    assert_eq!(
+        ok.unwrap_err().code(),
+        Code::NotFound,
+        "a valid JWT reaches the handler"
+    );
+
+    let forged = call(mint(
+        "https://issuer.example",
+        "patron",
+        now + 600,
+        "not-the-key",
+    ))
+    .await;
+    assert_eq!(forged.unwrap_err().code(), Code::Unauthenticated);
+
+    let expired = call(mint("https://issuer.example", "patron", now - 600, SECRET))
+        .await
+        .unwrap_err();
+    assert_eq!(expired.code(), Code::Unauthenticated);
+    assert!(expired.message().contains("expired"), "{expired:?}");
+
+    let other_audience = call(mint("https://issuer.example", "billing", now + 600, SECRET)).await;
+    assert_eq!(other_audience.unwrap_err().code(), Code::PermissionDenied);
+    let other_issuer = call(mint("https://evil.example", "patron", now + 600, SECRET)).await;
+    assert_eq!(other_issuer.unwrap_err().code(), Code::PermissionDenied);
+
+    let garbage = profile
+        .get_customer(with_token(get("nobody"), "not.a.jwt"))
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::Unauthenticated);
+}
+
+async fn metrics_count_calls_by_method_and_code(app: TestApp) {
+    let mut profile = app.profile();
+    profile
+        .create_customer(new_customer("metrics-1"))
+        .await
+        .expect("create");
+    for _ in 0..2 {
+        let err = profile.get_customer(get("nobody")).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+    }
+    // A streaming call: the code is counted when the stream ends.
+    let mut stream = profile
+        .stream_changes(profile_pb::StreamChangesRequest {
+            after_sequence: 0,
+            max_batch_size: 0,
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let _ = stream.message().await.expect("first batch");
+    drop(stream);
+
+    let svc = ServiceKind::Profile.grpc_name();
+    // The followers and scrapes run concurrently; poll until the
+    // cancelled stream's outcome has been recorded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(&app).await;
+        let cancelled = format!(
+            "grpc_server_handled_total{{grpc_type=\"server_stream\",grpc_service=\"{svc}\",grpc_method=\"StreamChanges\",grpc_code=\"Canceled\"}}"
+        );
+        if sample(&text, &cancelled).is_some_and(|v| v >= 1.0) {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Canceled stream in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let series = |name: &str, method: &str, extra: &str| {
+        format!(
+            "{name}{{grpc_type=\"unary\",grpc_service=\"{svc}\",grpc_method=\"{method}\"{extra}}}"
+        )
+    };
+    assert_eq!(
+        sample(
+            &text,
+            &series("grpc_server_started_total", "GetCustomer", "")
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &series(
+                "grpc_server_handled_total",
+                "GetCustomer",
+                ",grpc_code=\"NotFound\""
+            )
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &series(
+                "grpc_server_handled_total",
+                "CreateCustomer",
+                ",grpc_code=\"OK\""
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &series("grpc_server_handling_seconds_count", "GetCustomer", "")
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "grpc_server_handling_seconds_bucket{{le=\"+Inf\",grpc_type=\"unary\",grpc_service=\"{svc}\",grpc_method=\"GetCustomer\"}} 2"
+        )) || text.contains(&format!(
+            "grpc_server_handling_seconds_bucket{{grpc_type=\"unary\",grpc_service=\"{svc}\",grpc_method=\"GetCustomer\",le=\"+Inf\"}} 2"
+        )),
+        "{text}"
+    );
+    for name in [
+        "patron_cache_hits_total",
+        "patron_cache_misses_total",
+        "patron_cache_fallbacks_total",
+        "patron_db_pool_connections",
+        "patron_db_pool_idle",
+    ] {
+        assert!(sample(&text, name).is_some(), "{name} missing:\n{text}");
+    }
+    let pool_max = sample(&text, "patron_db_pool_max").expect("pool max");
+    assert_eq!(pool_max, f64::from(app.settings.database.max_connections));
+    // Campaign and scoring follow the profile feed: their positions are exported.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(&app).await;
+        if text
+            .lines()
+            .any(|l| l.starts_with("patron_feed_position{") && !l.ends_with(" 0"))
+        {
+            assert!(text.contains("patron_feed_lag_seconds{"), "{text}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no feed position:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Made-up paths do not create label values.
+    let mut health = app.health();
+    let _ = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(!scrape(&app).await.contains("made.up"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_sqlite() {
+    if let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+    {
+        metrics_count_calls_by_method_and_code(app).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_postgres() {
+    if let Some(app) = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+    {
+        metrics_count_calls_by_method_and_code(app).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_gets_resource_exhausted_with_retry_info() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        // The first token is what the services present to each other; the
+        // services' own polling is not limited, and takes no client's budget.
+        s.auth.tokens = ["peer-only", "noisy", "quiet"]
+            .map(SecretString::from)
+            .to_vec();
+        s.limits.rate_per_client = 0.5;
+        s.limits.burst = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut profile = app.profile();
+    for i in 0..3 {
+        let err = profile
+            .get_customer(with_token(get("nobody"), "noisy"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "call {i} is within the burst");
+    }
+    let limited = profile
+        .get_customer(with_token(get("nobody"), "noisy"))
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    let retry = limited
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo with a delay");
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(2),
+        "{retry:?}"
+    );
+    // Another client has its own budget; health is never limited.
+    let other = profile
+        .get_customer(with_token(get("nobody"), "quiet"))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::NotFound);
+    for _ in 0..10 {
+        app.health()
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health is not rate limited");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_max_in_flight_are_shed_with_unavailable() {
+    const LIMIT: u32 = 6;
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.limits.max_in_flight = LIMIT;
+    })
+    .await
+    else {
+        return;
+    };
+    // Following streams stay open, each holding a slot (as do the
+    // services' own feed followers); the limit is reached within LIMIT opens.
+    let mut profile = app.profile();
+    let mut open = Vec::new();
+    let shed = loop {
+        match profile
+            .stream_changes(profile_pb::StreamChangesRequest {
+                after_sequence: 0,
+                max_batch_size: 0,
+            })
+            .await
+        {
+            Ok(stream) => open.push(stream.into_inner()),
+            Err(status) => break status,
+        }
+        assert!(open.len() <= LIMIT as usize, "never shed");
+    };
+    assert_eq!(shed.code(), Code::Unavailable, "{shed:?}");
+    assert!(shed.get_error_details().retry_info().is_some());
+    // Probes still answer, and closing streams frees the slots.
+    app.health()
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health under load");
+    drop(open);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match profile.get_customer(get("nobody")).await {
+            Err(s) if s.code() == Code::NotFound => break,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "slots not released: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A CA, a server certificate for localhost signed by it, and a client
+/// certificate from an unrelated CA, as PEM files in `dir`.
+struct Pki {
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    rogue_cert: String,
+    rogue_key: String,
+    ca_pem: String,
+}
+
+fn make_pki(dir: &Path) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+
+    let rogue_ca_key = KeyPair::generate().unwrap();
+    let mut rogue_ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    rogue_ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let rogue_issuer = rcgen::Issuer::new(rogue_ca_params, rogue_ca_key);
+    let rogue_key = KeyPair::generate().unwrap();
+    let rogue = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&rogue_key, &rogue_issuer)
+        .unwrap();
+
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    Pki {
+        ca: write("ca.pem", ca.pem()),
+        cert: write("server.pem", cert.pem()),
+        key: write("server.key", key.serialize_pem()),
+        rogue_cert: rogue.pem(),
+        rogue_key: rogue_key.serialize_pem(),
+        ca_pem: ca.pem(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_certificates_from_the_client_ca() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.tls.cert = Some(pki.cert.clone());
+        s.tls.key = Some(pki.key.clone());
+        s.tls.client_ca = Some(pki.ca.clone());
+        s.tls.peer_ca = Some(pki.ca.clone());
+    })
+    .await
+    else {
+        return;
+    };
+    // The harness calls with the deployment's certificate: accepted.
+    let created = app
+        .profile()
+        .create_customer(new_customer("tls-1"))
+        .await
+        .expect("a certificate from the client CA is accepted")
+        .into_inner();
+
+    let url = format!("https://127.0.0.1:{}", app.port);
+    let tls = || {
+        ClientTlsConfig::new()
+            .domain_name("localhost")
+            .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+    };
+    let call = |tls: ClientTlsConfig| {
+        let url = url.clone();
+        async move {
+            let channel = Endpoint::from_shared(url)
+                .unwrap()
+                .connect_timeout(Duration::from_secs(5))
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await;
+            match channel {
+                Err(e) => Err(format!("connect: {e}")),
+                Ok(channel) => {
+                    profile_pb::customer_profile_service_client::CustomerProfileServiceClient::new(
+                        channel,
+                    )
+                    .get_customer(get("nobody"))
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+                }
+            }
+        }
+    };
+    let rogue = call(tls().identity(Identity::from_pem(&pki.rogue_cert, &pki.rogue_key))).await;
+    assert!(
+        rogue.is_err(),
+        "a certificate from another CA must be refused"
+    );
+    let anonymous = call(tls()).await;
+    assert!(
+        anonymous.is_err(),
+        "a client without a certificate must be refused"
+    );
+
+    // Plain text to a TLS port fails too.
+    let plain = profile_pb::customer_profile_service_client::CustomerProfileServiceClient::new(
+        Endpoint::from_shared(format!("http://127.0.0.1:{}", app.port))
+            .unwrap()
+            .connect_lazy(),
+    )
+    .get_customer(get("nobody"))
+    .await;
+    assert!(plain.is_err());
+
+    // The services reach each other over mTLS: campaign's feed follower
+    // sees the customer created above.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let preview = app
+            .campaign()
+            .preview_segment(patron_tests::pb::campaign::PreviewSegmentRequest {
+                expression: "customer.region = \"East\"".into(),
+                sample_size: 5,
+            })
+            .await
+            .expect("preview")
+            .into_inner();
+        if preview.sample.iter().any(|c| c.customer_id == created.id) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "campaign never saw the customer over mTLS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
