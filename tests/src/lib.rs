@@ -176,6 +176,12 @@ impl TestApp {
         Some(Self::start(backend, settings, tempdir).await)
     }
 
+    /// Another server on the same database, as a second replica of every
+    /// service would run (it must not outlive `self`, which owns the files).
+    pub async fn spawn_replica(&self) -> TestApp {
+        Self::start(self.backend, self.settings.clone(), None).await
+    }
+
     /// Stops this server and starts a new one on the same database.
     pub async fn restart(mut self) -> Self {
         let tempdir = self._tempdir.take();

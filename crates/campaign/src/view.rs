@@ -21,6 +21,7 @@ use patron_runtime::{
     feed::{BoxFuture, FeedConsumer, every, follow, pull_feedback_summaries, pull_scores},
 };
 use patron_store::campaign::{CampaignStore, CustomerChange, FeedChange};
+use patron_store::cursor::Advance;
 
 const FEED_CONSUMER: &str = "profile-feed";
 const SCORE_CONSUMER: &str = "scores";
@@ -140,7 +141,7 @@ impl FeedConsumer for ProfileFeed {
     fn apply(
         &self,
         events: Vec<ChangeEvent>,
-        last_sequence: i64,
+        advance: Advance,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
         let changes = events
             .into_iter()
@@ -156,7 +157,7 @@ impl FeedConsumer for ProfileFeed {
                 Change::Event(_) | Change::Interaction(_) => None,
             })
             .collect();
-        Box::pin(self.0.apply_feed(FEED_CONSUMER, changes, last_sequence))
+        Box::pin(self.0.apply_feed(FEED_CONSUMER, changes, advance))
     }
 }
 
@@ -170,8 +171,8 @@ async fn sync_scores(store: &CampaignStore, channel: &Channel) -> Result<(), Str
         channel,
         after,
         |s| (s.customer_id.clone(), score_fields(&s)),
-        |rows: Vec<(String, ScoreFields)>, ack| async move {
-            store.apply_scores(SCORE_CONSUMER, &rows, ack).await
+        |rows: Vec<(String, ScoreFields)>, advance| async move {
+            store.apply_scores(SCORE_CONSUMER, &rows, advance).await
         },
     )
     .await
@@ -194,8 +195,10 @@ async fn sync_feedback(store: &CampaignStore, channel: &Channel) -> Result<(), S
             };
             (s.customer_id, fields)
         },
-        |rows: Vec<(String, FeedbackFields)>, ack| async move {
-            store.apply_feedback(FEEDBACK_CONSUMER, &rows, ack).await
+        |rows: Vec<(String, FeedbackFields)>, advance| async move {
+            store
+                .apply_feedback(FEEDBACK_CONSUMER, &rows, advance)
+                .await
         },
     )
     .await

@@ -9,6 +9,7 @@ use patron_runtime::{
     ServiceContext,
     feed::{BoxFuture, FeedConsumer, follow},
 };
+use patron_store::cursor::Advance;
 use patron_store::feedback::FeedbackStore;
 
 const CONSUMER: &str = "erasures";
@@ -23,7 +24,7 @@ impl FeedConsumer for Erasures {
     fn apply(
         &self,
         events: Vec<ChangeEvent>,
-        last_sequence: i64,
+        advance: Advance,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
         Box::pin(async move {
             let erased: Vec<String> = events
@@ -36,9 +37,7 @@ impl FeedConsumer for Erasures {
             if !erased.is_empty() {
                 tracing::info!(customers = erased.len(), "applying erasures");
             }
-            self.0
-                .apply_erasures(CONSUMER, &erased, last_sequence)
-                .await
+            self.0.apply_erasures(CONSUMER, &erased, advance).await
         })
     }
 }

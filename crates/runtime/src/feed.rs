@@ -18,6 +18,8 @@ use patron_proto::profile::{
     customer_profile_service_client::CustomerProfileServiceClient,
 };
 
+use patron_store::cursor::{Advance, CURSOR_MOVED};
+
 use crate::{ServiceContext, ServiceKind};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -26,11 +28,14 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait FeedConsumer: Send + Sync + 'static {
     /// The last sequence this consumer applied (0 before the first batch).
     fn cursor(&self) -> BoxFuture<'_, Result<i64, ApiError>>;
-    /// Applies `events` and records `last_sequence` as the new cursor, atomically.
+    /// Applies `events` and moves the cursor as `advance` says (from the
+    /// sequence they follow to the last one), atomically; another replica
+    /// having moved it first fails the whole batch with
+    /// [`CURSOR_MOVED`](patron_store::cursor::CURSOR_MOVED).
     fn apply(
         &self,
         events: Vec<ChangeEvent>,
-        last_sequence: i64,
+        advance: Advance,
     ) -> BoxFuture<'_, Result<(), ApiError>>;
 }
 
@@ -59,8 +64,13 @@ pub fn follow(ctx: &ServiceContext, name: &'static str, consumer: Arc<dyn FeedCo
                         std::time::SystemTime::now().duration_since(committed).ok()
                     });
                     metrics.feed_applied(name, position, lag);
-                }) => {
-                    if let Err(e) = result {
+                }) => match result {
+                    Ok(()) => {
+                        // Another replica applied the batch: resume from its cursor.
+                        tracing::debug!(consumer = name, "cursor moved by another replica; resuming");
+                        delay = Duration::from_millis(100);
+                    }
+                    Err(e) => {
                         tracing::warn!(consumer = name, error = %e, retry_in_ms = delay.as_millis() as u64, "change feed consumer stopped");
                     }
                 }
@@ -74,12 +84,14 @@ pub fn follow(ctx: &ServiceContext, name: &'static str, consumer: Arc<dyn FeedCo
     });
 }
 
+/// Follows the feed until it fails (`Err`) or another replica moves the
+/// cursor first (`Ok`).
 async fn run(
     mut client: CustomerProfileServiceClient<crate::peers::PeerChannel>,
     consumer: &dyn FeedConsumer,
     applied: impl Fn(i64, Option<prost_types::Timestamp>),
 ) -> Result<(), String> {
-    let after = consumer.cursor().await.map_err(|e| e.to_string())?;
+    let mut after = consumer.cursor().await.map_err(|e| e.to_string())?;
     let mut stream = client
         .stream_changes(StreamChangesRequest {
             after_sequence: after,
@@ -94,10 +106,21 @@ async fn run(
         else {
             continue;
         };
-        consumer
-            .apply(message.events, last)
+        match consumer
+            .apply(
+                message.events,
+                Advance {
+                    from: after,
+                    to: last,
+                },
+            )
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(()) => {}
+            Err(e) if e.reason == CURSOR_MOVED => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+        after = last;
         applied(last, commit_time);
     }
     Err("the change stream ended".into())
@@ -107,6 +130,8 @@ async fn run(
 /// revision order) that started after revision `after`. A revision may
 /// continue in the next message, so each message acknowledges only the
 /// revisions complete so far; the end of the stream completes the last one.
+/// When another replica moved the cursor first, the pass ends early (`Ok`):
+/// the next one starts from that replica's cursor.
 pub async fn drain_revisions<T, S, A, Fut>(
     after: i64,
     mut stream: S,
@@ -114,9 +139,17 @@ pub async fn drain_revisions<T, S, A, Fut>(
 ) -> Result<(), String>
 where
     S: futures::Stream<Item = Result<(Vec<T>, Vec<i64>), tonic::Status>> + Unpin,
-    A: FnMut(Vec<T>, i64) -> Fut,
+    A: FnMut(Vec<T>, Advance) -> Fut,
     Fut: std::future::Future<Output = Result<(), ApiError>>,
 {
+    let moved = |e: ApiError| {
+        if e.reason == CURSOR_MOVED {
+            Ok(())
+        } else {
+            Err(e.to_string())
+        }
+    };
+    let mut acked = after;
     let mut last = after;
     while let Some(message) = stream.next().await {
         let (rows, revisions) = message.map_err(|s| s.to_string())?;
@@ -124,12 +157,23 @@ where
             continue;
         };
         last = newest;
-        apply(rows, (newest - 1).max(after))
-            .await
-            .map_err(|e| e.to_string())?;
+        let to = (newest - 1).max(after);
+        if let Err(e) = apply(rows, Advance { from: acked, to }).await {
+            return moved(e);
+        }
+        acked = to;
     }
-    if last > after {
-        apply(Vec::new(), last).await.map_err(|e| e.to_string())?;
+    if last > acked
+        && let Err(e) = apply(
+            Vec::new(),
+            Advance {
+                from: acked,
+                to: last,
+            },
+        )
+        .await
+    {
+        return moved(e);
     }
     Ok(())
 }
@@ -145,7 +189,7 @@ pub async fn pull_scores<T, M, A, Fut>(
 ) -> Result<(), String>
 where
     M: Fn(patron_proto::scoring::CustomerScore) -> T,
-    A: FnMut(Vec<T>, i64) -> Fut,
+    A: FnMut(Vec<T>, Advance) -> Fut,
     Fut: Future<Output = Result<(), ApiError>>,
 {
     use patron_proto::scoring::{
@@ -173,7 +217,7 @@ pub async fn pull_feedback_summaries<T, M, A, Fut>(
 ) -> Result<(), String>
 where
     M: Fn(patron_proto::feedback::CustomerFeedbackSummary) -> T,
-    A: FnMut(Vec<T>, i64) -> Fut,
+    A: FnMut(Vec<T>, Advance) -> Fut,
     Fut: Future<Output = Result<(), ApiError>>,
 {
     use patron_proto::feedback::{

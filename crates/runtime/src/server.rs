@@ -408,14 +408,16 @@ pub async fn run_service_binary(modules: &[ServiceModule]) -> std::process::Exit
     let mut config_file = None;
     let mut addr = None;
     let mut metrics_addr = None;
+    let mut probe = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--probe" => probe = true,
             "--config" => config_file = args.next().map(std::path::PathBuf::from),
             "--addr" => addr = args.next(),
             "--metrics-addr" => metrics_addr = args.next(),
             "-h" | "--help" => {
                 println!(
-                    "usage: {} [--config FILE] [--addr HOST:PORT] [--metrics-addr HOST:PORT]\nconfiguration: docs/operations.md (PATRON_* variables, DATABASE_URL, REDIS_URL)",
+                    "usage: {} [--config FILE] [--addr HOST:PORT] [--metrics-addr HOST:PORT] [--probe]\n  --probe  check grpc.health of the server this configuration describes and exit 0 when SERVING (container health checks)\nconfiguration: docs/operations.md (PATRON_* variables, DATABASE_URL, REDIS_URL)",
                     std::env::args().next().unwrap_or_default()
                 );
                 return std::process::ExitCode::SUCCESS;
@@ -452,6 +454,9 @@ pub async fn run_service_binary(modules: &[ServiceModule]) -> std::process::Exit
         }
     }
     settings.services = modules.iter().map(|m| m.kind).collect();
+    if probe {
+        return probe_health(&settings).await;
+    }
     crate::telemetry::init(&settings.log);
     match serve(settings, modules).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -461,6 +466,50 @@ pub async fn run_service_binary(modules: &[ServiceModule]) -> std::process::Exit
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `--probe`: asks the server at `server.addr` (over TLS, with the
+/// configured certificates, when `tls.*` is set) whether each of its
+/// services is SERVING. For container health checks in images without a
+/// shell; Kubernetes uses its native gRPC probe instead.
+async fn probe_health(settings: &Settings) -> std::process::ExitCode {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let kinds = settings.effective_services();
+    let peers = match Peers::new(settings, settings.server.addr, &kinds) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    for kind in kinds {
+        let Some(channel) = peers.channel(kind) else {
+            continue;
+        };
+        let mut client = HealthClient::new(channel);
+        let check = client.check(HealthCheckRequest {
+            service: kind.grpc_name().into(),
+        });
+        match tokio::time::timeout(Duration::from_secs(3), check).await {
+            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => {}
+            Ok(Ok(r)) => {
+                eprintln!("{}: {:?}", kind.grpc_name(), r.get_ref().status());
+                return std::process::ExitCode::FAILURE;
+            }
+            Ok(Err(status)) => {
+                eprintln!("{}: {}", kind.grpc_name(), status.message());
+                return std::process::ExitCode::FAILURE;
+            }
+            Err(_) => {
+                eprintln!("{}: no answer within 3 s", kind.grpc_name());
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("SERVING");
+    std::process::ExitCode::SUCCESS
 }
 
 /// Builds and runs an application until it stops.

@@ -10,6 +10,7 @@ use patron_runtime::{
     ServiceContext, ServiceKind,
     feed::{BoxFuture, FeedConsumer, every, follow, pull_feedback_summaries},
 };
+use patron_store::cursor::Advance;
 use patron_store::scoring::{FeedbackSignals, ProductRow, ReadModelBatch, ScoringStore};
 
 const CONSUMER: &str = "read-model";
@@ -32,7 +33,7 @@ impl FeedConsumer for ReadModel {
     fn apply(
         &self,
         events: Vec<ChangeEvent>,
-        last_sequence: i64,
+        advance: Advance,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
         let mut batch = ReadModelBatch::default();
         for event in events {
@@ -58,7 +59,7 @@ impl FeedConsumer for ReadModel {
                 Some(Change::Event(_)) | None => {}
             }
         }
-        Box::pin(self.0.apply(CONSUMER, batch, last_sequence))
+        Box::pin(self.0.apply(CONSUMER, batch, advance))
     }
 }
 
@@ -76,7 +77,7 @@ impl FeedConsumer for ProductRollup {
     fn apply(
         &self,
         events: Vec<ChangeEvent>,
-        last_sequence: i64,
+        advance: Advance,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
         let rows: Vec<ProductRow> = events
             .into_iter()
@@ -98,7 +99,7 @@ impl FeedConsumer for ProductRollup {
                 _ => None,
             })
             .collect();
-        Box::pin(async move { self.0.apply_products(PRODUCTS, &rows, last_sequence).await })
+        Box::pin(async move { self.0.apply_products(PRODUCTS, &rows, advance).await })
     }
 }
 
@@ -121,8 +122,8 @@ async fn sync_feedback(store: &ScoringStore, channel: &Channel) -> Result<(), St
             };
             (s.customer_id, signals)
         },
-        |rows: Vec<(String, FeedbackSignals)>, ack| async move {
-            store.apply_feedback(FEEDBACK, &rows, ack).await
+        |rows: Vec<(String, FeedbackSignals)>, advance| async move {
+            store.apply_feedback(FEEDBACK, &rows, advance).await
         },
     )
     .await

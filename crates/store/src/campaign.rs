@@ -842,7 +842,7 @@ impl CampaignStore {
         &self,
         consumer: &str,
         changes: Vec<FeedChange>,
-        last_sequence: i64,
+        advance: cursor::Advance,
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
         let ids: Vec<String> = {
@@ -931,7 +931,7 @@ impl CampaignStore {
             let rows: Vec<&ViewRow> = rows.values().collect();
             upsert_rows(&txn, &rows, revision).await?;
         }
-        cursor::save(&txn, "campaign_feed_cursor", consumer, last_sequence).await?;
+        cursor::save(&txn, "campaign_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
     }
 
@@ -941,13 +941,13 @@ impl CampaignStore {
         &self,
         consumer: &str,
         scores: &[(String, ScoreFields)],
-        revision: i64,
+        advance: cursor::Advance,
     ) -> Result<(), ApiError> {
         let rows = scores
             .iter()
             .map(|(id, s)| (id.clone(), score_values(Some(s))))
             .collect();
-        self.apply_columns(consumer, &SCORE_COLUMNS, rows, revision)
+        self.apply_columns(consumer, &SCORE_COLUMNS, rows, advance)
             .await
     }
 
@@ -957,13 +957,13 @@ impl CampaignStore {
         &self,
         consumer: &str,
         summaries: &[(String, FeedbackFields)],
-        revision: i64,
+        advance: cursor::Advance,
     ) -> Result<(), ApiError> {
         let rows = summaries
             .iter()
             .map(|(id, f)| (id.clone(), feedback_values(f).to_vec()))
             .collect();
-        self.apply_columns(consumer, &FEEDBACK_COLUMNS, rows, revision)
+        self.apply_columns(consumer, &FEEDBACK_COLUMNS, rows, advance)
             .await
     }
 
@@ -975,7 +975,7 @@ impl CampaignStore {
         consumer: &str,
         columns: &[&'static str],
         rows: Vec<(String, Vec<SimpleExpr>)>,
-        ack: i64,
+        advance: cursor::Advance,
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
         if !rows.is_empty() {
@@ -1000,7 +1000,7 @@ impl CampaignStore {
                 txn.execute(&q).await.map_err(db_error)?;
             }
         }
-        cursor::save(&txn, "campaign_feed_cursor", consumer, ack).await?;
+        cursor::save(&txn, "campaign_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
     }
 

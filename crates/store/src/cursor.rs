@@ -1,6 +1,12 @@
 //! Change-feed cursors of consumers in other services: one row per consumer
 //! in the consuming service's own cursor table, written in the same
 //! transaction as the effects of the batch it acknowledges.
+//!
+//! The move is a compare-and-set from the cursor the batch was read after,
+//! so replicas of a service can all follow the same feed: the first to
+//! commit a batch wins, the others' transactions fail with ABORTED
+//! (`CURSOR_MOVED`) and roll back, and they resume from the new cursor.
+//! Nothing is applied twice, however many replicas run.
 
 use patron_domain::ApiError;
 use sea_orm::{
@@ -28,25 +34,62 @@ pub(crate) async fn load<C: ConnectionTrait>(
     row.map_or(Ok(0), |r| r.try_get("", "after_sequence").map_err(db_error))
 }
 
-/// Records `sequence` as acknowledged, inside the caller's transaction.
+/// A batch's place in a feed: it was read after `from` and acknowledges `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advance {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// The reason of the ABORTED error when another replica moved the cursor first.
+pub const CURSOR_MOVED: &str = "CURSOR_MOVED";
+
+/// Moves the cursor `from` -> `to` inside the caller's transaction, or
+/// fails with ABORTED (`CURSOR_MOVED`) when it is no longer at `from`.
 pub(crate) async fn save<C: ConnectionTrait>(
     db: &C,
     table: &'static str,
     consumer: &str,
-    sequence: i64,
+    advance: Advance,
 ) -> Result<(), ApiError> {
-    db.execute(
-        Query::insert()
-            .into_table(table)
-            .columns(["consumer", "after_sequence"])
-            .values_panic([consumer.into(), sequence.into()])
-            .on_conflict(
-                OnConflict::column("consumer")
-                    .update_column("after_sequence")
-                    .to_owned(),
-            ),
-    )
-    .await
-    .map_err(db_error)?;
-    Ok(())
+    // On PostgreSQL the UPDATE locks the row: a competing replica waits for
+    // this transaction, then finds the cursor moved and updates nothing.
+    let updated = db
+        .execute(
+            Query::update()
+                .table(table)
+                .value("after_sequence", advance.to)
+                .and_where(Expr::col("consumer").eq(consumer))
+                .and_where(Expr::col("after_sequence").eq(advance.from)),
+        )
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+    if updated == 1 {
+        return Ok(());
+    }
+    if advance.from == 0 {
+        // The first batch: no row yet, unless a competitor just made one.
+        let inserted = db
+            .execute(
+                Query::insert()
+                    .into_table(table)
+                    .columns(["consumer", "after_sequence"])
+                    .values_panic([consumer.into(), advance.to.into()])
+                    .on_conflict(OnConflict::column("consumer").do_nothing().to_owned()),
+            )
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        if inserted == 1 {
+            return Ok(());
+        }
+    }
+    Err(ApiError::aborted(
+        CURSOR_MOVED,
+        format!(
+            "the {consumer} cursor is no longer at {}: another replica applied this batch",
+            advance.from
+        ),
+    ))
 }

@@ -817,7 +817,7 @@ impl FeedbackStore {
         &self,
         consumer: &str,
         customer_ids: &[String],
-        cursor: i64,
+        advance: crate::cursor::Advance,
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
         if !customer_ids.is_empty() {
@@ -839,7 +839,7 @@ impl FeedbackStore {
             .await
             .map_err(db_error)?;
         }
-        crate::cursor::save(&txn, "feedback_feed_cursor", consumer, cursor).await?;
+        crate::cursor::save(&txn, "feedback_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
     }
 }

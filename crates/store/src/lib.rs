@@ -6,7 +6,7 @@
 
 mod bulk;
 pub mod campaign;
-mod cursor;
+pub mod cursor;
 mod error;
 pub mod feedback;
 pub mod paging;

@@ -154,7 +154,7 @@ impl ScoringStore {
         &self,
         consumer: &str,
         batch: ReadModelBatch,
-        cursor: i64,
+        advance: crate::cursor::Advance,
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
         let regions: HashMap<&str, &str> = batch
@@ -237,7 +237,7 @@ impl ScoringStore {
             .await
             .map_err(db_error)?;
         }
-        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, cursor).await?;
+        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
     }
 
@@ -247,7 +247,7 @@ impl ScoringStore {
         &self,
         consumer: &str,
         rows: &[ProductRow],
-        cursor: i64,
+        advance: crate::cursor::Advance,
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
         // (day, region, category, currency, customer) -> (transactions, quantity, amount)
@@ -296,7 +296,7 @@ impl ScoringStore {
             q.on_conflict(on_conflict.to_owned());
             txn.execute(&q).await.map_err(db_error)?;
         }
-        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, cursor).await?;
+        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
     }
 
@@ -442,7 +442,7 @@ impl ScoringStore {
         &self,
         consumer: &str,
         signals: &[(String, FeedbackSignals)],
-        revision: i64,
+        advance: crate::cursor::Advance,
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
         let columns = [
@@ -477,7 +477,7 @@ impl ScoringStore {
             );
             txn.execute(&q).await.map_err(db_error)?;
         }
-        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, revision).await?;
+        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
     }
 
