@@ -621,3 +621,88 @@ async fn mutual_tls_admits_only_certificates_from_the_client_ca() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// With `database.migrate_on_start` off (the Helm chart's migration Job
+/// migrates instead), a server waits NOT_SERVING until the schema is
+/// current, then serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_migrate_on_start_a_server_waits_for_the_migration_job() {
+    use patron_runtime::Application;
+    use patron_tests::{all_modules, fresh_database, test_settings};
+    let Some((database, _dir)) = fresh_database(Backend::Sqlite).await else {
+        return;
+    };
+    let mut settings = test_settings(database.clone());
+    settings.database.migrate_on_start = false;
+    let app = Application::build(settings, &all_modules()).await.unwrap();
+    let port = app.port();
+    let shutdown = app.shutdown_token();
+    let running = tokio::spawn(app.run_until_stopped());
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_lazy();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = |mut health: tonic_health::pb::health_client::HealthClient<_>| async move {
+        health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        status(health.clone()).await.unwrap(),
+        ServingStatus::NotServing as i32,
+        "no schema yet: not serving"
+    );
+
+    // What `patron migrate` (the Job) does.
+    let storage = patron_store::Storage::connect_lazy(&database)
+        .await
+        .unwrap();
+    let schemas: Vec<_> = ServiceKind::ALL.iter().map(|k| k.schema()).collect();
+    storage.ready(&schemas, true).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while status(health.clone()).await.unwrap() != ServingStatus::Serving as i32 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never became SERVING after the migration"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+/// A request over `server.max_message_bytes` is RESOURCE_EXHAUSTED, as the
+/// gRPC status-code spec has it, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_is_resource_exhausted() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.server.max_message_bytes = 64 * 1024;
+    })
+    .await
+    else {
+        return;
+    };
+    let customers = (0..1000)
+        .map(|i| profile_pb::Customer {
+            external_id: format!("big-{i:04}"),
+            display_name: "x".repeat(100),
+            ..Default::default()
+        })
+        .collect();
+    let err = app
+        .profile()
+        .upsert_customers(profile_pb::UpsertCustomersRequest { customers })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("too large"), "{err:?}");
+    app.profile()
+        .create_customer(new_customer("small-after-big"))
+        .await
+        .expect("the server keeps serving");
+}

@@ -528,6 +528,8 @@ impl<B> Metered<B> {
             start,
             _permit: permit,
         };
+        let mut response = response;
+        oversized_is_resource_exhausted(response.headers_mut());
         // A status in the headers is a trailers-only response: the call is over.
         let pending = match grpc_status(response.headers()) {
             Some(code) => {
@@ -537,6 +539,22 @@ impl<B> Metered<B> {
             None => Some(pending),
         };
         response.map(|inner| Self { inner, pending })
+    }
+}
+
+/// tonic answers a request larger than `server.max_message_bytes` with
+/// OUT_OF_RANGE; the gRPC status-code spec prescribes RESOURCE_EXHAUSTED
+/// ("message size exceeds limits"). No handler of ours returns OUT_OF_RANGE
+/// (`ErrorCode` has no such variant), so every one is the codec's.
+fn oversized_is_resource_exhausted(headers: &mut HeaderMap) {
+    if headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11")
+    {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
+        );
     }
 }
 

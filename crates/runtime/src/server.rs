@@ -358,7 +358,7 @@ async fn wait_for_storage(ctx: &ServiceContext, kinds: &[ServiceKind]) -> Result
     loop {
         match ctx.storage.ready(&schemas, db.migrate_on_start).await {
             Ok(()) => return Ok(()),
-            Err(e @ StoreError::Connect { .. })
+            Err(e @ (StoreError::Connect { .. } | StoreError::SchemaBehind { .. }))
                 if tokio::time::Instant::now() + delay < deadline =>
             {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "storage not ready");

@@ -20,6 +20,12 @@ pub enum StoreError {
         #[source]
         source: DbErr,
     },
+    /// `database.migrate_on_start` is off and migrations are pending: the
+    /// migration job has not run (yet). Start-up waits for it.
+    #[error(
+        "the {schema:?} schema has {pending} pending migration(s); run `patron migrate` (database.migrate_on_start is off)"
+    )]
+    SchemaBehind { schema: Schema, pending: usize },
 }
 
 /// Translates a database error where it happens: unique violations become

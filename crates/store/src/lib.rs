@@ -93,12 +93,34 @@ impl Storage {
             .execute_unprepared("SELECT 1")
             .await
             .map_err(connect_err)?;
-        if migrate {
-            for schema in schemas {
+        for schema in schemas {
+            if migrate {
                 self.migrate(*schema).await?;
+            } else {
+                let pending = self.pending_migrations(*schema).await?;
+                if pending > 0 {
+                    return Err(StoreError::SchemaBehind {
+                        schema: *schema,
+                        pending,
+                    });
+                }
             }
         }
         Ok(())
+    }
+
+    /// How many of one service's migrations are not applied (read-only).
+    pub async fn pending_migrations(&self, schema: Schema) -> Result<usize, StoreError> {
+        let db = &self.db;
+        let pending = match schema {
+            Schema::Profile => ProfileMigrator::get_pending_migrations_read_only(db).await,
+            Schema::Scoring => ScoringMigrator::get_pending_migrations_read_only(db).await,
+            Schema::Feedback => FeedbackMigrator::get_pending_migrations_read_only(db).await,
+            Schema::Campaign => CampaignMigrator::get_pending_migrations_read_only(db).await,
+        };
+        pending
+            .map(|p| p.len())
+            .map_err(|source| StoreError::Migrate { schema, source })
     }
 
     /// Applies one service's pending migrations.
