@@ -46,6 +46,7 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
         let _ = tracing::subscriber::set_global_default(patron_runtime::telemetry::subscriber(
             &settings,
             std::io::stdout,
+            None,
         ));
     }
 });

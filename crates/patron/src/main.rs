@@ -333,9 +333,21 @@ async fn main() -> ExitCode {
             if !services.is_empty() {
                 settings.services = services;
             }
-            telemetry::init(&settings.log);
+            let telemetry = match telemetry::init(
+                &settings.log,
+                &settings.tracing,
+                &settings.service_name(),
+            ) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let kinds = settings.effective_services();
-            match serve(settings, &kinds, demo).await {
+            let result = serve(settings, &kinds, demo).await;
+            telemetry.shutdown().await;
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -348,7 +360,12 @@ async fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            telemetry::init(&settings.log);
+            // Logs only: nothing here is worth a trace.
+            let _ = telemetry::init(
+                &settings.log,
+                &patron_runtime::config::TracingSettings::default(),
+                "patron",
+            );
             let kinds = if services.is_empty() {
                 ServiceKind::ALL.to_vec()
             } else {

@@ -28,6 +28,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub peers: PeerSettings,
     pub log: LogSettings,
+    pub tracing: TracingSettings,
     pub campaign: CampaignSettings,
     /// Where `/metrics` is served (`--metrics-addr`, `PATRON_METRICS_ADDR`);
     /// unset: no metrics endpoint.
@@ -307,6 +308,28 @@ impl Default for LogSettings {
     }
 }
 
+/// `tracing.*`: span export.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingSettings {
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans; default `patron-<services>`.
+    pub service_name: Option<String>,
+    /// Fraction of new traces recorded (a caller's sampling decision is followed).
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: None,
+            sample_ratio: 1.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -403,6 +426,18 @@ impl Settings {
                 "cache.ttl_jitter must be between 0 and 1".into(),
             ));
         }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return Err(ConfigError(
+                "tracing.sample_ratio must be between 0 and 1".into(),
+            ));
+        }
+        if let Some(url) = &self.tracing.otlp_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError(format!(
+                "tracing.otlp_endpoint: {url:?} must be an http:// or https:// URL"
+            )));
+        }
         if self.limits.rate_per_client < 0.0 || !self.limits.rate_per_client.is_finite() {
             return Err(ConfigError(
                 "limits.rate_per_client must be a finite number >= 0".into(),
@@ -461,6 +496,15 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// `service.name` of exported spans: `patron-<service>` for one
+    /// service, `patron` for several.
+    pub fn service_name(&self) -> String {
+        match self.effective_services().as_slice() {
+            [one] => format!("patron-{}", one.as_str()),
+            _ => "patron".to_owned(),
+        }
     }
 
     /// The services to serve (all when none are configured).

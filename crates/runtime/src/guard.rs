@@ -141,12 +141,14 @@ where
                 Ok(permit) => permit,
                 Err(status) => return Ok(finish(status.into_http(), None)),
             };
-            let trace = TraceContext::from_headers(req.headers());
+            let caller = TraceContext::from_headers(req.headers());
             let span = tracing::info_span!(
                 "grpc",
                 method = %req.uri().path(),
-                trace_id = %trace.trace_id_hex(),
+                trace_id = tracing::field::Empty,
             );
+            let trace = TraceContext::enter_call(&span, caller);
+            span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
             let response = trace
                 .scope(inner.call(req))
                 .instrument(span)

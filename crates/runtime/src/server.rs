@@ -457,8 +457,17 @@ pub async fn run_service_binary(modules: &[ServiceModule]) -> std::process::Exit
     if probe {
         return probe_health(&settings).await;
     }
-    crate::telemetry::init(&settings.log);
-    match serve(settings, modules).await {
+    let telemetry =
+        match crate::telemetry::init(&settings.log, &settings.tracing, &settings.service_name()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        };
+    let result = serve(settings, modules).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "startup failed");

@@ -3,12 +3,16 @@
 //! A call's trace id is the caller's, or a new one; it is on the call's
 //! span (so every log line of the call carries `trace_id`), and calls to
 //! peers made while handling it send a `traceparent` with the same trace
-//! id and a new parent id, so one request can be followed across services.
+//! id and this call's span id as the parent, so one request can be
+//! followed across services. With span export on, the ids are the exported
+//! span's, so logs and traces agree.
 
 use std::future::Future;
 
 use http::HeaderMap;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use rand::RngCore;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 tokio::task_local! {
     static CURRENT: TraceContext;
@@ -22,18 +26,54 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
-    /// The caller's context from `traceparent`, or a new trace when it is
-    /// absent or malformed (as the W3C spec asks: restart the trace).
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    /// The caller's context from `traceparent`; `None` when absent or
+    /// malformed (the W3C spec then asks to restart the trace).
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
         headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .and_then(Self::parse)
-            .map(|parent| Self {
+    }
+
+    /// A new span in the caller's trace, or the root of a new trace.
+    pub fn child_of(caller: Option<Self>) -> Self {
+        match caller {
+            Some(parent) => Self {
                 span_id: random_span_id(),
                 ..parent
-            })
-            .unwrap_or_else(Self::new_root)
+            },
+            None => Self::new_root(),
+        }
+    }
+
+    /// Makes `span` (a server call's, not yet entered) the child of
+    /// `caller` and returns the call's own context: the exported span's ids
+    /// when span export is on, otherwise a new span id in the caller's trace.
+    pub fn enter_call(span: &tracing::Span, caller: Option<Self>) -> Self {
+        if let Some(c) = caller {
+            let flags = if c.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            };
+            let remote = SpanContext::new(
+                TraceId::from_bytes(c.trace_id),
+                SpanId::from_bytes(c.span_id),
+                flags,
+                true,
+                TraceState::default(),
+            );
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        }
+        let exported = span.context().span().span_context().clone();
+        if exported.is_valid() {
+            return Self {
+                trace_id: exported.trace_id().to_bytes(),
+                span_id: exported.span_id().to_bytes(),
+                sampled: exported.is_sampled(),
+            };
+        }
+        Self::child_of(caller)
     }
 
     pub fn new_root() -> Self {
@@ -160,12 +200,11 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        let ctx = TraceContext::from_headers(&headers);
+        let caller = TraceContext::from_headers(&headers);
+        let ctx = TraceContext::child_of(caller);
         assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(to_hex(&ctx.span_id), "00f067aa0ba902b7");
-        assert_ne!(
-            TraceContext::from_headers(&HeaderMap::new()).trace_id,
-            [0; 16]
-        );
+        assert_eq!(TraceContext::from_headers(&HeaderMap::new()), None);
+        assert_ne!(TraceContext::child_of(None).trace_id, [0; 16]);
     }
 }
