@@ -330,6 +330,66 @@ macro_rules! backend_tests {
     };
 }
 
+/// Creates `count` customers (external ids `buyer-<n>`) whose purchases
+/// follow the BG/NBD story: each buys at its own steady rate until, after
+/// some purchase, never again; spend levels differ. Enough of them (200)
+/// let scoring fit its models. Returns their ids.
+pub async fn seed_buyers(app: &TestApp, count: usize, seed: u64) -> Vec<String> {
+    use pb::{common::Money, profile as ppb};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let now = chrono::Utc::now().timestamp();
+    let mut ids = Vec::new();
+    for c in 0..count {
+        let customer = app
+            .profile()
+            .create_customer(ppb::CreateCustomerRequest {
+                customer: Some(ppb::Customer {
+                    external_id: format!("buyer-{c}"),
+                    region: "West".into(),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .expect("create buyer")
+            .into_inner();
+        let rate: f64 = rng.random_range(0.005..0.08);
+        let drop: f64 = rng.random_range(0.05..0.5);
+        let level = rng.random_range(5..200i64);
+        let mut day = -700 + rng.random_range(0..400i64);
+        let mut transactions = Vec::new();
+        while day < 0 {
+            transactions.push(ppb::Transaction {
+                id: format!("buyer-{c}-{day}"),
+                customer_id: customer.id.clone(),
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: now + 86_400 * day,
+                    nanos: 0,
+                }),
+                amount: Some(Money {
+                    currency_code: "EUR".into(),
+                    units: level + rng.random_range(0..level),
+                    nanos: 0,
+                }),
+                quantity: 1,
+                category: "toys".into(),
+                ..Default::default()
+            });
+            if rng.random_bool(drop) {
+                break;
+            }
+            day += (-rng.random::<f64>().max(1e-9).ln() / rate).ceil() as i64;
+        }
+        app.profile()
+            .record_transactions(ppb::RecordTransactionsRequest { transactions })
+            .await
+            .expect("record purchases");
+        ids.push(customer.id);
+    }
+    ids
+}
+
 /// The `BadRequest` field paths of a failed call.
 pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt;

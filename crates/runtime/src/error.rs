@@ -46,13 +46,31 @@ pub fn to_status(err: ApiError) -> Status {
     }
     let mut details = ErrorDetails::new();
     details.set_error_info(err.reason.to_string(), ERROR_DOMAIN, HashMap::new());
-    for v in &err.violations {
-        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    for v in err.violations.iter().take(MAX_VIOLATIONS) {
+        details.add_bad_request_violation(clip(&v.field), clip(&v.description));
     }
     if err.retry_after.is_some() {
         details.set_retry_info(err.retry_after);
     }
-    Status::with_error_details(code(err.code), err.message, details)
+    Status::with_error_details(code(err.code), clip(&err.message), details)
+}
+
+/// Statuses travel in HTTP/2 headers, which clients cap (16 KiB by
+/// default; beyond it the client sees a protocol error instead of our
+/// status). Messages often quote the caller's input, so each text is
+/// clipped, and so is the number of violations.
+const MAX_TEXT: usize = 512;
+const MAX_VIOLATIONS: usize = 20;
+
+fn clip(text: &str) -> String {
+    if text.len() <= MAX_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// Turns a handler result into what tonic expects.
@@ -109,6 +127,22 @@ mod tests {
         let status = to_status(ApiError::internal("password=hunter2 in a query"));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("hunter2"));
+    }
+
+    #[test]
+    fn long_texts_are_clipped_to_fit_in_headers() {
+        let mut v = Violations::new();
+        for i in 0..100 {
+            v.add(format!("rules[{i}]"), "é".repeat(5_000));
+        }
+        let mut err = v.into_error();
+        err.message = "x".repeat(50_000);
+        let status = to_status(err);
+        assert!(status.message().len() <= MAX_TEXT + 3);
+        let bad = status.get_error_details().bad_request().unwrap().clone();
+        assert_eq!(bad.field_violations.len(), MAX_VIOLATIONS);
+        assert!(bad.field_violations[0].description.ends_with('…'));
+        assert!(status.details().len() < 16 * 1024);
     }
 
     #[test]
