@@ -13,6 +13,8 @@ ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS chef
 RUN cargo install cargo-chef --locked --version ^0.1
+# Symbols off the shipped binary (26 MB -> 20 MB); local builds keep them.
+ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 WORKDIR /src
 
 FROM chef AS planner

@@ -263,6 +263,24 @@ impl TestApp {
         }
     }
 
+    /// `GET /metrics` (the server must have `metrics_addr` set).
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.expect("metrics_addr is set");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: patron\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("response");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+
     pub fn profile(&self) -> CustomerProfileServiceClient<Channel> {
         CustomerProfileServiceClient::new(self.channel.clone())
     }
@@ -356,7 +374,8 @@ pub async fn seed_buyers(app: &TestApp, count: usize, seed: u64) -> Vec<String> 
             .into_inner();
         let rate: f64 = rng.random_range(0.005..0.08);
         let drop: f64 = rng.random_range(0.05..0.5);
-        let level = rng.random_range(5..200i64);
+        // Spend levels spread like a gamma mixture, as Gamma-Gamma assumes.
+        let level: f64 = rng.random_range(5.0..150.0f64).powf(1.3);
         let mut day = -700 + rng.random_range(0..400i64);
         let mut transactions = Vec::new();
         while day < 0 {
@@ -367,11 +386,14 @@ pub async fn seed_buyers(app: &TestApp, count: usize, seed: u64) -> Vec<String> 
                     seconds: now + 86_400 * day,
                     nanos: 0,
                 }),
-                amount: Some(Money {
-                    currency_code: "EUR".into(),
-                    units: level + rng.random_range(0..level),
-                    nanos: 0,
-                }),
+                amount: {
+                    let cents = (level * rng.random_range(60.0..140.0)) as i64;
+                    Some(Money {
+                        currency_code: "EUR".into(),
+                        units: cents / 100,
+                        nanos: (cents % 100) as i32 * 10_000_000,
+                    })
+                },
                 quantity: 1,
                 category: "toys".into(),
                 ..Default::default()
@@ -388,6 +410,18 @@ pub async fn seed_buyers(app: &TestApp, count: usize, seed: u64) -> Vec<String> 
         ids.push(customer.id);
     }
     ids
+}
+
+/// The value of the sample `series` (name and labels exactly as rendered)
+/// in a metrics scrape.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// The `BadRequest` field paths of a failed call.

@@ -5,9 +5,8 @@
 use std::{path::Path, time::Duration};
 
 use patron_runtime::ServiceKind;
-use patron_tests::{Backend, TestApp, pb::profile as profile_pb};
+use patron_tests::{Backend, TestApp, metric, pb::profile as profile_pb};
 use secrecy::SecretString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, Request};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use tonic_types::StatusExt;
@@ -34,31 +33,6 @@ fn new_customer(external_id: &str) -> profile_pb::CreateCustomerRequest {
         }),
         request_id: String::new(),
     }
-}
-
-/// `GET /metrics` over plain HTTP/1.1.
-async fn scrape(app: &TestApp) -> String {
-    let addr = app.metrics_addr.expect("metrics_addr set");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: patron\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
-
-/// The value of the sample `name{labels}` (labels exactly as rendered).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,11 +218,11 @@ async fn metrics_count_calls_by_method_and_code(app: TestApp) {
     // cancelled stream's outcome has been recorded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let text = scrape(&app).await;
+        let text = app.metrics().await;
         let cancelled = format!(
             "grpc_server_handled_total{{grpc_type=\"server_stream\",grpc_service=\"{svc}\",grpc_method=\"StreamChanges\",grpc_code=\"Canceled\"}}"
         );
-        if sample(&text, &cancelled).is_some_and(|v| v >= 1.0) {
+        if metric(&text, &cancelled).is_some_and(|v| v >= 1.0) {
             break text;
         }
         assert!(
@@ -263,7 +237,7 @@ async fn metrics_count_calls_by_method_and_code(app: TestApp) {
         )
     };
     assert_eq!(
-        sample(
+        metric(
             &text,
             &series("grpc_server_started_total", "GetCustomer", "")
         ),
@@ -271,7 +245,7 @@ async fn metrics_count_calls_by_method_and_code(app: TestApp) {
         "{text}"
     );
     assert_eq!(
-        sample(
+        metric(
             &text,
             &series(
                 "grpc_server_handled_total",
@@ -283,7 +257,7 @@ async fn metrics_count_calls_by_method_and_code(app: TestApp) {
         "{text}"
     );
     assert_eq!(
-        sample(
+        metric(
             &text,
             &series(
                 "grpc_server_handled_total",
@@ -295,7 +269,7 @@ async fn metrics_count_calls_by_method_and_code(app: TestApp) {
         "{text}"
     );
     assert_eq!(
-        sample(
+        metric(
             &text,
             &series("grpc_server_handling_seconds_count", "GetCustomer", "")
         ),
@@ -317,14 +291,14 @@ async fn metrics_count_calls_by_method_and_code(app: TestApp) {
         "patron_db_pool_connections",
         "patron_db_pool_idle",
     ] {
-        assert!(sample(&text, name).is_some(), "{name} missing:\n{text}");
+        assert!(metric(&text, name).is_some(), "{name} missing:\n{text}");
     }
-    let pool_max = sample(&text, "patron_db_pool_max").expect("pool max");
+    let pool_max = metric(&text, "patron_db_pool_max").expect("pool max");
     assert_eq!(pool_max, f64::from(app.settings.database.max_connections));
     // Campaign and scoring follow the profile feed: their positions are exported.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let text = scrape(&app).await;
+        let text = app.metrics().await;
         if text
             .lines()
             .any(|l| l.starts_with("patron_feed_position{") && !l.ends_with(" 0"))
@@ -346,7 +320,7 @@ async fn metrics_count_calls_by_method_and_code(app: TestApp) {
         })
         .await
         .unwrap();
-    assert!(!scrape(&app).await.contains("made.up"));
+    assert!(!app.metrics().await.contains("made.up"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
