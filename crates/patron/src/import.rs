@@ -505,4 +505,74 @@ mod tests {
             assert!(parse_money(bad, "EUR", "amount").is_err(), "{bad}");
         }
     }
+
+    const CUSTOMER_COLUMNS: &[&str] = &[
+        "external_id",
+        "display_name",
+        "email",
+        "phone",
+        "birth_date",
+        "gender",
+        "region",
+        "city",
+        "occupation",
+        "income_band",
+        "tags",
+        "relationship_start_date",
+    ];
+    const TRANSACTION_COLUMNS: &[&str] = &[
+        "id",
+        "customer_id",
+        "customer_external_id",
+        "occurred_at",
+        "amount",
+        "cost",
+        "currency",
+        "quantity",
+        "channel",
+        "product_id",
+        "category",
+        "region",
+    ];
+
+    fn with_row<T>(columns: &[&str], cells: &[String], f: impl Fn(&Row<'_>) -> T) -> T {
+        let headers: HashMap<String, usize> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ((*c).to_owned(), i))
+            .collect();
+        let record = csv::StringRecord::from(cells.to_vec());
+        f(&Row {
+            record: &record,
+            headers: &headers,
+        })
+    }
+
+    proptest::proptest! {
+        /// Any cell contents: a row becomes a request item or a message
+        /// naming the problem, never a panic.
+        #[test]
+        fn any_customer_row_parses_or_says_why(cells in proptest::collection::vec("\\PC{0,24}|[0-9-]{0,12}|true|false", 12)) {
+            if let Err(why) = with_row(CUSTOMER_COLUMNS, &cells, customer_from_row) {
+                proptest::prop_assert!(!why.is_empty());
+            }
+        }
+
+        #[test]
+        fn any_transaction_row_parses_or_says_why(cells in proptest::collection::vec("\\PC{0,24}|-?[0-9]{0,6}(\\.[0-9]{0,10})?|2025-0[1-9]-[0-3][0-9](T12:00:00Z)?", 12)) {
+            if let Err(why) = with_row(TRANSACTION_COLUMNS, &cells, transaction_from_row) {
+                proptest::prop_assert!(!why.is_empty());
+            }
+        }
+
+        /// Decimal amounts are exact: units and nanos reproduce the text.
+        #[test]
+        fn money_text_round_trips(units in -1_000_000_000i64..1_000_000_000, nanos in 0u32..1_000_000_000) {
+            let text = format!("{units}.{nanos:09}");
+            let m = parse_money(&text, "EUR", "amount").unwrap();
+            let sign = if text.starts_with('-') { -1 } else { 1 };
+            proptest::prop_assert_eq!(m.units, units);
+            proptest::prop_assert_eq!(i64::from(m.nanos), sign * i64::from(nanos));
+        }
+    }
 }

@@ -123,4 +123,28 @@ mod tests {
     fn fingerprint_separates_parts() {
         assert_ne!(fingerprint(&["ab", "c"]), fingerprint(&["a", "bc"]));
     }
+
+    proptest::proptest! {
+        /// A client can send any token: it decodes or is INVALID_ARGUMENT
+        /// on `page_token`, never a panic.
+        #[test]
+        fn any_token_is_a_cursor_or_a_page_token_violation(token in "\\PC{0,200}", fp: u64) {
+            if let Err(e) = decode(&token, fp) {
+                proptest::prop_assert_eq!(&e.violations[0].field, "page_token");
+            }
+        }
+
+        /// Tokens that look like ours (base64 of near-JSON) too.
+        #[test]
+        fn forged_tokens_are_rejected_cleanly(json in r#"\{"c":\{"k":"[a-z0-9]{0,8}","i":"[a-z0-9]{0,8}"\},"f":-?[0-9]{1,22}\}?"#, fp: u64) {
+            let token = URL_SAFE_NO_PAD.encode(json.as_bytes());
+            let _ = decode(&token, fp);
+        }
+
+        #[test]
+        fn every_cursor_round_trips(key in "\\PC{0,40}", id in "\\PC{0,40}", fp: u64) {
+            let cursor = Cursor { key, id };
+            proptest::prop_assert_eq!(decode(&encode(cursor.clone(), fp), fp).unwrap(), Some(cursor));
+        }
+    }
 }
