@@ -183,6 +183,12 @@ impl TestApp {
         Self::start(self.backend, self.settings.clone(), None).await
     }
 
+    /// A server with exactly these settings (e.g. a database the test runs itself).
+    pub async fn start_with_settings(backend: Backend, settings: Settings) -> TestApp {
+        LazyLock::force(&TRACING);
+        Self::start(backend, settings, None).await
+    }
+
     /// Stops this server and starts a new one on the same database.
     pub async fn restart(mut self) -> Self {
         let tempdir = self._tempdir.take();

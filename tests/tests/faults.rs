@@ -4,6 +4,7 @@
 //! for long, and the cache is used again once Redis is back.
 
 use std::{
+    collections::HashSet,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -277,4 +278,377 @@ async fn redis_faults_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_faults_on_postgres() {
     redis_hung_killed_and_restarted_under_traffic(Backend::Postgres).await;
+}
+
+/// A throwaway PostgreSQL cluster (initdb + pg_ctl) on its own port, run
+/// as the `postgres` user when the tests run as root (PostgreSQL refuses
+/// root).
+struct PgCluster {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PgCluster {
+    fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()?;
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .ok()?
+            .stdout
+            .starts_with(b"0\n");
+        let dir = tempfile::tempdir().ok()?;
+        if as_postgres {
+            Command::new("chown")
+                .args(["postgres:", dir.path().to_str()?])
+                .status()
+                .ok()?;
+        }
+        let cluster = Self {
+            bin,
+            dir,
+            port: free_port(),
+            as_postgres,
+        };
+        let data = cluster.dir.path().join("data");
+        let ok = cluster
+            .run(
+                "initdb",
+                &[
+                    "-D",
+                    data.to_str()?,
+                    "-U",
+                    "root",
+                    "--auth=trust",
+                    "--no-sync",
+                ],
+            )
+            .success();
+        (ok && cluster.pg_ctl_start()).then_some(cluster)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> std::process::ExitStatus {
+        let program = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        cmd.args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run a PostgreSQL tool")
+    }
+
+    fn pg_ctl_start(&self) -> bool {
+        let data = self.dir.path().join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                self.dir.path().join("log").to_str().unwrap(),
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        )
+        .success()
+    }
+
+    /// `pg_ctl stop -m immediate`: the server dies without a checkpoint,
+    /// as in a crash; restart runs crash recovery.
+    fn crash(&self) {
+        let data = self.dir.path().join("data");
+        assert!(
+            self.run(
+                "pg_ctl",
+                &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]
+            )
+            .success()
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://root@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        );
+    }
+}
+
+/// PostgreSQL crashes (`pg_ctl stop -m immediate`) under write load and
+/// comes back: calls meanwhile fail UNAVAILABLE (never INTERNAL), the pool
+/// recovers, every acknowledged write is there, retries of the failed ones
+/// converge, the outbox holds exactly the stored transactions, and
+/// scoring's follower counts each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_under_write_load_loses_nothing() {
+    use patron_tests::pb::{common::Money, profile as ppb};
+    let Some(pg) = PgCluster::start() else {
+        skip("PostgreSQL crash test", "initdb / pg_ctl are not available");
+        return;
+    };
+    let mut settings =
+        patron_tests::test_settings(patron_store::DatabaseSettings::with_url(pg.url()));
+    settings.database.acquire_timeout_ms = 1_000;
+    settings.database.connect_timeout_ms = 1_000;
+    let app = TestApp::start_with_settings(Backend::Postgres, settings).await;
+
+    let mut customers = Vec::new();
+    for c in 0..10 {
+        customers.push(
+            app.profile()
+                .create_customer(ppb::CreateCustomerRequest {
+                    customer: Some(ppb::Customer {
+                        external_id: format!("pg-{c}"),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .id,
+        );
+    }
+    let now = chrono::Utc::now().timestamp();
+    let batch = move |customers: &[String], worker: usize, n: usize| -> Vec<ppb::Transaction> {
+        (0..10)
+            .map(|k| ppb::Transaction {
+                id: format!("w{worker}-{n}-{k}"),
+                customer_id: customers[(n + k) % customers.len()].clone(),
+                occurred_at: Some(prost_types::Timestamp {
+                    seconds: now - 86_400 * (k as i64 + 1),
+                    nanos: 0,
+                }),
+                amount: Some(Money {
+                    currency_code: "EUR".into(),
+                    units: 5,
+                    nanos: 0,
+                }),
+                quantity: 1,
+                category: "books".into(),
+                region: "East".into(),
+                ..Default::default()
+            })
+            .collect()
+    };
+
+    // Writers: (batch, outcome, sent at).
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for worker in 0..4 {
+        let mut profile = app.profile();
+        let customers = customers.clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut log = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let transactions = batch(&customers, worker, n);
+                let mut request = tonic::Request::new(ppb::RecordTransactionsRequest {
+                    transactions: transactions.clone(),
+                });
+                request.set_timeout(Duration::from_secs(5));
+                let outcome = profile
+                    .record_transactions(request)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.code());
+                if outcome.is_err() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                log.push((transactions, outcome, Instant::now()));
+                n += 1;
+            }
+            log
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let crashed_at = Instant::now();
+    pg.crash();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(pg.pg_ctl_start(), "PostgreSQL restarts");
+    let restarted_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut log = Vec::new();
+    for w in writers {
+        log.extend(w.await.unwrap());
+    }
+
+    let acked: HashSet<String> = log
+        .iter()
+        .filter(|(_, o, _)| o.is_ok())
+        .flat_map(|(b, _, _)| b.iter().map(|t| t.id.clone()))
+        .collect();
+    let attempted: HashSet<String> = log
+        .iter()
+        .flat_map(|(b, _, _)| b.iter().map(|t| t.id.clone()))
+        .collect();
+    let failed: Vec<_> = log.iter().filter(|(_, o, _)| o.is_err()).collect();
+    let codes: HashSet<_> = failed.iter().map(|(_, o, _)| o.unwrap_err()).collect();
+    let ok_after = log
+        .iter()
+        .filter(|(_, o, at)| o.is_ok() && *at > restarted_at)
+        .count();
+    eprintln!(
+        "postgres crash | {} calls, {} acknowledged, {} failed ({codes:?}); {} ok after restart ({:?} after the crash)",
+        log.len(),
+        log.len() - failed.len(),
+        failed.len(),
+        ok_after,
+        restarted_at - crashed_at
+    );
+    assert!(!failed.is_empty(), "calls failed while PostgreSQL was down");
+    for code in &codes {
+        assert!(
+            matches!(
+                code,
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ),
+            "{code:?} while PostgreSQL was down"
+        );
+    }
+    assert!(ok_after > 0, "the pool recovered after the restart");
+
+    let stored = async || {
+        let mut ids = HashSet::new();
+        for c in &customers {
+            let mut token = String::new();
+            loop {
+                let page = app
+                    .profile()
+                    .list_transactions(ppb::ListTransactionsRequest {
+                        customer_id: c.clone(),
+                        page_size: 1000,
+                        page_token: token,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                ids.extend(page.transactions.into_iter().map(|t| t.id));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+        }
+        ids
+    };
+    let before_retry = stored().await;
+    assert!(
+        acked.is_subset(&before_retry),
+        "acknowledged writes lost: {:?}",
+        acked.difference(&before_retry).take(5).collect::<Vec<_>>()
+    );
+    assert!(before_retry.is_subset(&attempted), "phantom writes");
+
+    // Retrying the failed calls (the same transaction ids) converges.
+    for (transactions, _, _) in &failed {
+        app.profile()
+            .record_transactions(ppb::RecordTransactionsRequest {
+                transactions: transactions.clone(),
+            })
+            .await
+            .expect("retry after recovery");
+    }
+    let after_retry = stored().await;
+    assert_eq!(
+        after_retry, attempted,
+        "after retries every attempted write is stored once"
+    );
+
+    // The outbox holds exactly the stored transactions.
+    let mut feed_ids = Vec::new();
+    let mut stream = app
+        .profile()
+        .stream_changes(ppb::StreamChangesRequest {
+            after_sequence: 0,
+            max_batch_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), stream.message())
+        .await
+        .unwrap_or(Ok(None))
+    {
+        feed_ids.extend(message.events.into_iter().filter_map(|e| match e.change {
+            Some(ppb::change_event::Change::Transaction(t)) => Some(t.id),
+            _ => None,
+        }));
+        if feed_ids.len() >= attempted.len() {
+            break;
+        }
+    }
+    let feed_set: HashSet<String> = feed_ids.iter().cloned().collect();
+    assert_eq!(
+        feed_ids.len(),
+        feed_set.len(),
+        "no transaction twice in the feed"
+    );
+    assert_eq!(feed_set, attempted, "feed and business rows agree");
+
+    // Scoring's follower resumed across the crash: each transaction counted once.
+    let request = spb::GetProductDistributionReportRequest {
+        start_time: Some(prost_types::Timestamp {
+            seconds: now - 86_400 * 30,
+            nanos: 0,
+        }),
+        end_time: Some(prost_types::Timestamp {
+            seconds: now + 86_400,
+            nanos: 0,
+        }),
+        period: patron_tests::pb::common::Period::Year as i32,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = app
+            .scoring()
+            .get_product_distribution_report(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let counted: i64 = report.rows.iter().map(|r| r.transactions).sum();
+        if counted == attempted.len() as i64 {
+            break;
+        }
+        assert!(
+            counted < attempted.len() as i64,
+            "scoring counted {counted} > {} transactions",
+            attempted.len()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "scoring's rollup stuck at {counted} of {}",
+            attempted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(app);
 }
