@@ -652,3 +652,200 @@ async fn postgres_crash_under_write_load_loses_nothing() {
     }
     drop(app);
 }
+
+/// A TCP proxy in front of PostgreSQL that delays everything the server
+/// sends back by `delay_ms`: a slow database, as the services see it.
+struct SlowProxy {
+    port: u16,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    let _ = server_write.shutdown().await;
+                });
+                let delay = delay.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match server_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let ms = delay.load(Ordering::Relaxed);
+                        if ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, delay_ms }
+    }
+
+    fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// A slow database: calls end at their deadline with DEADLINE_EXCEEDED
+/// (not when the database finally answers), their queries do not linger on
+/// the server, and the pool serves again once the database is fast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_database_is_cut_off_at_the_deadline_and_the_pool_recovers() {
+    use patron_tests::pb::profile as ppb;
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let Some(server) = patron_tests::postgres_url() else {
+        skip(
+            "slow database test",
+            "DATABASE_URL is not a postgres:// URL",
+        );
+        return;
+    };
+    let Some((database, _)) = patron_tests::fresh_database(Backend::Postgres).await else {
+        return;
+    };
+    let direct = patron_store::expose_url(&database).to_owned();
+    let db_name = direct
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let upstream: std::net::SocketAddr = {
+        let host_port = server.split('@').nth(1).unwrap().split('/').next().unwrap();
+        tokio::net::lookup_host(host_port)
+            .await
+            .unwrap()
+            .next()
+            .unwrap()
+    };
+    let proxy = SlowProxy::start(upstream).await;
+    let via_proxy = direct.replacen(
+        &format!("{}:{}", upstream.ip(), upstream.port()),
+        &format!("127.0.0.1:{}", proxy.port),
+        1,
+    );
+    assert_ne!(via_proxy, direct, "the URL points at the proxy");
+    let mut settings =
+        patron_tests::test_settings(patron_store::DatabaseSettings::with_url(via_proxy));
+    settings.database.max_connections = 4;
+    settings.database.acquire_timeout_ms = 2_000;
+    settings.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    let app = TestApp::start_with_settings(Backend::Postgres, settings).await;
+    let customer = app
+        .profile()
+        .create_customer(ppb::CreateCustomerRequest {
+            customer: Some(ppb::Customer {
+                external_id: "slow-1".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let get = |deadline: Duration| {
+        let mut profile = app.profile();
+        let id = customer.id.clone();
+        async move {
+            let mut request = tonic::Request::new(ppb::GetCustomerRequest { id });
+            request.set_timeout(deadline);
+            let started = Instant::now();
+            let result = profile.get_customer(request).await;
+            (result.map(|_| ()).map_err(|s| s.code()), started.elapsed())
+        }
+    };
+
+    // Every answer now takes 3 s; calls allow 1 s. More calls than pooled
+    // connections, so some wait for a connection.
+    proxy.set_delay(Duration::from_secs(3));
+    let slow = futures::future::join_all((0..12).map(|_| get(Duration::from_secs(1)))).await;
+    for (result, took) in &slow {
+        // The server answers DEADLINE_EXCEEDED just before the deadline;
+        // tonic's client reports its own timer as CANCELLED should that
+        // fire first on a busy machine.
+        assert!(
+            matches!(
+                result,
+                Err(tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+            ),
+            "{slow:?}"
+        );
+        // Ended by the deadline, well before the database could answer.
+        assert!(*took < Duration::from_millis(2_500), "a call took {took:?}");
+    }
+    let text = app.metrics().await;
+    let series = "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"patron.profile.v1.CustomerProfileService\",grpc_method=\"GetCustomer\",grpc_code=\"DeadlineExceeded\"}";
+    assert_eq!(
+        patron_tests::metric(&text, series),
+        Some(12.0),
+        "the server ended each call at its deadline"
+    );
+
+    // Fast again: the pool serves again.
+    proxy.set_delay(Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if get(Duration::from_secs(5)).await.0.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered = futures::future::join_all((0..12).map(|_| get(Duration::from_secs(5)))).await;
+    assert!(recovered.iter().all(|(r, _)| r.is_ok()), "{recovered:?}");
+
+    // No query of the cancelled calls is still running, and the pool stays
+    // within its size.
+    let admin = Database::connect(server.as_str()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = admin
+            .query_all_raw(Statement::from_string(
+                admin.get_database_backend(),
+                format!(
+                    "SELECT count(*) FILTER (WHERE state = 'active')::bigint, count(*)::bigint FROM pg_stat_activity WHERE datname = '{db_name}'"
+                ),
+            ))
+            .await
+            .unwrap();
+        let active: i64 = rows[0].try_get_by_index(0).unwrap();
+        let connections: i64 = rows[0].try_get_by_index(1).unwrap();
+        assert!(
+            connections <= 4 + 1,
+            "{connections} connections for a pool of 4"
+        );
+        if active == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{active} queries still active after their calls ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = admin.close().await;
+    drop(app);
+}

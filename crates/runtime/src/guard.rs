@@ -2,8 +2,8 @@
 //! metrics (started, handled with the final code, handling time up to the
 //! end of the stream), authentication (bearer token or JWT; health always
 //! open), the per-client rate limit, load shedding above `max_in_flight`,
-//! and W3C trace context (the caller's `traceparent`, or a new trace, on
-//! the call's span and on calls it makes to peers).
+//! W3C trace context (the caller's `traceparent`, or a new trace, on
+//! the call's span and on calls it makes to peers), and the deadline.
 //!
 //! Rejections are ordinary gRPC statuses built by [`crate::to_status`], so
 //! they carry the same `ErrorInfo` / `RetryInfo` details as handler errors.
@@ -51,6 +51,8 @@ pub struct GuardLayer {
 
 struct Shared {
     metrics: Metrics,
+    /// Deadline of calls that carry no `grpc-timeout`.
+    default_timeout: Duration,
     methods: MethodTable,
     auth: Option<Authenticator>,
     limiter: Option<RateLimiter>,
@@ -61,6 +63,7 @@ impl GuardLayer {
     pub fn new(
         auth: &AuthSettings,
         limits: &LimitSettings,
+        default_timeout: Duration,
         metrics: Metrics,
     ) -> Result<Self, crate::config::ConfigError> {
         let auth = if auth.enabled() {
@@ -71,6 +74,7 @@ impl GuardLayer {
         Ok(Self {
             shared: Arc::new(Shared {
                 metrics,
+                default_timeout,
                 methods: MethodTable::new(),
                 auth,
                 limiter: (limits.rate_per_client > 0.0)
@@ -149,11 +153,23 @@ where
             );
             let trace = TraceContext::enter_call(&span, caller);
             span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
-            let response = trace
-                .scope(inner.call(req))
-                .instrument(span)
-                .await
-                .unwrap_or_else(|never| match never {});
+            let deadline = call_deadline(req.headers(), shared.default_timeout);
+            let handled =
+                tokio::time::timeout(deadline, trace.scope(inner.call(req)).instrument(span)).await;
+            let response = match handled {
+                Ok(response) => response.unwrap_or_else(|never| match never {}),
+                // Dropping the handler cancels its work (a database query
+                // in flight gives its connection back closed).
+                Err(_) => to_status(ApiError::new(
+                    ErrorCode::DeadlineExceeded,
+                    "DEADLINE_EXCEEDED",
+                    format!(
+                        "the call did not finish within its deadline ({} ms)",
+                        deadline.as_millis()
+                    ),
+                ))
+                .into_http(),
+            };
             Ok(finish(response, permit))
         })
     }
@@ -211,6 +227,39 @@ impl Shared {
             },
         }
     }
+}
+
+/// How long a call may take: the caller's `grpc-timeout`, capped by the
+/// server's default, and a little early (a tenth, at most 50 ms): so that
+/// this answer, DEADLINE_EXCEEDED as the spec has it, reaches the caller
+/// before its own timer goes off (tonic's client timer reports CANCELLED,
+/// and so does tonic's server timer, which runs outside this layer).
+fn call_deadline(headers: &HeaderMap, default: Duration) -> Duration {
+    let requested = headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    let deadline = requested.map_or(default, |r| r.min(default));
+    let early = (deadline / 10).min(Duration::from_millis(50));
+    (deadline - early).max(Duration::from_millis(1))
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 fn peer_ip<B>(req: &Request<B>) -> Option<String> {
@@ -652,6 +701,31 @@ mod tests {
         assert_eq!(stream.grpc_type, "server_stream");
         let junk = table.labels("/made.up.Service/Whatever");
         assert_eq!(junk.grpc_service, "unknown");
+    }
+
+    #[test]
+    fn grpc_timeout_header_and_default() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        for bad in ["", "m", "10", "123456789S", "5x", "-1S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            call_deadline(&headers, Duration::from_secs(30)),
+            Duration::from_millis(29_950)
+        );
+        headers.insert("grpc-timeout", "100m".parse().unwrap());
+        assert_eq!(
+            call_deadline(&headers, Duration::from_secs(30)),
+            Duration::from_millis(90)
+        );
+        headers.insert("grpc-timeout", "1H".parse().unwrap());
+        assert_eq!(
+            call_deadline(&headers, Duration::from_secs(30)),
+            Duration::from_millis(29_950)
+        );
     }
 
     #[test]

@@ -138,7 +138,12 @@ impl Application {
         let peers = Peers::new(&settings, local_addr, &kinds)?;
         let cache = Cache::from_settings(&settings.redis, &settings.cache);
         let metrics = Metrics::new(cache.stats().clone(), storage.clone());
-        let guard = GuardLayer::new(&settings.auth, &settings.limits, metrics.clone())?;
+        let guard = GuardLayer::new(
+            &settings.auth,
+            &settings.limits,
+            Duration::from_millis(settings.server.request_timeout_ms),
+            metrics.clone(),
+        )?;
         let tls = server_tls(&settings.tls)?;
         let shutdown = CancellationToken::new();
         let metrics_addr = match settings.metrics_addr {
@@ -261,8 +266,9 @@ impl Application {
             }
         };
 
+        // Deadlines (the caller's `grpc-timeout`, else server.request_timeout_ms)
+        // are enforced by the guard, which answers DEADLINE_EXCEEDED.
         let mut builder = Server::builder()
-            .timeout(Duration::from_millis(server_settings.request_timeout_ms))
             .http2_keepalive_interval(Some(Duration::from_secs(
                 server_settings.keepalive_interval_secs.max(1),
             )))
