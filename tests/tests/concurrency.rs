@@ -141,3 +141,107 @@ backend_tests! {
         assert!(results.iter().all(|r| r.as_ref().err().is_none_or(|s| s.code() == Code::Aborted)), "{results:?}");
     }
 }
+
+/// A cache stampede: a hot customer's cached score is gone, and 64 reads
+/// for it arrive at once. They share one store read (which refills the
+/// cache); the next reads are cache hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_on_one_hot_key_issues_one_store_read() {
+    use patron_tests::{metric, pb::scoring as spb};
+    let Some(redis) = patron_tests::redis_url() else {
+        patron_tests::skip("stampede test", "REDIS_URL is not set");
+        return;
+    };
+    let prefix = format!("patron-stampede-{}:", uuid::Uuid::new_v4().simple());
+    let Some(app) = patron_tests::TestApp::spawn_with(patron_tests::Backend::Postgres, |s| {
+        s.redis.url = Some(redis.clone().into());
+        s.redis.key_prefix = prefix.clone();
+        s.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+    else {
+        return;
+    };
+    let ids = patron_tests::seed_buyers(&app, 200, 11).await;
+    let hot = ids[0].clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if app
+            .scoring()
+            .fit_model(spb::FitModelRequest::default())
+            .await
+            .is_ok()
+        {
+            let mut r = app
+                .scoring()
+                .recompute_scores(spb::RecomputeScoresRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            while r.message().await.unwrap().is_some() {}
+            if app
+                .scoring()
+                .get_score(spb::GetScoreRequest {
+                    customer_id: hot.clone(),
+                })
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no score");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The entry expires (here: is deleted).
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let loads = |text: &str| metric(text, "patron_cache_store_loads_total").unwrap_or(0.0);
+    let before = loads(&app.metrics().await);
+    let reads = join_all((0..64).map(|_| {
+        let mut scoring = app.scoring();
+        let id = hot.clone();
+        async move {
+            scoring
+                .get_score(spb::GetScoreRequest { customer_id: id })
+                .await
+        }
+    }))
+    .await;
+    assert!(reads.iter().all(|r| r.is_ok()), "every read succeeds");
+    let first = reads[0].as_ref().unwrap().get_ref().clone();
+    assert!(
+        reads
+            .iter()
+            .all(|r| *r.as_ref().unwrap().get_ref() == first),
+        "all see the same score"
+    );
+    let after = loads(&app.metrics().await);
+    assert_eq!(after - before, 1.0, "64 concurrent misses, one store read");
+    // Refilled: more reads are hits.
+    for _ in 0..5 {
+        app.scoring()
+            .get_score(spb::GetScoreRequest {
+                customer_id: hot.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        loads(&app.metrics().await),
+        after,
+        "later reads hit the cache"
+    );
+}

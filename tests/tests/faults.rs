@@ -849,3 +849,135 @@ async fn a_slow_database_is_cut_off_at_the_deadline_and_the_pool_recovers() {
     let _ = admin.close().await;
     drop(app);
 }
+
+/// The server is restarted while a consumer is following the change feed:
+/// the stream ends, the consumer reconnects (to the new process) from the
+/// last sequence it saw, and across both streams it receives every change
+/// exactly once, in order, including those written while it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_consumer_resumes_across_a_server_restart() {
+    use patron_tests::pb::{common::Money, profile as ppb};
+    use tokio_stream::StreamExt;
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let customer = app
+        .profile()
+        .create_customer(ppb::CreateCustomerRequest {
+            customer: Some(ppb::Customer {
+                external_id: "follower-1".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let write = |app: &TestApp, from: usize, to: usize| {
+        let mut profile = app.profile();
+        let id = customer.id.clone();
+        async move {
+            for n in from..to {
+                profile
+                    .record_transactions(ppb::RecordTransactionsRequest {
+                        transactions: vec![ppb::Transaction {
+                            id: format!("follow-{n}"),
+                            customer_id: id.clone(),
+                            occurred_at: Some(prost_types::Timestamp {
+                                seconds: 1_700_000_000 + n as i64,
+                                nanos: 0,
+                            }),
+                            amount: Some(Money {
+                                currency_code: "EUR".into(),
+                                units: 1,
+                                nanos: 0,
+                            }),
+                            ..Default::default()
+                        }],
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    write(&app, 0, 30).await;
+
+    // Follow from the start; read some, then the server goes away mid-stream.
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    let record = |seen: &mut Vec<(i64, String)>, events: Vec<ppb::ChangeEvent>| {
+        seen.extend(events.into_iter().map(|e| {
+            let tx = match e.change {
+                Some(ppb::change_event::Change::Transaction(t)) => t.id,
+                _ => String::new(),
+            };
+            (e.sequence, tx)
+        }));
+    };
+    let mut stream = app
+        .profile()
+        .stream_changes(ppb::StreamChangesRequest {
+            after_sequence: 0,
+            max_batch_size: 7,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while seen.iter().filter(|(_, id)| !id.is_empty()).count() < 14 {
+        let message = stream.next().await.expect("stream open").expect("message");
+        record(&mut seen, message.events);
+    }
+    let app = app.restart().await;
+    // The old stream ends (cleanly or with an error), never with a duplicate.
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+    {
+        record(&mut seen, message.events);
+    }
+    write(&app, 30, 60).await;
+
+    // Reconnect from the last sequence seen.
+    let last = seen.last().unwrap().0;
+    let mut resumed = app
+        .profile()
+        .stream_changes(ppb::StreamChangesRequest {
+            after_sequence: last,
+            max_batch_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen
+        .iter()
+        .filter(|(_, id)| id.starts_with("follow-"))
+        .count()
+        < 60
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the resumed stream did not deliver everything: {} transactions, {:?}",
+            seen.iter()
+                .filter(|(_, id)| id.starts_with("follow-"))
+                .count(),
+            seen.iter()
+                .filter(|(_, id)| !id.starts_with("follow-"))
+                .collect::<Vec<_>>()
+        );
+        let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), resumed.next()).await
+        else {
+            continue;
+        };
+        record(&mut seen, message.unwrap().events);
+    }
+    let sequences: Vec<i64> = seen.iter().map(|(s, _)| *s).collect();
+    assert!(
+        sequences.windows(2).all(|w| w[1] == w[0] + 1),
+        "gap-free, in order, once: {sequences:?}"
+    );
+    let ids: HashSet<&String> = seen
+        .iter()
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty())
+        .collect();
+    assert_eq!(ids.len(), 60, "every transaction exactly once");
+}

@@ -8,6 +8,7 @@
 mod local;
 mod redis_cache;
 mod settings;
+mod single_flight;
 
 use std::{
     future::Future,
@@ -23,6 +24,7 @@ use rand::Rng;
 pub use local::LocalCache;
 pub use redis_cache::RedisCache;
 pub use settings::{CacheSettings, RedisSettings};
+pub use single_flight::SingleFlight;
 
 /// Why a cache operation did not complete. Never surfaced to RPC callers.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,6 +63,9 @@ pub struct CacheStats {
     pub misses: AtomicU64,
     /// Operations that failed or timed out and fell back to the store.
     pub errors: AtomicU64,
+    /// Reads the callers made from the store after a miss (concurrent
+    /// misses for one key count once: they share a load).
+    pub loads: AtomicU64,
 }
 
 impl CacheStats {

@@ -292,6 +292,11 @@ impl Collector for ScrapeTime {
                 "Cache operations that failed or timed out and fell back to the store",
                 errors,
             ),
+            (
+                "patron_cache_store_loads",
+                "Store reads after cache misses (concurrent misses of one key share one)",
+                self.cache.loads.load(std::sync::atomic::Ordering::Relaxed),
+            ),
         ] {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(

@@ -12,6 +12,7 @@ use crate::{models, reports, scores};
 pub struct ScoringApi {
     store: ScoringStore,
     cache: patron_cache::Cache,
+    lookups: scores::Lookups,
 }
 
 impl ScoringApi {
@@ -19,6 +20,7 @@ impl ScoringApi {
         Self {
             store: ScoringStore::new(&ctx.storage),
             cache: ctx.cache.clone(),
+            lookups: scores::Lookups::default(),
         }
     }
 }
@@ -40,9 +42,14 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::GetScoreRequest>,
     ) -> Result<Response<pb::CustomerScore>, Status> {
-        scores::get(&self.store, &self.cache, request.into_inner())
-            .await
-            .into_grpc()
+        scores::get(
+            &self.store,
+            &self.cache,
+            &self.lookups,
+            request.into_inner(),
+        )
+        .await
+        .into_grpc()
     }
 
     #[tracing::instrument(skip_all)]

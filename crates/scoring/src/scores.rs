@@ -10,7 +10,7 @@ use std::{collections::HashMap, pin::Pin};
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use patron_cache::{Cache, ScoreCache};
+use patron_cache::{Cache, ScoreCache, SingleFlight};
 use patron_domain::{
     ApiError, ErrorCode, Money, Violations,
     activity::check_id,
@@ -275,31 +275,56 @@ fn decode(bytes: &[u8]) -> ApiResult<pb::CustomerScore> {
     pb::CustomerScore::decode(bytes).map_err(|e| ApiError::internal(format!("stored score: {e}")))
 }
 
+/// A customer's encoded score: concurrent lookups of one customer share one
+/// cache read and, on a miss, one store read (which refills the cache).
+pub(crate) type Lookups = SingleFlight<ApiResult<Option<Vec<u8>>>>;
+
 pub(crate) async fn get(
     store: &ScoringStore,
     cache: &Cache,
+    lookups: &Lookups,
     req: pb::GetScoreRequest,
 ) -> ApiResult<pb::CustomerScore> {
     let mut v = Violations::new();
     check_id(&mut v, "customer_id", &req.customer_id);
     v.finish()?;
     let key = cache_key(&req.customer_id);
-    if let Ok(Some(bytes)) = cache.get(&key).await {
-        return decode(&bytes);
-    }
-    let stored = store.scores(std::slice::from_ref(&req.customer_id)).await?;
-    let bytes = stored.get(&req.customer_id).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NotFound,
-            "SCORE_NOT_FOUND",
-            format!(
-                "no score for customer {:?}; unknown customer or not scored yet",
-                req.customer_id
-            ),
-        )
-    })?;
-    let _ = cache.put(&key, bytes.clone()).await;
-    decode(bytes)
+    let bytes = lookups
+        .run(&key, || {
+            let (store, cache, id, key) = (
+                store.clone(),
+                cache.clone(),
+                req.customer_id.clone(),
+                key.clone(),
+            );
+            async move {
+                if let Ok(Some(bytes)) = cache.get(&key).await {
+                    return Ok(Some(bytes));
+                }
+                cache
+                    .stats()
+                    .loads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let stored = store.scores(std::slice::from_ref(&id)).await?;
+                let bytes = stored.get(&id).cloned();
+                if let Some(bytes) = &bytes {
+                    let _ = cache.put(&key, bytes.clone()).await;
+                }
+                Ok(bytes)
+            }
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                "SCORE_NOT_FOUND",
+                format!(
+                    "no score for customer {:?}; unknown customer or not scored yet",
+                    req.customer_id
+                ),
+            )
+        })?;
+    decode(&bytes)
 }
 
 pub(crate) async fn batch_get(
