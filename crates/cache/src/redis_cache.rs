@@ -3,11 +3,17 @@
 //! The connection is made in the background and re-made by the connection
 //! manager after failures; until it exists every call fails fast with
 //! [`CacheError::NotConnected`]. Every call is bounded by the response
-//! timeout, so a hung Redis costs a caller at most that long.
+//! timeout, so a hung Redis costs a caller at most that long; and after
+//! [`TRIP_AFTER`] failures in a row the cache is skipped altogether for
+//! [`OPEN_FOR`] (a circuit breaker), so a dead Redis costs callers nothing
+//! until one call tries it again.
 
 use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use redis::{
@@ -19,9 +25,23 @@ use tokio::sync::OnceCell;
 
 use crate::{CacheError, CacheSettings, CacheStats, RedisSettings, ScoreCache, jittered};
 
+/// Consecutive failures that open the breaker.
+const TRIP_AFTER: u32 = 3;
+/// How long an open breaker skips Redis before letting one call try again.
+const OPEN_FOR: Duration = Duration::from_millis(500);
+
+/// Failures in a row, and until when (ms after `since`) calls skip Redis.
+#[derive(Default)]
+struct Breaker {
+    failures: AtomicU32,
+    open_until_ms: AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct RedisCache {
     conn: Arc<OnceCell<ConnectionManager>>,
+    breaker: Arc<Breaker>,
+    since: Instant,
     prefix: Arc<str>,
     ttl: Duration,
     jitter: f64,
@@ -34,6 +54,8 @@ impl RedisCache {
     pub fn connect_in_background(redis: &RedisSettings, cache: &CacheSettings) -> Self {
         let this = Self {
             conn: Arc::default(),
+            breaker: Arc::default(),
+            since: Instant::now(),
             prefix: redis.key_prefix.as_str().into(),
             ttl: Duration::from_secs(cache.ttl_secs.max(1)),
             jitter: cache.ttl_jitter,
@@ -100,14 +122,28 @@ impl RedisCache {
         &self,
         f: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, CacheError> {
+        let now_ms = self.since.elapsed().as_millis() as u64;
+        if now_ms < self.breaker.open_until_ms.load(Ordering::Relaxed) {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(CacheError::NotConnected);
+        }
         let result = match tokio::time::timeout(self.timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if e.is_timeout() => Err(CacheError::Timeout),
             Ok(Err(e)) => Err(CacheError::Backend(e.to_string())),
             Err(_) => Err(CacheError::Timeout),
         };
-        if result.is_err() {
-            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(_) => self.breaker.failures.store(0, Ordering::Relaxed),
+            Err(_) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                if self.breaker.failures.fetch_add(1, Ordering::Relaxed) + 1 >= TRIP_AFTER {
+                    let until = self.since.elapsed() + OPEN_FOR;
+                    self.breaker
+                        .open_until_ms
+                        .store(until.as_millis() as u64, Ordering::Relaxed);
+                }
+            }
         }
         result
     }
