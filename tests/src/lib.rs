@@ -418,6 +418,56 @@ pub async fn seed_buyers(app: &TestApp, count: usize, seed: u64) -> Vec<String> 
     ids
 }
 
+/// Fits the purchase models and recomputes scores until each of `ids` has
+/// one (scoring's read model follows the feed, so the first attempts may
+/// see only part of the data). Panics after 60 s.
+pub async fn score_everyone(app: &TestApp, ids: &[String]) {
+    use pb::scoring as spb;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if app
+            .scoring()
+            .fit_model(spb::FitModelRequest::default())
+            .await
+            .is_ok()
+        {
+            let mut progress = app
+                .scoring()
+                .recompute_scores(spb::RecomputeScoresRequest::default())
+                .await
+                .expect("recompute")
+                .into_inner();
+            while progress
+                .message()
+                .await
+                .expect("recompute progress")
+                .is_some()
+            {}
+            let mut all_scored = true;
+            for id in ids {
+                let score = app
+                    .scoring()
+                    .get_score(spb::GetScoreRequest {
+                        customer_id: id.clone(),
+                    })
+                    .await;
+                if score.is_err() {
+                    all_scored = false;
+                    break;
+                }
+            }
+            if all_scored {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the customers were not all scored within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The value of the sample `series` (name and labels exactly as rendered)
 /// in a metrics scrape.
 pub fn metric(text: &str, series: &str) -> Option<f64> {

@@ -159,44 +159,7 @@ async fn redis_hung_killed_and_restarted_under_traffic(backend: Backend) {
         return;
     };
     let ids = patron_tests::seed_buyers(&app, 200, 11).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if app
-            .scoring()
-            .fit_model(spb::FitModelRequest::default())
-            .await
-            .is_ok()
-        {
-            let mut r = app
-                .scoring()
-                .recompute_scores(spb::RecomputeScoresRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
-            while r.message().await.unwrap().is_some() {}
-            // Scoring's read model follows the feed: recompute until every
-            // customer's purchases had arrived.
-            let mut all_scored = true;
-            for id in &ids {
-                if app
-                    .scoring()
-                    .get_score(spb::GetScoreRequest {
-                        customer_id: id.clone(),
-                    })
-                    .await
-                    .is_err()
-                {
-                    all_scored = false;
-                    break;
-                }
-            }
-            if all_scored {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "scores never became available");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    patron_tests::score_everyone(&app, &ids).await;
 
     let healthy = traffic(&app, &ids, Duration::from_secs(2)).await;
     let (hits_before, fallbacks_before) = cache_counters(&app.metrics().await);

@@ -35,6 +35,36 @@ fn new_customer(external_id: &str) -> profile_pb::CreateCustomerRequest {
     }
 }
 
+/// Waits until campaign's view (fed by its follower of the profile feed, a
+/// call between services) holds the customer; `how` says which path failed.
+async fn campaign_sees(app: &TestApp, customer_id: &str, token: Option<&str>, how: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let request = patron_tests::pb::campaign::PreviewSegmentRequest {
+            expression: "customer.region = \"East\"".into(),
+            sample_size: 5,
+        };
+        let request = match token {
+            Some(token) => with_token(request, token),
+            None => Request::new(request),
+        };
+        let preview = app
+            .campaign()
+            .preview_segment(request)
+            .await
+            .expect("preview")
+            .into_inner();
+        if preview.sample.iter().any(|c| c.customer_id == customer_id) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "campaign never saw the customer {how}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_guard_every_rpc_but_health() {
     let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
@@ -94,29 +124,13 @@ async fn tokens_guard_every_rpc_but_health() {
 
     // Services call each other with this process's token: campaign's
     // follower reads the profile feed and sees the customer.
-    let mut campaign = app.campaign();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let preview = campaign
-            .preview_segment(with_token(
-                patron_tests::pb::campaign::PreviewSegmentRequest {
-                    expression: "customer.region = \"East\"".into(),
-                    sample_size: 5,
-                },
-                TOKEN,
-            ))
-            .await
-            .expect("preview")
-            .into_inner();
-        if preview.sample.iter().any(|c| c.customer_id == created.id) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "campaign never saw the customer through the authenticated feed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    campaign_sees(
+        &app,
+        &created.id,
+        Some(TOKEN),
+        "through the authenticated feed",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,26 +588,7 @@ async fn mutual_tls_admits_only_certificates_from_the_client_ca() {
 
     // The services reach each other over mTLS: campaign's feed follower
     // sees the customer created above.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let preview = app
-            .campaign()
-            .preview_segment(patron_tests::pb::campaign::PreviewSegmentRequest {
-                expression: "customer.region = \"East\"".into(),
-                sample_size: 5,
-            })
-            .await
-            .expect("preview")
-            .into_inner();
-        if preview.sample.iter().any(|c| c.customer_id == created.id) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "campaign never saw the customer over mTLS"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    campaign_sees(&app, &created.id, None, "over mTLS").await;
 }
 
 /// With `database.migrate_on_start` off (the Helm chart's migration Job

@@ -310,38 +310,8 @@ async fn erasure_leaves_nothing(backend: Backend) {
         .unwrap();
     // Other customers, so that the purchase models can be fitted.
     patron_tests::seed_buyers(&app, 200, 11).await;
-    // Scores, and a cached read of them (scoring's read model follows the feed).
-    eventually("scoring has the purchases", || async {
-        if let Err(e) = app
-            .scoring()
-            .fit_model(spb::FitModelRequest::default())
-            .await
-        {
-            eprintln!("fit: {e:?}");
-            return false;
-        }
-        let mut r = app
-            .scoring()
-            .recompute_scores(spb::RecomputeScoresRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        while r.message().await.unwrap().is_some() {}
-        app.scoring()
-            .get_score(spb::GetScoreRequest {
-                customer_id: id.clone(),
-            })
-            .await
-            .is_ok_and(|s| s.into_inner().rfm.is_some_and(|r| r.frequency > 0))
-    })
-    .await;
-    let mut recompute = app
-        .scoring()
-        .recompute_scores(spb::RecomputeScoresRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    while recompute.message().await.unwrap().is_some() {}
+    // Scores, and a cached read of them.
+    patron_tests::score_everyone(&app, std::slice::from_ref(&id)).await;
     app.scoring()
         .get_score(spb::GetScoreRequest {
             customer_id: id.clone(),

@@ -59,17 +59,7 @@ async fn soak_mixed_load_keeps_memory_flat() {
         return;
     };
     let ids = patron_tests::seed_buyers(&app, 500, 11).await;
-    loop {
-        if app
-            .scoring()
-            .fit_model(spb::FitModelRequest::default())
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    patron_tests::score_everyone(&app, &ids[..1]).await;
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
     let mut tasks = Vec::new();

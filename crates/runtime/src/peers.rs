@@ -155,13 +155,10 @@ impl Peers {
 /// TLS for calls to peers: trust `tls.peer_ca` (or `tls.client_ca`) and
 /// present this process's certificate. `None` without `tls.cert`.
 fn client_tls(tls: &TlsSettings) -> Result<Option<ClientTlsConfig>, ConfigError> {
-    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+    let Some(identity) = identity(tls)? else {
         return Ok(None);
     };
-    let mut config = ClientTlsConfig::new().identity(Identity::from_pem(
-        read(cert, "tls.cert")?,
-        read(key, "tls.key")?,
-    ));
+    let mut config = ClientTlsConfig::new().identity(identity);
     match tls.peer_ca.as_ref().or(tls.client_ca.as_ref()) {
         Some(ca) => config = config.ca_certificate(Certificate::from_pem(read(ca, "tls.peer_ca")?)),
         None => {
@@ -171,6 +168,18 @@ fn client_tls(tls: &TlsSettings) -> Result<Option<ClientTlsConfig>, ConfigError>
         }
     }
     Ok(Some(config))
+}
+
+/// This process's certificate and key (`tls.cert`, `tls.key`) when TLS is
+/// on: its identity as a server and, towards peers, as a client.
+pub(crate) fn identity(tls: &TlsSettings) -> Result<Option<Identity>, ConfigError> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        return Ok(None);
+    };
+    Ok(Some(Identity::from_pem(
+        read(cert, "tls.cert")?,
+        read(key, "tls.key")?,
+    )))
 }
 
 pub(crate) fn read(path: &std::path::Path, key: &str) -> Result<Vec<u8>, ConfigError> {

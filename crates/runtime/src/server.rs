@@ -16,7 +16,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
     service::{Routes, RoutesBuilder},
-    transport::{Certificate, Identity, Server, ServerTlsConfig},
+    transport::{Certificate, Server, ServerTlsConfig},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -24,7 +24,7 @@ use crate::{
     config::{ConfigError, ServiceKind, Settings, TlsSettings},
     guard::GuardLayer,
     metrics::Metrics,
-    peers::{Peers, read},
+    peers::{Peers, identity, read},
 };
 
 /// What a service's constructor gets.
@@ -358,13 +358,10 @@ fn incoming(
 
 /// TLS on the gRPC port; client certificates required when `tls.client_ca` is set.
 fn server_tls(tls: &TlsSettings) -> Result<Option<ServerTlsConfig>, ConfigError> {
-    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+    let Some(identity) = identity(tls)? else {
         return Ok(None);
     };
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
-        read(cert, "tls.cert")?,
-        read(key, "tls.key")?,
-    ));
+    let mut config = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &tls.client_ca {
         config = config.client_ca_root(Certificate::from_pem(read(ca, "tls.client_ca")?));
     }
