@@ -17,6 +17,7 @@ mod m20261123_000006_scoring_products;
 mod m20261123_000007_feedback_summary_revisions;
 mod m20261123_000008_campaign_feedback;
 mod m20261123_000009_scoring_feedback;
+mod m20261124_000010_scoring_online;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -47,7 +48,8 @@ migrator!(
         m20261122_000003_scoring::Migration,
         m20261123_000004_scoring_revisions::Migration,
         m20261123_000006_scoring_products::Migration,
-        m20261123_000009_scoring_feedback::Migration
+        m20261123_000009_scoring_feedback::Migration,
+        m20261124_000010_scoring_online::Migration
     ]
 );
 migrator!(

@@ -297,6 +297,100 @@ backend_tests! {
             .unwrap_err();
         assert_eq!(violated_fields(&err), ["holdout_end"]);
     }
+
+    async fn a_new_purchase_rescores_its_customer_online(app: TestApp) {
+        let n = 300;
+        let ids = customers(&app, n).await;
+        let purchases = population(n, 21);
+        ingest(&app, &ids, &purchases, 0).await;
+        let as_of = Timestamp { seconds: END_DAY * 86_400, nanos: 0 };
+        let (bg, _) = expected(&purchases, n, END_DAY);
+        let fit = fit_when_caught_up(&app, pb::FitModelRequest { as_of: Some(as_of), holdout_end: None }, &bg).await;
+        let mut progress = app.scoring().recompute_scores(pb::RecomputeScoresRequest { as_of: Some(as_of) }).await.unwrap().into_inner();
+        while progress.message().await.unwrap().is_some() {}
+
+        let get = |c: usize| {
+            let mut client = app.scoring();
+            let id = ids[c].clone();
+            async move { client.get_score(pb::GetScoreRequest { customer_id: id }).await.unwrap().into_inner() }
+        };
+        // The repeat buyer with the most purchase occasions (so T and t_x are long).
+        let c = (0..n).max_by_key(|c| purchases.iter().filter(|p| p.0 == *c).count()).unwrap();
+        let before = get(c).await;
+        assert!(!before.rfm.as_ref().unwrap().ranks_stale);
+        let bystander = get((c + 1) % n).await;
+
+        // A purchase now, between recomputes.
+        let now = chrono::Utc::now();
+        let written = std::time::Instant::now();
+        app.profile()
+            .record_transactions(profile_pb::RecordTransactionsRequest {
+                transactions: vec![profile_pb::Transaction {
+                    id: "online-1".into(),
+                    customer_id: ids[c].clone(),
+                    occurred_at: Some(Timestamp { seconds: now.timestamp(), nanos: 0 }),
+                    amount: Some(Money { currency_code: "EUR".into(), units: 42, nanos: 0 }),
+                    quantity: 1,
+                    ..Default::default()
+                }],
+            })
+            .await
+            .unwrap();
+        let after = loop {
+            let score = get(c).await;
+            if score.rfm.as_ref().unwrap().frequency > before.rfm.as_ref().unwrap().frequency {
+                break score;
+            }
+            assert!(written.elapsed() < Duration::from_secs(20), "the purchase never reached the score");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // Reported, not asserted (shared machines are noisy): the issue asks for under a second.
+        eprintln!("online score visible {} ms after the write returned", written.elapsed().as_millis());
+
+        // The customer's own figures, exactly as the domain computes them as of today.
+        let today = now.timestamp().div_euclid(86_400) as i32;
+        let mut mine: Vec<Purchase> = purchases
+            .iter()
+            .filter(|p| p.0 == c)
+            .map(|(_, day, cents)| Purchase { customer: 0, day: *day as i32, amount_nanos: cents * 10_000_000, cost_nanos: 0 })
+            .collect();
+        mine.push(Purchase { customer: 0, day: today, amount_nanos: 42_000_000_000, cost_nanos: 0 });
+        let s = summarize(1, &mine, today)[0];
+        let bgp = fit.bg_nbd.unwrap();
+        let params = BgNbdParams { r: bgp.r, alpha: bgp.alpha, a: bgp.a, b: bgp.b };
+        let rfm = after.rfm.clone().unwrap();
+        assert!(rfm.ranks_stale, "ranks place the new figures against the last recompute");
+        assert_eq!(rfm.frequency, i64::from(s.transactions));
+        assert_eq!(rfm.recency_days, 0);
+        assert_eq!(rfm.r_score, 5, "a purchase today beats the recompute's population");
+        let monetary = rfm.monetary.unwrap();
+        assert_eq!(i128::from(monetary.units) * 1_000_000_000 + i128::from(monetary.nanos), s.total_nanos);
+        let clv = after.clv.clone().unwrap();
+        assert!(close(clv.p_alive, params.p_alive(s.x, s.t_x, s.t)), "{} vs {}", clv.p_alive, params.p_alive(s.x, s.t_x, s.t));
+        let e = params.conditional_expected_purchases(365.0, s.x, s.t_x, s.t).unwrap();
+        assert!(close(clv.expected_purchases_365d, e), "{} vs {e}", clv.expected_purchases_365d);
+        assert!(close(after.churn.as_ref().unwrap().probability, 1.0 - clv.p_alive));
+        assert_eq!(after.model_version, fit.model_version);
+        assert_eq!(after.as_of.unwrap().seconds.div_euclid(86_400), i64::from(today));
+        assert!(after.computed_at.unwrap().seconds >= before.computed_at.unwrap().seconds);
+        let batch = app
+            .scoring()
+            .batch_get_scores(pb::BatchGetScoresRequest { customer_ids: vec![ids[c].clone()] })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(batch.scores, [after.clone()], "BatchGetScores sees the online score too");
+        assert_eq!(get((c + 1) % n).await, bystander, "other customers are untouched");
+
+        // The next recompute ranks everyone afresh, the new purchase included.
+        let mut progress = app.scoring().recompute_scores(pb::RecomputeScoresRequest::default()).await.unwrap().into_inner();
+        while progress.message().await.unwrap().is_some() {}
+        let recomputed = get(c).await;
+        let rfm = recomputed.rfm.unwrap();
+        assert!(!rfm.ranks_stale);
+        assert_eq!(rfm.frequency, i64::from(s.transactions));
+        assert!(close(recomputed.clv.unwrap().p_alive, params.p_alive(s.x, s.t_x, s.t)));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

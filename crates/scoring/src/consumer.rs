@@ -13,9 +13,15 @@ use patron_runtime::{
 use patron_store::cursor::Advance;
 use patron_store::scoring::{FeedbackSignals, ProductRow, ReadModelBatch, ScoringStore};
 
-const CONSUMER: &str = "read-model";
+use crate::scores::OnlineScorer;
 
-struct ReadModel(ScoringStore);
+/// The read model's cursor name; its position is the data a score reflects.
+pub(crate) const READ_MODEL: &str = "read-model";
+
+struct ReadModel {
+    store: ScoringStore,
+    online: OnlineScorer,
+}
 
 fn nanos(m: Option<&patron_proto::common::Money>) -> i64 {
     m.map_or(0, |m| {
@@ -27,7 +33,7 @@ fn nanos(m: Option<&patron_proto::common::Money>) -> i64 {
 
 impl FeedConsumer for ReadModel {
     fn cursor(&self) -> BoxFuture<'_, Result<i64, ApiError>> {
-        Box::pin(self.0.cursor(CONSUMER))
+        Box::pin(self.store.cursor(READ_MODEL))
     }
 
     fn apply(
@@ -59,7 +65,18 @@ impl FeedConsumer for ReadModel {
                 Some(Change::Event(_)) | None => {}
             }
         }
-        Box::pin(self.0.apply(CONSUMER, batch, advance))
+        let mut buyers: Vec<String> = batch.purchases.iter().map(|p| p.0.clone()).collect();
+        buyers.sort_unstable();
+        buyers.dedup();
+        Box::pin(async move {
+            self.store.apply(READ_MODEL, batch, advance).await?;
+            // The batch is committed; rescoring its buyers is best effort
+            // (a failure leaves their scores as the last recompute made them).
+            if let Err(e) = self.online.rescore(buyers, advance.to).await {
+                tracing::warn!(error = %e, "online scoring failed; scores wait for the next recompute");
+            }
+            Ok(())
+        })
     }
 }
 
@@ -134,7 +151,10 @@ pub(crate) fn start(ctx: &ServiceContext) {
     follow(
         ctx,
         "scoring-read-model",
-        Arc::new(ReadModel(store.clone())),
+        Arc::new(ReadModel {
+            store: store.clone(),
+            online: OnlineScorer::new(store.clone(), ctx.cache.clone()),
+        }),
     );
     follow(
         ctx,

@@ -21,7 +21,8 @@ use prost::Message;
 /// Frequencies 0..=6 get a bucket each; the last holds 7 and above.
 const LAST_BUCKET: u32 = 7;
 
-fn day_of(t: DateTime<Utc>) -> i32 {
+/// The UTC day number of `t` (days since 1970-01-01).
+pub(crate) fn day_of(t: DateTime<Utc>) -> i32 {
     t.timestamp().div_euclid(86_400) as i32
 }
 

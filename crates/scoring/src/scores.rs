@@ -6,7 +6,11 @@
 //! Reads go cache first, then the store (filling the cache); cache failures
 //! only cost latency (they are counted in the cache stats).
 
-use std::{collections::HashMap, pin::Pin};
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
@@ -18,10 +22,11 @@ use patron_domain::{
         bgnbd::BgNbdParams,
         gamma_gamma::GammaGammaParams,
         scores::{
-            ChurnRisk, CustomerScores, CustomerSignals, FittedModel, LifecycleStage, ModelSettings,
-            ValueQuadrant, ValueTier, score_population,
+            Baseline, ChurnRisk, CustomerScores, CustomerSignals, FittedModel, LifecycleStage,
+            ModelSettings, ValueQuadrant, ValueTier, score_customer,
+            score_population_with_baseline,
         },
-        summary::summarize,
+        summary::{CustomerSummary, summarize},
     },
     money::Currency,
 };
@@ -31,12 +36,15 @@ use patron_runtime::{
     error::ApiResult,
     to_status,
 };
-use patron_store::scoring::{DISTRIBUTION_COLUMNS, ScoreRow, ScoringStore};
+use patron_store::scoring::{DISTRIBUTION_COLUMNS, ScoreRow, ScoringSnapshot, ScoringStore};
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::models;
+use crate::{
+    consumer::READ_MODEL,
+    models::{self, day_of},
+};
 
 pub(crate) type ProgressStream =
     Pin<Box<dyn Stream<Item = Result<pb::RecomputeScoresResponse, Status>> + Send>>;
@@ -67,6 +75,7 @@ fn to_proto(
     version: &str,
     as_of: DateTime<Utc>,
     at: DateTime<Utc>,
+    ranks_stale: bool,
 ) -> pb::CustomerScore {
     pb::CustomerScore {
         customer_id: id.to_owned(),
@@ -79,7 +88,7 @@ fn to_proto(
             m_score: i32::from(s.m_score),
             segment: s.segment.as_str().to_owned(),
             weighted_score: s.weighted_score,
-            ranks_stale: false,
+            ranks_stale,
         }),
         clv: Some(pb::ClvScore {
             historical_value: money(currency, s.monetary_nanos),
@@ -146,12 +155,19 @@ pub(crate) fn recompute(
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
-async fn run(
-    store: &ScoringStore,
-    cache: &Cache,
-    as_of: DateTime<Utc>,
-    tx: &mpsc::Sender<Result<pb::RecomputeScoresResponse, Status>>,
-) -> ApiResult<()> {
+/// What online scoring needs from the last recompute: the model it used,
+/// the population baseline, and its as-of day. Stored as JSON beside the
+/// scores (`scoring_baselines`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ScoringRun {
+    pub model_version: String,
+    pub model: FittedModel,
+    pub baseline: Baseline,
+    pub as_of_day: i32,
+}
+
+/// The newest model, as the domain sees it.
+async fn latest_model(store: &ScoringStore) -> ApiResult<(String, FittedModel)> {
     let model = models::latest(store).await.map_err(|e| {
         if e.code == ErrorCode::NotFound {
             ApiError::failed_precondition(
@@ -179,15 +195,21 @@ async fn run(
             v: gg.v,
         },
     };
-    let as_of_day = as_of.timestamp().div_euclid(86_400) as i32;
-    let (ids, purchases) = store.purchase_days().await?;
-    let facts = store.customer_facts().await?;
-    let summaries = summarize(ids.len(), &purchases, as_of_day);
-    let signals: Vec<CustomerSignals> = summaries
+    Ok((model.model_version, fitted))
+}
+
+/// Each summarized customer's signals from outside purchases.
+fn signals_of(
+    summaries: &[CustomerSummary],
+    snapshot: &ScoringSnapshot,
+    as_of_day: i32,
+) -> Vec<CustomerSignals> {
+    summaries
         .iter()
         .map(|s| {
-            facts
-                .get(&ids[s.customer as usize])
+            snapshot
+                .facts
+                .get(&snapshot.ids[s.customer as usize])
                 .map_or_else(CustomerSignals::default, |f| CustomerSignals {
                     interactions: f.interactions,
                     latest_nps: f.latest_nps.and_then(|n| u8::try_from(n).ok()),
@@ -197,8 +219,64 @@ async fn run(
                     complaints: f.complaints,
                 })
         })
-        .collect();
-    let scores = score_population(
+        .collect()
+}
+
+/// The stored form of one score: encoded, with the labels distributions count.
+fn score_row(
+    s: &CustomerScores,
+    snapshot: &ScoringSnapshot,
+    version: &str,
+    as_of: DateTime<Utc>,
+    at: DateTime<Utc>,
+    ranks_stale: bool,
+) -> ScoreRow {
+    let id = &snapshot.ids[s.customer as usize];
+    let currency = snapshot
+        .facts
+        .get(id)
+        .and_then(|f| Currency::parse(&f.currency).ok());
+    let proto = to_proto(s, id, currency, version, as_of, at, ranks_stale);
+    let name = |v: Result<&'static str, ()>| v.unwrap_or("");
+    ScoreRow {
+        customer_id: id.clone(),
+        segment: s.segment.as_str(),
+        value_tier: name(
+            pb::ValueTier::try_from(proto.value_tier)
+                .map(|v| v.as_str_name())
+                .map_err(drop),
+        ),
+        value_quadrant: name(
+            pb::ValueQuadrant::try_from(proto.value_quadrant)
+                .map(|v| v.as_str_name())
+                .map_err(drop),
+        ),
+        churn_risk: name(
+            pb::ChurnRisk::try_from(proto.churn.as_ref().map_or(0, |c| c.risk))
+                .map(|v| v.as_str_name())
+                .map_err(drop),
+        ),
+        lifecycle_stage: name(
+            pb::LifecycleStage::try_from(proto.lifecycle_stage)
+                .map(|v| v.as_str_name())
+                .map_err(drop),
+        ),
+        score: proto.encode_to_vec(),
+    }
+}
+
+async fn run(
+    store: &ScoringStore,
+    cache: &Cache,
+    as_of: DateTime<Utc>,
+    tx: &mpsc::Sender<Result<pb::RecomputeScoresResponse, Status>>,
+) -> ApiResult<()> {
+    let (model_version, fitted) = latest_model(store).await?;
+    let as_of_day = day_of(as_of);
+    let snapshot = store.snapshot(READ_MODEL).await?;
+    let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
+    let signals = signals_of(&summaries, &snapshot, as_of_day);
+    let (scores, baseline) = score_population_with_baseline(
         &summaries,
         Some(&signals),
         &fitted,
@@ -209,56 +287,45 @@ async fn run(
     let at = now();
     let encoded: Vec<ScoreRow> = scores
         .iter()
-        .map(|s| {
-            let id = &ids[s.customer as usize];
-            let currency = facts
-                .get(id)
-                .and_then(|f| Currency::parse(&f.currency).ok());
-            let proto = to_proto(s, id, currency, &model.model_version, as_of, at);
-            let name = |v: Result<&'static str, ()>| v.unwrap_or("");
-            ScoreRow {
-                customer_id: id.clone(),
-                segment: s.segment.as_str(),
-                value_tier: name(
-                    pb::ValueTier::try_from(proto.value_tier)
-                        .map(|v| v.as_str_name())
-                        .map_err(drop),
-                ),
-                value_quadrant: name(
-                    pb::ValueQuadrant::try_from(proto.value_quadrant)
-                        .map(|v| v.as_str_name())
-                        .map_err(drop),
-                ),
-                churn_risk: name(
-                    pb::ChurnRisk::try_from(proto.churn.as_ref().map_or(0, |c| c.risk))
-                        .map(|v| v.as_str_name())
-                        .map_err(drop),
-                ),
-                lifecycle_stage: name(
-                    pb::LifecycleStage::try_from(proto.lifecycle_stage)
-                        .map(|v| v.as_str_name())
-                        .map_err(drop),
-                ),
-                score: proto.encode_to_vec(),
-            }
-        })
+        .map(|s| score_row(s, &snapshot, &model_version, as_of, at, false))
         .collect();
     let progress = |done: i64| pb::RecomputeScoresResponse {
         done,
         total,
-        model_version: model.model_version.clone(),
+        model_version: model_version.clone(),
         as_of: Some(to_timestamp(as_of)),
     };
     let mut done = 0;
     for chunk in encoded.chunks(CHUNK) {
-        store.save_scores(&model.model_version, at, chunk).await?;
+        store
+            .save_scores(&model_version, at, snapshot.data_seq, chunk)
+            .await?;
         done += chunk.len() as i64;
         if done < total && tx.send(Ok(progress(done))).await.is_err() {
             return Ok(()); // the caller went away; the scores stay
         }
     }
+    let run = ScoringRun {
+        model_version: model_version.clone(),
+        model: fitted,
+        baseline,
+        as_of_day,
+    };
+    let json = serde_json::to_string(&run)
+        .map_err(|e| ApiError::internal(format!("encoding the baseline: {e}")))?;
+    store
+        .save_baseline(&model_version, at, snapshot.data_seq, &json)
+        .await?;
     // New scores replace cached ones before the stream ends.
-    for chunk in encoded.chunks(CHUNK) {
+    refresh_cache(cache, &encoded).await;
+    let _ = tx.send(Ok(progress(total))).await;
+    Ok(())
+}
+
+/// Writes new scores over cached ones (pipelined); on failure they expire
+/// within the TTL.
+async fn refresh_cache(cache: &Cache, rows: &[ScoreRow]) {
+    for chunk in rows.chunks(CHUNK) {
         let entries = chunk
             .iter()
             .map(|r| (cache_key(&r.customer_id), r.score.clone()))
@@ -267,8 +334,91 @@ async fn run(
             tracing::warn!(error = %e, "could not refresh cached scores; they expire within the TTL");
         }
     }
-    let _ = tx.send(Ok(progress(total))).await;
-    Ok(())
+}
+
+type HeldRun = (i64, Arc<ScoringRun>);
+
+/// Online scoring: rescoring customers whose purchases just changed,
+/// between recomputes, against the last recompute's model and baseline.
+#[derive(Clone)]
+pub(crate) struct OnlineScorer {
+    store: ScoringStore,
+    cache: Cache,
+    /// The run in use and its baseline id.
+    held: Arc<Mutex<Option<HeldRun>>>,
+}
+
+impl OnlineScorer {
+    pub(crate) fn new(store: ScoringStore, cache: Cache) -> Self {
+        Self {
+            store,
+            cache,
+            held: Arc::default(),
+        }
+    }
+
+    /// The newest recompute's run, reloaded when another one lands.
+    async fn current(&self) -> ApiResult<Option<Arc<ScoringRun>>> {
+        let Some(latest) = self.store.latest_baseline_id().await? else {
+            return Ok(None);
+        };
+        if let Some((id, run)) = &*self.held.lock().expect("online run lock")
+            && *id == latest
+        {
+            return Ok(Some(run.clone()));
+        }
+        let Some((id, _, json)) = self.store.latest_baseline().await? else {
+            return Ok(None);
+        };
+        let run: Arc<ScoringRun> = Arc::new(
+            serde_json::from_str(&json)
+                .map_err(|e| ApiError::internal(format!("stored baseline {id}: {e}")))?,
+        );
+        *self.held.lock().expect("online run lock") = Some((id, run.clone()));
+        Ok(Some(run))
+    }
+
+    /// Rescores `customers` from the read model as it is after the feed
+    /// batch that ended at `data_seq`: their own figures (x, t_x, T,
+    /// monetary; P(alive), expected purchases, CLV, churn, lifecycle,
+    /// loyalty, profitability) exactly, their ranks, tier and quadrant
+    /// placed against the last recompute's population (`ranks_stale`).
+    /// Before the first recompute there is nothing to update.
+    pub(crate) async fn rescore(&self, customers: Vec<String>, data_seq: i64) -> ApiResult<usize> {
+        if customers.is_empty() {
+            return Ok(0);
+        }
+        let Some(run) = self.current().await? else {
+            return Ok(0);
+        };
+        // As of now: the new purchase happened now. A recompute as of a later
+        // day (planning ahead) keeps its day.
+        let at = now();
+        let as_of_day = day_of(at).max(run.as_of_day);
+        let as_of = if as_of_day == day_of(at) {
+            at
+        } else {
+            DateTime::from_timestamp(i64::from(as_of_day) * 86_400, 0).unwrap_or(at)
+        };
+        let snapshot = self.store.histories(&customers).await?;
+        let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
+        let signals = signals_of(&summaries, &snapshot, as_of_day);
+        let settings = ModelSettings::default();
+        let rows: Vec<ScoreRow> = summaries
+            .iter()
+            .zip(&signals)
+            .map(|(s, signal)| {
+                let score =
+                    score_customer(s, signal, &run.model, &settings, &run.baseline, as_of_day);
+                score_row(&score, &snapshot, &run.model_version, as_of, at, true)
+            })
+            .collect();
+        self.store
+            .save_scores(&run.model_version, at, data_seq, &rows)
+            .await?;
+        refresh_cache(&self.cache, &rows).await;
+        Ok(rows.len())
+    }
 }
 
 fn decode(bytes: &[u8]) -> ApiResult<pb::CustomerScore> {

@@ -133,6 +133,109 @@ async fn set_customer_column<'a, C: ConnectionTrait>(
     Ok(())
 }
 
+/// What scoring reads to score customers.
+#[derive(Debug, Default)]
+pub struct ScoringSnapshot {
+    /// The read model's position in profile's change feed.
+    pub data_seq: i64,
+    /// Customers with purchases; index = `Purchase::customer`.
+    pub ids: Vec<String>,
+    pub purchases: Vec<Purchase>,
+    pub facts: HashMap<String, CustomerFacts>,
+}
+
+/// Purchases of every customer (or of `only`): the ids (index =
+/// `Purchase::customer`) and one `Purchase` per transaction. The read model
+/// keeps one row per customer and day, so a day of n transactions becomes n
+/// purchases on that day, the first carrying the day's amounts: occasions,
+/// sums and transaction counts (RFM frequency) all stay exact.
+async fn read_purchase_days<C: ConnectionTrait>(
+    db: &C,
+    only: Option<&[String]>,
+) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
+    let mut q = Query::select();
+    q.columns([
+        "customer_id",
+        "day",
+        "amount_nanos",
+        "cost_nanos",
+        "transactions",
+    ])
+    .from("scoring_customer_days")
+    .order_by("customer_id", sea_orm::Order::Asc)
+    .order_by("day", sea_orm::Order::Asc);
+    if let Some(ids) = only {
+        q.and_where(Expr::col("customer_id").is_in(ids.iter().cloned()));
+    }
+    let rows = db.query_all(&q).await.map_err(db_error)?;
+    let mut ids: Vec<String> = Vec::new();
+    let mut purchases = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: String = r.try_get("", "customer_id").map_err(db_error)?;
+        if ids.last() != Some(&id) {
+            ids.push(id);
+        }
+        let customer = (ids.len() - 1) as u32;
+        let day: i32 = r.try_get("", "day").map_err(db_error)?;
+        let transactions: i32 = r.try_get("", "transactions").map_err(db_error)?;
+        purchases.push(Purchase {
+            customer,
+            day,
+            amount_nanos: r.try_get("", "amount_nanos").map_err(db_error)?,
+            cost_nanos: r.try_get("", "cost_nanos").map_err(db_error)?,
+        });
+        for _ in 1..transactions {
+            purchases.push(Purchase {
+                customer,
+                day,
+                amount_nanos: 0,
+                cost_nanos: 0,
+            });
+        }
+    }
+    Ok((ids, purchases))
+}
+
+/// What scoring knows of every customer (or of `only`) beside purchases.
+async fn read_customer_facts<C: ConnectionTrait>(
+    db: &C,
+    only: Option<&[String]>,
+) -> Result<HashMap<String, CustomerFacts>, ApiError> {
+    let mut q = Query::select();
+    q.columns([
+        "customer_id",
+        "interactions",
+        "currency",
+        "latest_nps",
+        "oldest_open_complaint_day",
+        "complaints",
+    ])
+    .from("scoring_customers");
+    if let Some(ids) = only {
+        q.and_where(Expr::col("customer_id").is_in(ids.iter().cloned()));
+    }
+    let rows = db.query_all(&q).await.map_err(db_error)?;
+    rows.into_iter()
+        .map(|r| {
+            let id: String = r.try_get("", "customer_id").map_err(db_error)?;
+            let n: i32 = r.try_get("", "interactions").map_err(db_error)?;
+            let complaints: i32 = r.try_get("", "complaints").map_err(db_error)?;
+            Ok((
+                id,
+                CustomerFacts {
+                    interactions: u32::try_from(n).unwrap_or(0),
+                    currency: r.try_get("", "currency").map_err(db_error)?,
+                    latest_nps: r.try_get("", "latest_nps").map_err(db_error)?,
+                    oldest_open_complaint_day: r
+                        .try_get("", "oldest_open_complaint_day")
+                        .map_err(db_error)?,
+                    complaints: u32::try_from(complaints).unwrap_or(0),
+                },
+            ))
+        })
+        .collect()
+}
+
 #[derive(Clone)]
 pub struct ScoringStore {
     db: DatabaseConnection,
@@ -345,94 +448,58 @@ impl ScoringStore {
             .collect()
     }
 
-    /// Every customer's purchases: the ids (index = `Purchase::customer`) and
-    /// one `Purchase` per transaction. The read model keeps one row per
-    /// customer and day, so a day of n transactions becomes n purchases on
-    /// that day, the first carrying the day's amounts: occasions, sums and
-    /// transaction counts (RFM frequency) all stay exact.
-    pub async fn purchase_days(&self) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
-        let rows = self
+    /// Everything a recompute reads, from one consistent snapshot (a
+    /// read-only repeatable-read transaction on PostgreSQL; a read
+    /// transaction is a snapshot on SQLite), with the read model's feed
+    /// position for `consumer` in that snapshot.
+    pub async fn snapshot(&self, consumer: &str) -> Result<ScoringSnapshot, ApiError> {
+        use sea_orm::{
+            AccessMode, DbBackend, IsolationLevel, TransactionOptions, TransactionTrait,
+        };
+        let postgres = self.db.get_database_backend() == DbBackend::Postgres;
+        let txn = self
             .db
-            .query_all(
-                Query::select()
-                    .columns([
-                        "customer_id",
-                        "day",
-                        "amount_nanos",
-                        "cost_nanos",
-                        "transactions",
-                    ])
-                    .from("scoring_customer_days")
-                    .order_by("customer_id", sea_orm::Order::Asc)
-                    .order_by("day", sea_orm::Order::Asc),
-            )
+            .begin_with_options(TransactionOptions {
+                isolation_level: postgres.then_some(IsolationLevel::RepeatableRead),
+                access_mode: postgres.then_some(AccessMode::ReadOnly),
+                ..TransactionOptions::default()
+            })
             .await
             .map_err(db_error)?;
-        let mut ids: Vec<String> = Vec::new();
-        let mut purchases = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: String = r.try_get("", "customer_id").map_err(db_error)?;
-            if ids.last() != Some(&id) {
-                ids.push(id);
-            }
-            let customer = (ids.len() - 1) as u32;
-            let day: i32 = r.try_get("", "day").map_err(db_error)?;
-            let transactions: i32 = r.try_get("", "transactions").map_err(db_error)?;
-            purchases.push(Purchase {
-                customer,
-                day,
-                amount_nanos: r.try_get("", "amount_nanos").map_err(db_error)?,
-                cost_nanos: r.try_get("", "cost_nanos").map_err(db_error)?,
-            });
-            for _ in 1..transactions {
-                purchases.push(Purchase {
-                    customer,
-                    day,
-                    amount_nanos: 0,
-                    cost_nanos: 0,
-                });
-            }
-        }
-        Ok((ids, purchases))
+        let data_seq = crate::cursor::load(&txn, "scoring_feed_cursor", consumer).await?;
+        let (ids, purchases) = read_purchase_days(&txn, None).await?;
+        let facts = read_customer_facts(&txn, None).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(ScoringSnapshot {
+            data_seq,
+            ids,
+            purchases,
+            facts,
+        })
     }
 
-    /// (interactions, currency) per customer id.
-    pub async fn customer_facts(&self) -> Result<HashMap<String, CustomerFacts>, ApiError> {
-        let rows = self
-            .db
-            .query_all(
-                Query::select()
-                    .columns([
-                        "customer_id",
-                        "interactions",
-                        "currency",
-                        "latest_nps",
-                        "oldest_open_complaint_day",
-                        "complaints",
-                    ])
-                    .from("scoring_customers"),
-            )
-            .await
-            .map_err(db_error)?;
-        rows.into_iter()
-            .map(|r| {
-                let id: String = r.try_get("", "customer_id").map_err(db_error)?;
-                let n: i32 = r.try_get("", "interactions").map_err(db_error)?;
-                let complaints: i32 = r.try_get("", "complaints").map_err(db_error)?;
-                Ok((
-                    id,
-                    CustomerFacts {
-                        interactions: u32::try_from(n).unwrap_or(0),
-                        currency: r.try_get("", "currency").map_err(db_error)?,
-                        latest_nps: r.try_get("", "latest_nps").map_err(db_error)?,
-                        oldest_open_complaint_day: r
-                            .try_get("", "oldest_open_complaint_day")
-                            .map_err(db_error)?,
-                        complaints: u32::try_from(complaints).unwrap_or(0),
-                    },
-                ))
-            })
-            .collect()
+    /// Every customer's purchases (see [`ScoringSnapshot`]).
+    pub async fn purchase_days(&self) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
+        read_purchase_days(&self.db, None).await
+    }
+
+    /// [`Self::snapshot`] of some customers only (online scoring), read
+    /// without a snapshot: the caller scores after its own batch committed.
+    pub async fn histories(&self, only: &[String]) -> Result<ScoringSnapshot, ApiError> {
+        let mut out = ScoringSnapshot::default();
+        for chunk in only.chunks(1_000) {
+            let (ids, purchases) = read_purchase_days(&self.db, Some(chunk)).await?;
+            let offset = out.ids.len() as u32;
+            out.ids.extend(ids);
+            out.purchases
+                .extend(purchases.into_iter().map(|p| Purchase {
+                    customer: p.customer + offset,
+                    ..p
+                }));
+            out.facts
+                .extend(read_customer_facts(&self.db, Some(chunk)).await?);
+        }
+        Ok(out)
     }
 
     /// Stores feedback signals (customer id, signals) and acknowledges
@@ -481,11 +548,14 @@ impl ScoringStore {
         txn.commit().await.map_err(db_error)
     }
 
-    /// Stores computed scores, replacing older ones.
+    /// Stores computed scores, replacing older ones, except scores that
+    /// reflect a later position of the change feed than `data_seq` (a
+    /// recompute must not overwrite an online update made after it read).
     pub async fn save_scores(
         &self,
         model_version: &str,
         computed_at: DateTime<Utc>,
+        data_seq: i64,
         scores: &[ScoreRow],
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
@@ -515,6 +585,7 @@ impl ScoringStore {
             "lifecycle_stage",
             "score",
             "revision",
+            "data_seq",
         ];
         for chunk in scores.chunks(2_000) {
             let mut q = Query::insert();
@@ -531,11 +602,16 @@ impl ScoringStore {
                     r.lifecycle_stage.into(),
                     r.score.clone().into(),
                     revision.into(),
+                    data_seq.into(),
                 ]);
             }
             q.on_conflict(
                 OnConflict::column("customer_id")
                     .update_columns(columns[1..].iter().copied())
+                    .action_and_where(
+                        Expr::col(("scoring_scores", "data_seq"))
+                            .lte(Expr::col(("excluded", "data_seq"))),
+                    )
                     .to_owned(),
             );
             txn.execute(&q).await.map_err(db_error)?;
@@ -678,5 +754,69 @@ impl ScoringStore {
             .map_err(db_error)?;
         row.map(|r| r.try_get("", "fit").map_err(db_error))
             .transpose()
+    }
+
+    /// Records a recompute's population baseline (JSON) and its model.
+    pub async fn save_baseline(
+        &self,
+        model_version: &str,
+        computed_at: DateTime<Utc>,
+        data_seq: i64,
+        baseline: &str,
+    ) -> Result<(), ApiError> {
+        self.db
+            .execute(
+                Query::insert()
+                    .into_table("scoring_baselines")
+                    .columns(["id", "model_version", "computed_at", "data_seq", "baseline"])
+                    .values_panic([
+                        computed_at.timestamp_micros().into(),
+                        model_version.into(),
+                        computed_at.into(),
+                        data_seq.into(),
+                        baseline.into(),
+                    ])
+                    .on_conflict(OnConflict::column("id").do_nothing().to_owned()),
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The id of the newest baseline, to tell whether a held one is current.
+    pub async fn latest_baseline_id(&self) -> Result<Option<i64>, ApiError> {
+        let row = self
+            .db
+            .query_one(
+                Query::select()
+                    .expr_as(Expr::col("id").max(), "id")
+                    .from("scoring_baselines"),
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.and_then(|r| r.try_get::<Option<i64>>("", "id").ok().flatten()))
+    }
+
+    /// (id, model version, JSON) of the newest baseline.
+    pub async fn latest_baseline(&self) -> Result<Option<(i64, String, String)>, ApiError> {
+        let row = self
+            .db
+            .query_one(
+                Query::select()
+                    .columns(["id", "model_version", "baseline"])
+                    .from("scoring_baselines")
+                    .order_by("id", sea_orm::Order::Desc)
+                    .limit(1),
+            )
+            .await
+            .map_err(db_error)?;
+        row.map(|r| {
+            Ok((
+                r.try_get("", "id").map_err(db_error)?,
+                r.try_get("", "model_version").map_err(db_error)?,
+                r.try_get("", "baseline").map_err(db_error)?,
+            ))
+        })
+        .transpose()
     }
 }

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::{FitError, optimize::bfgs_from, special::hyp2f1};
 
 /// Fitted BG/NBD parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BgNbdParams {
     pub r: f64,
     pub alpha: f64,

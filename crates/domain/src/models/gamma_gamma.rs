@@ -12,7 +12,7 @@ use super::{
     special::{digamma, ln_gamma},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GammaGammaParams {
     pub p: f64,
     pub q: f64,

@@ -4,44 +4,82 @@
 //! m_score likewise on monetary, r_score = 1 + floor(5 × #(larger
 //! recency_days) / n): ties share a score, each in 1..=5, O(n log n).
 
+use serde::{Deserialize, Serialize};
+
 /// Rank-based 1..=5 scores: `1 + floor(5 × #(values strictly below v) / n)`.
 pub fn scores_by_smaller<T: PartialOrd + Copy + Send + Sync>(values: &[T]) -> Vec<u8> {
-    rank_scores(values, false)
+    RankCuts::of(values, false).score_all(values)
 }
 
 /// Rank-based 1..=5 scores: `1 + floor(5 × #(values strictly above v) / n)`.
 pub fn scores_by_larger<T: PartialOrd + Copy + Send + Sync>(values: &[T]) -> Vec<u8> {
-    rank_scores(values, true)
+    RankCuts::of(values, true).score_all(values)
 }
 
-/// One parallel sort of (value, position), then one pass over runs of equal
-/// values: a run starting at sorted position i has i smaller values and
-/// n - (end of run) larger ones.
-fn rank_scores<T: PartialOrd + Copy + Send + Sync>(values: &[T], by_larger: bool) -> Vec<u8> {
-    use rayon::prelude::*;
-    let n = values.len();
-    let mut sorted: Vec<(T, u32)> = values.iter().copied().zip(0u32..).collect();
-    sorted.par_sort_unstable_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-    let mut out = vec![0u8; n];
-    let mut start = 0;
-    while start < n {
-        let mut end = start + 1;
-        while end < n
-            && sorted[end].0.partial_cmp(&sorted[start].0) == Some(std::cmp::Ordering::Equal)
-        {
-            end += 1;
+/// The boundaries of rank-based scores over one population.
+///
+/// A score is `1 + floor(5c / n)` where c counts the values strictly below
+/// (or above) v, so the score reaches k exactly when c ≥ m_k = ⌈(k−1)n/5⌉,
+/// that is when v passes the m_k-th smallest (largest) value. Four cuts
+/// (k = 2..=5) hold the whole ranking: scoring the population by its own
+/// cuts gives exactly its rank scores, in O(n) (four selections instead of
+/// a sort); scoring a new value places it among the population as it was,
+/// which is what online scoring does between recomputes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankCuts<T> {
+    /// Larger values score lower (recency) instead of higher.
+    pub by_larger: bool,
+    /// The value each score from 2 to 5 must pass (fewer with no population).
+    pub cuts: Vec<T>,
+}
+
+impl<T: PartialOrd + Copy + Send + Sync> RankCuts<T> {
+    pub fn of(values: &[T], by_larger: bool) -> Self {
+        let n = values.len();
+        if n == 0 {
+            return Self {
+                by_larger,
+                cuts: Vec::new(),
+            };
         }
-        let s = score(if by_larger { n - end } else { start }, n);
-        for &(_, i) in &sorted[start..end] {
-            out[i as usize] = s;
+        let order = |a: &T, b: &T| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal);
+        // Ascending positions of the cuts: m_k - 1 from below, n - m_k from above.
+        let positions: Vec<usize> = (2..=5)
+            .map(|k| {
+                let m = ((k - 1) * n).div_ceil(5);
+                if by_larger { n - m } else { m - 1 }
+            })
+            .collect();
+        let mut sorted_at: Vec<usize> = positions.clone();
+        sorted_at.sort_unstable();
+        let mut scratch = values.to_vec();
+        let mut from = 0;
+        for &p in &sorted_at {
+            if p >= from {
+                scratch[from..].select_nth_unstable_by(p - from, order);
+                from = p + 1;
+            }
         }
-        start = end;
+        Self {
+            by_larger,
+            cuts: positions.iter().map(|&p| scratch[p]).collect(),
+        }
     }
-    out
-}
 
-fn score(count: usize, n: usize) -> u8 {
-    (1 + (5 * count) / n.max(1)).min(5) as u8
+    /// The score of `v` against the population the cuts came from.
+    pub fn score(&self, v: T) -> u8 {
+        let passed = self
+            .cuts
+            .iter()
+            .filter(|c| if self.by_larger { v < **c } else { v > **c })
+            .count();
+        1 + passed as u8
+    }
+
+    fn score_all(&self, values: &[T]) -> Vec<u8> {
+        use rayon::prelude::*;
+        values.par_iter().map(|v| self.score(*v)).collect()
+    }
 }
 
 /// The ten RFM segments of the (r_score, f_score) grid.
@@ -222,9 +260,17 @@ mod tests {
             let len = values.len();
             values.rotate_left((seed as usize) % len);
             let after = scores_by_smaller(&values);
-            for (v, s) in values.iter().zip(after) { prop_assert_eq!(before[v], s); }
+            for (v, s) in values.iter().zip(after.iter().copied()) { prop_assert_eq!(before[v], s); }
 
             let recency = scores_by_larger(&values);
+            // Against the definition, counted directly.
+            let n = values.len();
+            for (i, v) in values.iter().enumerate() {
+                let below = values.iter().filter(|w| *w < v).count();
+                let above = values.iter().filter(|w| *w > v).count();
+                prop_assert_eq!(after[i] as usize, (1 + 5 * below / n).min(5));
+                prop_assert_eq!(recency[i] as usize, (1 + 5 * above / n).min(5));
+            }
             for i in 0..values.len() {
                 for j in 0..values.len() {
                     if values[i] < values[j] { prop_assert!(recency[i] >= recency[j]); }

@@ -4,11 +4,12 @@
 //! where they are computed and in `docs/models.md`.
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::{
     bgnbd::{BgNbdParams, BgNbdRow},
     gamma_gamma::GammaGammaParams,
-    rfm::{RfmWeights, Segment, scores_by_larger, scores_by_smaller},
+    rfm::{RankCuts, RfmWeights, Segment},
     summary::CustomerSummary,
 };
 
@@ -108,19 +109,21 @@ pub struct CustomerSignals {
 }
 
 /// The fitted purchase models.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FittedModel {
     pub bg_nbd: BgNbdParams,
     pub gamma_gamma: GammaGammaParams,
 }
 
 /// Population facts the one-time-buyer churn rule uses.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OneTimeBuyerRule {
     /// Share of (long enough observed) customers who ever made a repeat purchase.
     pub repeat_share: f64,
-    /// Sorted days from first to second purchase among repeat buyers.
-    pub first_gaps: Vec<f64>,
+    /// Distinct days from first to second purchase among repeat buyers,
+    /// ascending, each with the number of repeat buyers at or below it (a
+    /// cumulative histogram: gaps are whole days, so it stays small).
+    pub first_gaps: Vec<(f64, u64)>,
 }
 
 impl OneTimeBuyerRule {
@@ -139,12 +142,28 @@ impl OneTimeBuyerRule {
         } else {
             base.iter().filter(|s| s.x > 0).count() as f64 / base.len() as f64
         };
-        let mut first_gaps: Vec<f64> = summaries.iter().filter_map(|s| s.first_gap).collect();
-        first_gaps.sort_unstable_by(f64::total_cmp);
+        let gaps: Vec<f64> = summaries.iter().filter_map(|s| s.first_gap).collect();
+        Self::from_gaps(repeat_share, gaps)
+    }
+
+    /// The rule from the repeat share and each repeat buyer's first gap.
+    pub fn from_gaps(repeat_share: f64, mut gaps: Vec<f64>) -> Self {
+        gaps.sort_unstable_by(f64::total_cmp);
+        let mut first_gaps: Vec<(f64, u64)> = Vec::new();
+        for (i, g) in gaps.into_iter().enumerate() {
+            match first_gaps.last_mut() {
+                Some(last) if last.0 == g => last.1 = i as u64 + 1,
+                _ => first_gaps.push((g, i as u64 + 1)),
+            }
+        }
         Self {
             repeat_share,
             first_gaps,
         }
+    }
+
+    fn repeat_buyers(&self) -> u64 {
+        self.first_gaps.last().map_or(0, |g| g.1)
     }
 
     /// Churn probability of a one-time buyer silent for `silence` days.
@@ -155,11 +174,15 @@ impl OneTimeBuyerRule {
     /// seen no repeat in s days, Bayes gives P(will still return) =
     /// q(1 - F(s)) / (q(1 - F(s)) + 1 - q); churn is one minus that.
     pub fn churn_probability(&self, silence: f64) -> f64 {
-        if self.first_gaps.is_empty() {
+        let total = self.repeat_buyers();
+        if total == 0 {
             return 1.0 - self.repeat_share;
         }
-        let within = self.first_gaps.partition_point(|g| *g <= silence) as f64
-            / self.first_gaps.len() as f64;
+        let at_or_below = match self.first_gaps.partition_point(|g| g.0 <= silence) {
+            0 => 0,
+            i => self.first_gaps[i - 1].1,
+        };
+        let within = at_or_below as f64 / total as f64;
         let q = self.repeat_share;
         let still = q * (1.0 - within);
         let denominator = still + (1.0 - q);
@@ -172,11 +195,39 @@ impl OneTimeBuyerRule {
 
     /// The silence after which 90% of repeat buyers had come back.
     pub fn p90_gap(&self) -> f64 {
-        if self.first_gaps.is_empty() {
+        let total = self.repeat_buyers();
+        if total == 0 {
             return f64::INFINITY;
         }
-        self.first_gaps[((self.first_gaps.len() - 1) as f64 * 0.9) as usize]
+        // The gap at position floor(0.9 (total - 1)) of the sorted gaps.
+        let position = ((total - 1) as f64 * 0.9) as u64;
+        let i = self.first_gaps.partition_point(|g| g.1 <= position);
+        self.first_gaps[i].0
     }
+}
+
+/// What scoring one customer needs to know about the population, frozen
+/// when the population is scored: the RFM rank cuts, the one-time-buyer
+/// rule, the expected lifespan, the value-tier cuts and the medians of the
+/// quadrants. Population scoring uses it for every customer; online scoring
+/// keeps it between recomputes and places a customer's new figures against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub customers: u64,
+    pub recency: RankCuts<i64>,
+    pub frequency: RankCuts<u32>,
+    pub monetary: RankCuts<i128>,
+    pub one_time_buyers: OneTimeBuyerRule,
+    /// Years, for the simple CLV.
+    pub lifespan_years: f64,
+    /// HIGH tier when predicted CLV is at least this (None: nobody).
+    pub tier_high_from: Option<f64>,
+    /// MEDIUM tier (unless HIGH) when predicted CLV is at least this.
+    pub tier_medium_from: Option<f64>,
+    /// Potential (predicted CLV) and current value (trailing 365-day margin)
+    /// are high above these medians.
+    pub clv_median: f64,
+    pub current_median: f64,
 }
 
 /// All scores of one customer.
@@ -242,29 +293,52 @@ pub fn score_population(
     settings: &ModelSettings,
     as_of_day: i32,
 ) -> Vec<CustomerScores> {
+    score_population_with_baseline(summaries, signals, model, settings, as_of_day).0
+}
+
+/// [`score_population`], also returning the population's [`Baseline`] for
+/// scoring customers one at a time until the next population run.
+pub fn score_population_with_baseline(
+    summaries: &[CustomerSummary],
+    signals: Option<&[CustomerSignals]>,
+    model: &FittedModel,
+    settings: &ModelSettings,
+    as_of_day: i32,
+) -> (Vec<CustomerScores>, Baseline) {
     let recency: Vec<i64> = summaries
         .iter()
         .map(|s| s.recency_days(as_of_day))
         .collect();
     let frequency: Vec<u32> = summaries.iter().map(|s| s.transactions).collect();
     let monetary: Vec<i128> = summaries.iter().map(|s| s.total_nanos).collect();
-    let (r_scores, (f_scores, m_scores)) = rayon::join(
-        || scores_by_larger(&recency),
+    let (recency, (frequency, monetary)) = rayon::join(
+        || RankCuts::of(&recency, true),
         || {
             rayon::join(
-                || scores_by_smaller(&frequency),
-                || scores_by_smaller(&monetary),
+                || RankCuts::of(&frequency, false),
+                || RankCuts::of(&monetary, false),
             )
         },
     );
-    let rule = OneTimeBuyerRule::from_population(summaries, settings);
-    let lifespan = settings.expected_lifespan_years.unwrap_or_else(|| {
+    let lifespan_years = settings.expected_lifespan_years.unwrap_or_else(|| {
         observed_annual_churn(summaries, as_of_day)
             .filter(|c| *c > 0.01)
             .map_or(10.0, |c| 1.0 / c)
     });
-    let discount = monthly_discount_factor(settings.monthly_discount_rate);
-    let p90_gap = rule.p90_gap();
+    // Tiers and quadrants depend on everyone's predicted CLV: score first,
+    // then cut, then place each customer.
+    let mut baseline = Baseline {
+        customers: summaries.len() as u64,
+        recency,
+        frequency,
+        monetary,
+        one_time_buyers: OneTimeBuyerRule::from_population(summaries, settings),
+        lifespan_years,
+        tier_high_from: None,
+        tier_medium_from: None,
+        clv_median: 0.0,
+        current_median: 0.0,
+    };
     let histories: Vec<BgNbdRow> = summaries
         .iter()
         .map(|s| BgNbdRow {
@@ -277,109 +351,150 @@ pub fn score_population(
     let expected_365 = model
         .bg_nbd
         .conditional_expected_purchases_many(365.0, &histories);
-
     let mut scores: Vec<CustomerScores> = summaries
         .par_iter()
         .enumerate()
         .map(|(i, s)| {
             let signal = signals.and_then(|v| v.get(i)).copied().unwrap_or_default();
-            let bg = &model.bg_nbd;
-            let silence = s.t - s.t_x;
-            let p_alive = bg.p_alive(s.x, s.t_x, s.t);
             let expected = expected_365[i].unwrap_or(0.0);
-            let occasion_value = model
-                .gamma_gamma
-                .conditional_expected_value(s.x, s.repeat_mean_value);
-            let predicted_clv = expected * occasion_value * settings.margin_rate * discount;
-            let historical = s.total_nanos as f64 / NANOS;
-            let tenure_years = ((s.t + 1.0) / 365.25).max(1.0 / 12.0);
-            let aov = historical / f64::from(s.transactions.max(1));
-            let simple_clv = aov * (f64::from(s.transactions) / tenure_years) * lifespan;
-
-            let churn = if s.x > 0 {
-                1.0 - p_alive
-            } else {
-                rule.churn_probability(silence)
-            };
-            let risk = if churn >= settings.churn_high {
-                ChurnRisk::High
-            } else if churn >= settings.churn_medium {
-                ChurnRisk::Medium
-            } else {
-                ChurnRisk::Low
-            };
-            let mut reasons = Vec::new();
-            let own_rhythm = if s.x > 0 {
-                s.t_x / f64::from(s.x)
-            } else {
-                p90_gap
-            };
-            if silence > settings.silence_factor * own_rhythm.max(1.0) {
-                reasons.push("LONG_SILENCE");
-            }
-            if signal.latest_nps.is_some_and(|n| n <= 6) {
-                reasons.push("DETRACTOR");
-            }
-            if signal
-                .oldest_open_complaint_days
-                .is_some_and(|d| d >= settings.open_complaint_days)
-            {
-                reasons.push("OPEN_COMPLAINT");
-            }
-            if s.prior_180_nanos > 0 && s.recent_180_nanos * 2 < s.prior_180_nanos {
-                reasons.push("FALLING_SPEND");
-            }
-            if s.x == 0 && silence > p90_gap {
-                reasons.push("NO_REPEAT_PURCHASE");
-            }
-
-            let serve_cost = i128::from(signal.interactions)
-                * i128::from(settings.interaction_cost_nanos)
-                + i128::from(signal.complaints) * i128::from(settings.complaint_cost_nanos);
-            let cost = s.total_cost_nanos + serve_cost;
-
-            // Loyalty in 0..1: repeat behaviour 35%, tenure 20%, recency 25%,
-            // satisfaction 20% (latest NPS / 10; 0.5 when unknown).
-            let repeat = 1.0 - (-f64::from(s.x) / 3.0).exp();
-            let tenure = (s.t / 730.0).min(1.0);
-            let recent = (-(recency[i] as f64) / 90.0).exp();
-            let satisfaction = signal
-                .latest_nps
-                .map_or(0.5, |n| f64::from(n.min(10)) / 10.0);
-            let loyalty = 0.35 * repeat + 0.2 * tenure + 0.25 * recent + 0.2 * satisfaction;
-
-            let (r, f, m) = (r_scores[i], f_scores[i], m_scores[i]);
-            CustomerScores {
-                customer: s.customer,
-                recency_days: recency[i],
-                frequency: s.transactions,
-                monetary_nanos: s.total_nanos,
-                r_score: r,
-                f_score: f,
-                m_score: m,
-                segment: Segment::from_scores(r, f),
-                weighted_score: settings.rfm_weights.weighted(r, f, m),
-                historical_value: historical,
-                simple_clv,
-                p_alive,
-                expected_purchases_365d: expected,
-                expected_occasion_value: occasion_value,
-                predicted_clv_365d: predicted_clv,
-                churn_probability: churn,
-                churn_risk: risk,
-                churn_reasons: reasons,
-                value_tier: ValueTier::Low,
-                value_quadrant: ValueQuadrant::Minimal,
-                lifecycle: lifecycle(s, recency[i], risk, r, f, settings),
-                loyalty_index: loyalty.clamp(0.0, 1.0),
-                revenue_nanos: s.total_nanos,
-                cost_nanos: cost,
-                margin_nanos: s.total_nanos - cost,
-            }
+            score_with_expected(s, &signal, model, settings, &baseline, as_of_day, expected)
         })
         .collect();
-    assign_tiers_and_quadrants(&mut scores, summaries, settings);
+    place_population(&mut baseline, &scores, summaries, settings);
     scores
+        .par_iter_mut()
+        .zip(summaries)
+        .for_each(|(score, s)| place(score, s, &baseline));
+    (scores, baseline)
+}
+
+/// Scores one customer against a population's baseline: what online
+/// scoring does between recomputes. For a member of that population, with
+/// its summary unchanged, the result equals its population score.
+pub fn score_customer(
+    s: &CustomerSummary,
+    signal: &CustomerSignals,
+    model: &FittedModel,
+    settings: &ModelSettings,
+    baseline: &Baseline,
+    as_of_day: i32,
+) -> CustomerScores {
+    let expected = model
+        .bg_nbd
+        .conditional_expected_purchases(365.0, s.x, s.t_x, s.t)
+        .unwrap_or(0.0);
+    let mut score = score_with_expected(s, signal, model, settings, baseline, as_of_day, expected);
+    place(&mut score, s, baseline);
+    score
+}
+
+/// Everything but the value tier and quadrant.
+fn score_with_expected(
+    s: &CustomerSummary,
+    signal: &CustomerSignals,
+    model: &FittedModel,
+    settings: &ModelSettings,
+    baseline: &Baseline,
+    as_of_day: i32,
+    expected: f64,
+) -> CustomerScores {
+    let rule = &baseline.one_time_buyers;
+    let p90_gap = rule.p90_gap();
+    let discount = monthly_discount_factor(settings.monthly_discount_rate);
+    let bg = &model.bg_nbd;
+    let recency = s.recency_days(as_of_day);
+    let silence = s.t - s.t_x;
+    let p_alive = bg.p_alive(s.x, s.t_x, s.t);
+    let occasion_value = model
+        .gamma_gamma
+        .conditional_expected_value(s.x, s.repeat_mean_value);
+    let predicted_clv = expected * occasion_value * settings.margin_rate * discount;
+    let historical = s.total_nanos as f64 / NANOS;
+    let tenure_years = ((s.t + 1.0) / 365.25).max(1.0 / 12.0);
+    let aov = historical / f64::from(s.transactions.max(1));
+    let simple_clv = aov * (f64::from(s.transactions) / tenure_years) * baseline.lifespan_years;
+
+    let churn = if s.x > 0 {
+        1.0 - p_alive
+    } else {
+        rule.churn_probability(silence)
+    };
+    let risk = if churn >= settings.churn_high {
+        ChurnRisk::High
+    } else if churn >= settings.churn_medium {
+        ChurnRisk::Medium
+    } else {
+        ChurnRisk::Low
+    };
+    let mut reasons = Vec::new();
+    let own_rhythm = if s.x > 0 {
+        s.t_x / f64::from(s.x)
+    } else {
+        p90_gap
+    };
+    if silence > settings.silence_factor * own_rhythm.max(1.0) {
+        reasons.push("LONG_SILENCE");
+    }
+    if signal.latest_nps.is_some_and(|n| n <= 6) {
+        reasons.push("DETRACTOR");
+    }
+    if signal
+        .oldest_open_complaint_days
+        .is_some_and(|d| d >= settings.open_complaint_days)
+    {
+        reasons.push("OPEN_COMPLAINT");
+    }
+    if s.prior_180_nanos > 0 && s.recent_180_nanos * 2 < s.prior_180_nanos {
+        reasons.push("FALLING_SPEND");
+    }
+    if s.x == 0 && silence > p90_gap {
+        reasons.push("NO_REPEAT_PURCHASE");
+    }
+
+    let serve_cost = i128::from(signal.interactions) * i128::from(settings.interaction_cost_nanos)
+        + i128::from(signal.complaints) * i128::from(settings.complaint_cost_nanos);
+    let cost = s.total_cost_nanos + serve_cost;
+
+    // Loyalty in 0..1: repeat behaviour 35%, tenure 20%, recency 25%,
+    // satisfaction 20% (latest NPS / 10; 0.5 when unknown).
+    let repeat = 1.0 - (-f64::from(s.x) / 3.0).exp();
+    let tenure = (s.t / 730.0).min(1.0);
+    let recent = (-(recency as f64) / 90.0).exp();
+    let satisfaction = signal
+        .latest_nps
+        .map_or(0.5, |n| f64::from(n.min(10)) / 10.0);
+    let loyalty = 0.35 * repeat + 0.2 * tenure + 0.25 * recent + 0.2 * satisfaction;
+
+    let r = baseline.recency.score(recency);
+    let f = baseline.frequency.score(s.transactions);
+    let m = baseline.monetary.score(s.total_nanos);
+    CustomerScores {
+        customer: s.customer,
+        recency_days: recency,
+        frequency: s.transactions,
+        monetary_nanos: s.total_nanos,
+        r_score: r,
+        f_score: f,
+        m_score: m,
+        segment: Segment::from_scores(r, f),
+        weighted_score: settings.rfm_weights.weighted(r, f, m),
+        historical_value: historical,
+        simple_clv,
+        p_alive,
+        expected_purchases_365d: expected,
+        expected_occasion_value: occasion_value,
+        predicted_clv_365d: predicted_clv,
+        churn_probability: churn,
+        churn_risk: risk,
+        churn_reasons: reasons,
+        value_tier: ValueTier::Low,
+        value_quadrant: ValueQuadrant::Minimal,
+        lifecycle: lifecycle(s, recency, risk, r, f, settings),
+        loyalty_index: loyalty.clamp(0.0, 1.0),
+        revenue_nanos: s.total_nanos,
+        cost_nanos: cost,
+        margin_nanos: s.total_nanos - cost,
+    }
 }
 
 /// PROSPECT (no purchase; not in a purchase summary), CHURNED (silent past
@@ -408,12 +523,19 @@ fn lifecycle(
     }
 }
 
+/// Current value: margin over the trailing 365 days, in units.
+fn current_value(s: &CustomerSummary) -> f64 {
+    (s.trailing_365_nanos - s.trailing_365_cost_nanos) as f64 / NANOS
+}
+
 /// Tiers: HIGH when fewer than `tier_high_share` of customers have a larger
 /// predicted CLV, MEDIUM within the next `tier_medium_share` (ties share a
 /// tier). Quadrants: current value (margin over the trailing 365 days)
 /// against potential value (predicted CLV), each high when above its median.
-fn assign_tiers_and_quadrants(
-    scores: &mut [CustomerScores],
+/// Both become cuts in the baseline, so one customer can be placed alone.
+fn place_population(
+    baseline: &mut Baseline,
+    scores: &[CustomerScores],
     summaries: &[CustomerSummary],
     settings: &ModelSettings,
 ) {
@@ -422,13 +544,9 @@ fn assign_tiers_and_quadrants(
         return;
     }
     let mut clv: Vec<f64> = scores.iter().map(|s| s.predicted_clv_365d).collect();
-    clv.sort_unstable_by(f64::total_cmp);
-    let current: Vec<f64> = summaries
-        .iter()
-        .map(|s| (s.trailing_365_nanos - s.trailing_365_cost_nanos) as f64 / NANOS)
-        .collect();
-    let mut current_sorted = current.clone();
-    current_sorted.sort_unstable_by(f64::total_cmp);
+    clv.par_sort_unstable_by(f64::total_cmp);
+    let mut current: Vec<f64> = summaries.iter().map(current_value).collect();
+    current.par_sort_unstable_by(f64::total_cmp);
     let median = |v: &[f64]| {
         if v.len() % 2 == 1 {
             v[v.len() / 2]
@@ -436,26 +554,49 @@ fn assign_tiers_and_quadrants(
             (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
         }
     };
-    let (clv_median, current_median) = (median(&clv), median(&current_sorted));
-    for (i, s) in scores.iter_mut().enumerate() {
-        let larger = n - clv.partition_point(|v| *v <= s.predicted_clv_365d);
-        let share = larger as f64 / n as f64;
-        s.value_tier = if share < settings.tier_high_share {
-            ValueTier::High
-        } else if share < settings.tier_high_share + settings.tier_medium_share {
-            ValueTier::Medium
-        } else {
-            ValueTier::Low
-        };
-        let high_potential = s.predicted_clv_365d > clv_median;
-        let high_current = current[i] > current_median;
-        s.value_quadrant = match (high_current, high_potential) {
-            (true, true) => ValueQuadrant::Star,
-            (false, true) => ValueQuadrant::Grow,
-            (true, false) => ValueQuadrant::Maintain,
-            (false, false) => ValueQuadrant::Minimal,
-        };
-    }
+    // A tier holding the customers of whom fewer than `share` x n have a
+    // larger CLV starts at the j-th largest value, where j is the least
+    // count with j / n >= share (computed as the division is, so the cut
+    // agrees with the definition to the last bit).
+    let from = |share: f64| -> Option<f64> {
+        let mut j = ((share * n as f64).ceil().max(0.0) as usize).min(n + 1);
+        while j > 0 && (j - 1) as f64 / n as f64 >= share {
+            j -= 1;
+        }
+        while j <= n && (j as f64 / n as f64) < share {
+            j += 1;
+        }
+        match j {
+            0 => None,
+            j if j > n => Some(f64::MIN),
+            j => Some(clv[n - j]),
+        }
+    };
+    // "count(larger) < j" holds exactly for values >= the j-th largest.
+    baseline.tier_high_from = from(settings.tier_high_share);
+    baseline.tier_medium_from = from(settings.tier_high_share + settings.tier_medium_share);
+    baseline.clv_median = median(&clv);
+    baseline.current_median = median(&current);
+}
+
+fn place(score: &mut CustomerScores, s: &CustomerSummary, baseline: &Baseline) {
+    let clv = score.predicted_clv_365d;
+    let at_least = |cut: Option<f64>| cut.is_some_and(|c| clv >= c);
+    score.value_tier = if at_least(baseline.tier_high_from) {
+        ValueTier::High
+    } else if at_least(baseline.tier_medium_from) {
+        ValueTier::Medium
+    } else {
+        ValueTier::Low
+    };
+    let high_potential = clv > baseline.clv_median;
+    let high_current = current_value(s) > baseline.current_median;
+    score.value_quadrant = match (high_current, high_potential) {
+        (true, true) => ValueQuadrant::Star,
+        (false, true) => ValueQuadrant::Grow,
+        (true, false) => ValueQuadrant::Maintain,
+        (false, false) => ValueQuadrant::Minimal,
+    };
 }
 
 #[cfg(test)]
@@ -471,10 +612,7 @@ mod tests {
 
     #[test]
     fn one_time_buyer_churn_grows_with_silence() {
-        let rule = OneTimeBuyerRule {
-            repeat_share: 0.5,
-            first_gaps: vec![10.0, 20.0, 30.0, 40.0],
-        };
+        let rule = OneTimeBuyerRule::from_gaps(0.5, vec![40.0, 10.0, 30.0, 20.0]);
         let short = rule.churn_probability(5.0);
         let long = rule.churn_probability(100.0);
         assert!(
