@@ -103,3 +103,94 @@ async fn without_redis_url_the_cache_is_in_process() {
     cache.put("k", b"v".to_vec()).await.unwrap();
     assert_eq!(cache.get("k").await.unwrap(), Some(b"v".to_vec()));
 }
+
+/// Two replicas' caches on one Redis: each serves hot keys from its near
+/// tier, and a write on one evicts the key from the other's near tier at
+/// once (pub/sub), long before the near TTL would.
+#[tokio::test]
+async fn a_write_on_one_replica_evicts_the_near_tier_of_the_others() {
+    let Some(url) = redis_url() else {
+        return skip("Redis cache test", "REDIS_URL is not set");
+    };
+    let settings = redis_settings(&url);
+    let cache_settings = CacheSettings {
+        near_ttl_ms: 600_000,
+        ..CacheSettings::default()
+    };
+    let (a, b) = (
+        connected(&settings, &cache_settings).await,
+        connected(&settings, &cache_settings).await,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.near_tier_live() && b.near_tier_live()) {
+        assert!(
+            Instant::now() < deadline,
+            "no invalidation subscription within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    a.put("k", b"v1".to_vec()).await.unwrap();
+    assert_eq!(
+        b.get("k").await.unwrap(),
+        Some(b"v1".to_vec()),
+        "from Redis"
+    );
+    assert_eq!(
+        b.get("k").await.unwrap(),
+        Some(b"v1".to_vec()),
+        "from the near tier"
+    );
+    assert_eq!(
+        b.stats()
+            .near_hits
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // Replaced on A: B's near copy must go, though its TTL is ten minutes.
+    let wait_for = |cache: &RedisCache, key: &'static str, want: Option<Vec<u8>>| {
+        let cache = cache.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = cache.get(key).await.unwrap();
+                if got == want {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{key}: still {got:?}, want {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    a.put("k", b"v2".to_vec()).await.unwrap();
+    wait_for(&b, "k", Some(b"v2".to_vec())).await;
+    a.invalidate("k").await.unwrap();
+    wait_for(&b, "k", None).await;
+
+    // A write too large to name its keys (a recompute) empties every near tier.
+    b.put("other", b"old".to_vec()).await.unwrap();
+    assert_eq!(b.get("other").await.unwrap(), Some(b"old".to_vec()));
+    let redis = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}other", settings.key_prefix))
+        .arg("new")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get("other").await.unwrap(),
+        Some(b"old".to_vec()),
+        "B's near tier still holds it"
+    );
+    let many: Vec<(String, Vec<u8>)> = (0..2_000).map(|i| (format!("bulk-{i}"), vec![1])).collect();
+    a.put_many(many).await.unwrap();
+    wait_for(&b, "other", Some(b"new".to_vec())).await;
+    // The writer's own near tier never serves what it did not write last.
+    a.put("mine", b"1".to_vec()).await.unwrap();
+    assert_eq!(a.get("mine").await.unwrap(), Some(b"1".to_vec()));
+}

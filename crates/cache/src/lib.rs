@@ -1,5 +1,6 @@
-//! The score cache: Redis when `REDIS_URL` is set, an in-process cache
-//! otherwise.
+//! The score cache: Redis when `REDIS_URL` is set (with a short-lived
+//! in-process near tier in front of it, kept coherent across replicas by
+//! Redis pub/sub), an in-process cache otherwise.
 //!
 //! Callers treat every cache failure as a miss and serve from the store: the
 //! cache makes reads fast, it never makes them fail. Failures are counted in
@@ -41,6 +42,12 @@ pub enum CacheError {
 /// encoded score); keys are the caller's, the backend adds its prefix.
 pub trait ScoreCache: Send + Sync {
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, CacheError>> + Send;
+    /// [`ScoreCache::get`] again by a caller whose first look was counted
+    /// (a miss that waited to load): not counted a second time.
+    fn look_again(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, CacheError>> + Send;
     /// One result per key, in order.
     fn get_many(
         &self,
@@ -59,7 +66,10 @@ pub trait ScoreCache: Send + Sync {
 /// Hit, miss and failure counters.
 #[derive(Debug, Default)]
 pub struct CacheStats {
+    /// Lookups answered by the cache (either tier).
     pub hits: AtomicU64,
+    /// Of those, lookups answered by the in-process near tier before Redis.
+    pub near_hits: AtomicU64,
     pub misses: AtomicU64,
     /// Operations that failed or timed out and fell back to the store.
     pub errors: AtomicU64,
@@ -115,6 +125,13 @@ impl ScoreCache for Cache {
         match self {
             Cache::Redis(c) => c.get(key).await,
             Cache::Local(c) => c.get(key).await,
+        }
+    }
+
+    async fn look_again(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        match self {
+            Cache::Redis(c) => c.look_again(key).await,
+            Cache::Local(c) => c.look_again(key).await,
         }
     }
 

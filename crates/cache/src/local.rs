@@ -1,4 +1,5 @@
-//! In-process cache (moka), used when no Redis is configured.
+//! In-process cache (moka): the whole cache when no Redis is configured,
+//! and the short-lived near tier in front of Redis when one is.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -38,12 +39,18 @@ impl Expiry<String, Arc<[u8]>> for JitteredTtl {
 
 impl LocalCache {
     pub fn new(settings: &CacheSettings) -> Self {
+        Self::with_ttl(
+            Duration::from_secs(settings.ttl_secs.max(1)),
+            settings.ttl_jitter,
+            settings.local_capacity,
+        )
+    }
+
+    /// At most `capacity` entries, each living `ttl` (plus up to `jitter` x `ttl`).
+    pub fn with_ttl(ttl: Duration, jitter: f64, capacity: u64) -> Self {
         let entries = Moka::builder()
-            .max_capacity(settings.local_capacity)
-            .expire_after(JitteredTtl {
-                ttl: Duration::from_secs(settings.ttl_secs.max(1)),
-                jitter: settings.ttl_jitter,
-            })
+            .max_capacity(capacity)
+            .expire_after(JitteredTtl { ttl, jitter })
             .build();
         Self {
             entries,
@@ -53,6 +60,11 @@ impl LocalCache {
 
     pub fn stats(&self) -> &Arc<CacheStats> {
         &self.stats
+    }
+
+    /// Drops every entry.
+    pub fn invalidate_all(&self) {
+        self.entries.invalidate_all();
     }
 
     fn count(&self, found: bool) {
@@ -70,6 +82,10 @@ impl ScoreCache for LocalCache {
         let value = self.entries.get(key).await.map(|v| v.to_vec());
         self.count(value.is_some());
         Ok(value)
+    }
+
+    async fn look_again(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        Ok(self.entries.get(key).await.map(|v| v.to_vec()))
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {

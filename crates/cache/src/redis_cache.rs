@@ -7,15 +7,25 @@
 //! [`TRIP_AFTER`] failures in a row the cache is skipped altogether for
 //! [`OPEN_FOR`] (a circuit breaker), so a dead Redis costs callers nothing
 //! until one call tries it again.
+//!
+//! In front of Redis sits a near tier: an in-process cache with a short TTL
+//! (`cache.near_ttl_ms`), so a hot score costs no network round trip. Every
+//! write through this cache publishes the keys it changed on a Redis
+//! channel; every replica subscribes and drops those keys from its near
+//! tier, so a write on one replica is seen by the others' next read. The
+//! near tier is only used while the subscription is up (on every
+//! (re)subscription it starts empty); an invalidation lost in between is
+//! bounded by the near TTL.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use futures::{StreamExt, TryStreamExt};
 use redis::{
     AsyncCommands, Client,
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -23,7 +33,9 @@ use redis::{
 use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 
-use crate::{CacheError, CacheSettings, CacheStats, RedisSettings, ScoreCache, jittered};
+use crate::{
+    CacheError, CacheSettings, CacheStats, LocalCache, RedisSettings, ScoreCache, jittered,
+};
 
 /// Consecutive failures that open the breaker.
 const TRIP_AFTER: u32 = 3;
@@ -37,9 +49,70 @@ struct Breaker {
     open_until_ms: AtomicU64,
 }
 
+/// Writes of more keys than this invalidate whole near tiers (one message)
+/// instead of naming every key.
+const NAMED_KEYS_MAX: usize = 1_000;
+/// Entries per pipelined round trip of a bulk write.
+const PIPELINE: usize = 5_000;
+/// Pipelines of one bulk write in flight at once.
+const PIPELINES_IN_FLIGHT: usize = 4;
+/// Bound on one pipelined round trip of a bulk write.
+const BULK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The in-process tier in front of Redis.
+struct Near {
+    entries: LocalCache,
+    /// Subscribed to invalidations: only then is the tier read or filled.
+    live: AtomicBool,
+    /// The pub/sub channel, and this process's id on it (its own messages
+    /// are skipped).
+    channel: String,
+    origin: String,
+}
+
+impl Near {
+    fn live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Applies one invalidation message: `origin\n*` or `origin\nkey\nkey...`.
+    async fn apply(&self, message: &str) {
+        let Some((origin, keys)) = message.split_once('\n') else {
+            return;
+        };
+        if origin == self.origin {
+            return;
+        }
+        if keys == "*" {
+            self.entries.invalidate_all();
+        } else {
+            for key in keys.split('\n') {
+                let _ = self.entries.invalidate(key).await;
+            }
+        }
+    }
+
+    /// The message announcing a write of `keys` (prefixed keys).
+    fn message<'a>(&self, keys: impl ExactSizeIterator<Item = &'a str>) -> String {
+        let mut message = format!("{}\n", self.origin);
+        if keys.len() > NAMED_KEYS_MAX {
+            message.push('*');
+        } else {
+            for (i, key) in keys.enumerate() {
+                if i > 0 {
+                    message.push('\n');
+                }
+                message.push_str(key);
+            }
+        }
+        message
+    }
+}
+
 #[derive(Clone)]
 pub struct RedisCache {
     conn: Arc<OnceCell<ConnectionManager>>,
+    near: Option<Arc<Near>>,
     breaker: Arc<Breaker>,
     since: Instant,
     prefix: Arc<str>,
@@ -52,8 +125,21 @@ pub struct RedisCache {
 impl RedisCache {
     /// Returns at once; connects in a background task, retrying with backoff.
     pub fn connect_in_background(redis: &RedisSettings, cache: &CacheSettings) -> Self {
+        let near = (cache.near_ttl_ms > 0).then(|| {
+            Arc::new(Near {
+                entries: LocalCache::with_ttl(
+                    Duration::from_millis(cache.near_ttl_ms),
+                    0.0,
+                    cache.near_capacity,
+                ),
+                live: AtomicBool::new(false),
+                channel: format!("{}invalidations", redis.key_prefix),
+                origin: format!("{:016x}", rand::random::<u64>()),
+            })
+        });
         let this = Self {
             conn: Arc::default(),
+            near: near.clone(),
             breaker: Arc::default(),
             since: Instant::now(),
             prefix: redis.key_prefix.as_str().into(),
@@ -69,7 +155,9 @@ impl RedisCache {
             .unwrap_or_default();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(redis.connect_timeout_ms)))
-            .set_response_timeout(Some(this.timeout))
+            // Each call is bounded by `run_within` (short for reads, longer
+            // for bulk pipelines); the connection's own bound is the longest.
+            .set_response_timeout(Some(this.timeout.max(BULK_TIMEOUT)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         let cell = this.conn.clone();
@@ -87,6 +175,9 @@ impl RedisCache {
                     Ok(manager) => {
                         let _ = cell.set(manager);
                         tracing::info!("connected to redis");
+                        if let Some(near) = near {
+                            subscribe_forever(client, near).await;
+                        }
                         return;
                     }
                     Err(e) => {
@@ -122,12 +213,21 @@ impl RedisCache {
         &self,
         f: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, CacheError> {
+        self.run_within(self.timeout, f).await
+    }
+
+    /// [`Self::run`] with a bound of its own (bulk writes take longer).
+    async fn run_within<T>(
+        &self,
+        limit: Duration,
+        f: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, CacheError> {
         let now_ms = self.since.elapsed().as_millis() as u64;
         if now_ms < self.breaker.open_until_ms.load(Ordering::Relaxed) {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             return Err(CacheError::NotConnected);
         }
-        let result = match tokio::time::timeout(self.timeout, f).await {
+        let result = match tokio::time::timeout(limit, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if e.is_timeout() => Err(CacheError::Timeout),
             Ok(Err(e)) => Err(CacheError::Backend(e.to_string())),
@@ -159,10 +259,77 @@ impl RedisCache {
     }
 }
 
+/// Keeps the near tier subscribed to invalidations, re-subscribing after
+/// failures; the tier is off (and emptied) whenever the subscription is down.
+async fn subscribe_forever(client: Client, near: Arc<Near>) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&near.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        match subscribed {
+            Ok(mut pubsub) => {
+                near.entries.invalidate_all();
+                near.live.store(true, Ordering::Release);
+                delay = Duration::from_millis(200);
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    if let Ok(text) = msg.get_payload::<String>() {
+                        near.apply(&text).await;
+                    }
+                }
+                near.live.store(false, Ordering::Release);
+                near.entries.invalidate_all();
+                tracing::warn!(
+                    "redis invalidation subscription lost; near cache off until it is back"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to cache invalidations");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl RedisCache {
+    /// The near tier, while it is subscribed to invalidations.
+    fn near(&self) -> Option<&Near> {
+        self.near.as_deref().filter(|n| n.live())
+    }
+
+    /// Whether the near tier is subscribed (always false when it is off).
+    pub fn near_tier_live(&self) -> bool {
+        self.near().is_some()
+    }
+
+    /// Adds `PUBLISH` of the written keys to a pipeline, when there is a near tier.
+    fn announce<'a>(
+        &self,
+        pipe: &mut redis::Pipeline,
+        keys: impl ExactSizeIterator<Item = &'a str>,
+    ) {
+        if let Some(near) = &self.near {
+            pipe.publish(&near.channel, near.message(keys)).ignore();
+        }
+    }
+}
+
 impl ScoreCache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        let mut conn = self.connected()?;
         let key = self.key(key);
+        if let Some(near) = self.near()
+            && let Some(value) = near.entries.get(&key).await?
+        {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            self.stats.near_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(value));
+        }
+        let mut conn = self.connected()?;
         let value: Option<Vec<u8>> = self.run(conn.get(&key)).await?;
         let counter = if value.is_some() {
             &self.stats.hits
@@ -170,17 +337,52 @@ impl ScoreCache for RedisCache {
             &self.stats.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if let (Some(near), Some(value)) = (self.near(), &value) {
+            near.entries.put(&key, value.clone()).await?;
+        }
         Ok(value)
+    }
+
+    async fn look_again(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let key = self.key(key);
+        if let Some(near) = self.near()
+            && let Some(value) = near.entries.look_again(&key).await?
+        {
+            return Ok(Some(value));
+        }
+        let mut conn = self.connected()?;
+        self.run(conn.get(&key)).await
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.connected()?;
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        let values: Vec<Option<Vec<u8>>> = self.run(conn.mget(&keys)).await?;
-        let hits = values.iter().filter(|v| v.is_some()).count() as u64;
+        let mut values: Vec<Option<Vec<u8>>> = match self.near() {
+            Some(near) => near.entries.get_many(&keys).await?,
+            None => vec![None; keys.len()],
+        };
+        let near_hits = values.iter().filter(|v| v.is_some()).count() as u64;
+        self.stats.near_hits.fetch_add(near_hits, Ordering::Relaxed);
+        let wanted: Vec<usize> = (0..keys.len()).filter(|i| values[*i].is_none()).collect();
+        let mut hits = near_hits;
+        if !wanted.is_empty() {
+            let mut conn = self.connected()?;
+            let far_keys: Vec<&String> = wanted.iter().map(|i| &keys[*i]).collect();
+            let far: Vec<Option<Vec<u8>>> = self.run(conn.mget(&far_keys)).await?;
+            let mut fill = Vec::new();
+            for (i, value) in wanted.into_iter().zip(far) {
+                if let Some(v) = &value {
+                    hits += 1;
+                    fill.push((keys[i].clone(), v.clone()));
+                }
+                values[i] = value;
+            }
+            if let Some(near) = self.near() {
+                near.entries.put_many(fill).await?;
+            }
+        }
         self.stats.hits.fetch_add(hits, Ordering::Relaxed);
         self.stats
             .misses
@@ -189,27 +391,76 @@ impl ScoreCache for RedisCache {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), CacheError> {
-        let mut conn = self.connected()?;
-        let key = self.key(key);
-        let ttl = self.ttl_ms();
-        self.run(conn.pset_ex::<_, _, ()>(&key, value, ttl)).await
+        self.put_many(vec![(key.to_owned(), value)]).await
     }
 
+    /// Pipelined, [`PIPELINE`] entries per round trip. A write of up to
+    /// [`NAMED_KEYS_MAX`] keys names them to the other replicas' near tiers
+    /// in the same round trip; a larger one (a recompute) tells them to
+    /// start over once all of it is written.
     async fn put_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), CacheError> {
         if entries.is_empty() {
             return Ok(());
         }
+        let entries: Vec<(String, Vec<u8>)> = entries
+            .into_iter()
+            .map(|(k, v)| (self.key(&k), v))
+            .collect();
+        let bulk = entries.len() > NAMED_KEYS_MAX;
         let mut conn = self.connected()?;
-        let mut pipe = redis::pipe();
-        for (key, value) in entries {
-            pipe.pset_ex(self.key(&key), value, self.ttl_ms()).ignore();
+        // A few pipelines in flight, so encoding the next one here overlaps
+        // Redis executing the last one.
+        let limit = self.timeout.max(BULK_TIMEOUT); // a full pipeline moves a few MB
+        // (Chunk indices, not slices: a closure over a borrowed slice trips
+        // the Send check of the returned future.)
+        let all = &entries;
+        let written: Result<(), CacheError> =
+            futures::stream::iter(0..all.len().div_ceil(PIPELINE))
+                .map(|i| {
+                    let chunk = &all[i * PIPELINE..((i + 1) * PIPELINE).min(all.len())];
+                    let mut pipe = redis::pipe();
+                    for (key, value) in chunk {
+                        pipe.pset_ex(key, value, self.ttl_ms()).ignore();
+                    }
+                    if !bulk {
+                        self.announce(&mut pipe, chunk.iter().map(|(k, _)| k.as_str()));
+                    }
+                    let mut conn = conn.clone();
+                    async move {
+                        self.run_within(limit, pipe.query_async::<()>(&mut conn))
+                            .await
+                    }
+                })
+                .buffer_unordered(PIPELINES_IN_FLIGHT)
+                .try_collect::<Vec<()>>()
+                .await
+                .map(drop);
+        if bulk {
+            let mut pipe = redis::pipe();
+            self.announce(&mut pipe, entries.iter().map(|(k, _)| k.as_str()));
+            let _ = self.run(pipe.query_async::<()>(&mut conn)).await;
         }
-        self.run(pipe.query_async::<()>(&mut conn)).await
+        // This replica's near tier takes the new values (or, for writes too
+        // large to name, starts over like every other replica's).
+        if let Some(near) = &self.near {
+            if written.is_err() || bulk {
+                near.entries.invalidate_all();
+            } else if near.live() {
+                near.entries.put_many(entries).await?;
+            }
+        }
+        written
     }
 
     async fn invalidate(&self, key: &str) -> Result<(), CacheError> {
-        let mut conn = self.connected()?;
         let key = self.key(key);
-        self.run(conn.del::<_, ()>(&key)).await
+        if let Some(near) = &self.near {
+            near.entries.invalidate(&key).await?;
+        }
+        let mut conn = self.connected()?;
+        let mut pipe = redis::pipe();
+        pipe.del(&key).ignore();
+        self.announce(&mut pipe, std::iter::once(key.as_str()));
+        self.run(pipe.query_async::<()>(&mut conn)).await
     }
 }

@@ -35,6 +35,13 @@ pub struct CacheSettings {
     pub ttl_jitter: f64,
     /// Entries held by the in-process cache.
     pub local_capacity: u64,
+    /// With Redis: how long the in-process near tier in front of it keeps a
+    /// score (0 turns the near tier off). Other replicas' writes evict
+    /// entries at once through Redis pub/sub; this bounds staleness when
+    /// an invalidation is lost.
+    pub near_ttl_ms: u64,
+    /// With Redis: entries held by the near tier.
+    pub near_capacity: u64,
 }
 
 impl Default for CacheSettings {
@@ -43,6 +50,8 @@ impl Default for CacheSettings {
             ttl_secs: 3_600,
             ttl_jitter: 0.1,
             local_capacity: 1_000_000,
+            near_ttl_ms: 5_000,
+            near_capacity: 100_000,
         }
     }
 }

@@ -381,3 +381,345 @@ async fn measure_targets(
     }
     Ok(())
 }
+
+/// Latency percentiles of sorted samples.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * q) as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+/// A cheap deterministic index sequence (xorshift), so the generator's own
+/// cost stays out of the figures.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Runs `in_flight` loops of `call` for `duration` over `channels` (round
+/// robin); returns (calls, items, elapsed, sorted latencies).
+async fn closed_loop<F, Fut>(
+    channels: &[Channel],
+    in_flight: usize,
+    duration: Duration,
+    call: F,
+) -> anyhow::Result<(u64, u64, Duration, Vec<Duration>)>
+where
+    F: Fn(Channel, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<u64, tonic::Status>> + Send,
+{
+    let started = Instant::now();
+    let until = started + duration;
+    let mut tasks = Vec::new();
+    for worker in 0..in_flight {
+        let channel = channels[worker % channels.len()].clone();
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut items = 0u64;
+            let mut seed =
+                0x9E37_79B9_7F4A_7C15u64 ^ (worker as u64 + 1).wrapping_mul(0x1234_5678_9ABC);
+            while Instant::now() < until {
+                let t = Instant::now();
+                items += call(channel.clone(), xorshift(&mut seed)).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, tonic::Status>((latencies, items))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut items = 0;
+    for task in tasks {
+        let (l, i) = task.await??;
+        latencies.extend(l);
+        items += i;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Ok((latencies.len() as u64, items, elapsed, latencies))
+}
+
+/// The hot path: seeds `customers` buyers (unless `reuse`), fits and
+/// recomputes, then times GetScore with 1 and `in_flight` calls in flight
+/// and BatchGetScores of 100 ids, each for `seconds`.
+pub(crate) async fn scores(
+    target: &crate::client::Target,
+    customers: usize,
+    reuse: Option<String>,
+    in_flight: usize,
+    connections: usize,
+    seconds: u64,
+    drop_from: f64,
+) -> anyhow::Result<()> {
+    use patron_proto::scoring::{
+        BatchGetScoresRequest, FitModelRequest, GetScoreRequest, RecomputeScoresRequest,
+        scoring_service_client::ScoringServiceClient,
+    };
+    let channel = crate::client::channel(target).await?;
+    let run = reuse.clone().unwrap_or_else(|| {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        id[id.len() - 8..].to_owned()
+    });
+    let mut profile = client(channel.clone());
+    let ids: Vec<String> = if reuse.is_none() {
+        use rand::{Rng, SeedableRng};
+        use rand_distr::Distribution;
+        let started = Instant::now();
+        let mut ids = Vec::with_capacity(customers);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let spend = rand_distr::Gamma::new(3.0, 15.0)?;
+        for chunk in (0..customers).collect::<Vec<_>>().chunks(1_000) {
+            let batch = chunk
+                .iter()
+                .map(|i| pb::Customer {
+                    external_id: format!("scorebench-{run}-{i}"),
+                    tags: vec![format!("scorebench-{run}")],
+                    ..Default::default()
+                })
+                .collect();
+            let created = profile
+                .upsert_customers(pb::UpsertCustomersRequest { customers: batch })
+                .await?
+                .into_inner()
+                .customers;
+            let now = chrono::Utc::now().timestamp();
+            let mut transactions = Vec::new();
+            for c in &created {
+                // The BG/NBD and Gamma-Gamma story (the models must be
+                // identifiable): each customer buys at its own rate until it
+                // drops out, at its own spend level.
+                let rate = rng.random_range(0.005..0.08);
+                let drop = rng.random_range(drop_from..drop_from * 10.0);
+                let level = spend.sample(&mut rng);
+                let mut day = -700 + rng.random_range(0..400i64);
+                let mut k = 0;
+                while day < 0 {
+                    transactions.push(pb::Transaction {
+                        id: format!("{}-{k}", c.id),
+                        customer_id: c.id.clone(),
+                        occurred_at: Some(Timestamp {
+                            seconds: now + 86_400 * day,
+                            nanos: 0,
+                        }),
+                        amount: Some(Money {
+                            currency_code: "EUR".into(),
+                            units: (level * rng.random_range(0.6..1.4)) as i64 + 1,
+                            nanos: 0,
+                        }),
+                        quantity: 1,
+                        category: "books".into(),
+                        ..Default::default()
+                    });
+                    k += 1;
+                    if rng.random_bool(drop) {
+                        break;
+                    }
+                    day += (-rng.random::<f64>().max(1e-9).ln() / rate).ceil() as i64;
+                }
+            }
+            profile
+                .record_transactions(pb::RecordTransactionsRequest { transactions })
+                .await?;
+            ids.extend(created.into_iter().map(|c| c.id));
+        }
+        println!(
+            "seeded {customers} customers (tag {run}) in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        ids
+    } else {
+        let mut ids = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = profile
+                .list_customers(pb::ListCustomersRequest {
+                    page_size: 1_000,
+                    page_token,
+                    filter: format!("tags:\"scorebench-{run}\""),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            ids.extend(page.customers.into_iter().map(|c| c.id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        ids
+    };
+    anyhow::ensure!(!ids.is_empty(), "no customers for tag {run}");
+    let mut scoring = ScoringServiceClient::new(channel.clone());
+    // Scoring's read model follows the feed: fit until it has everyone.
+    let started = Instant::now();
+    let fit = loop {
+        let attempt = Instant::now();
+        if let Ok(fit) = scoring.fit_model(FitModelRequest::default()).await
+            && fit.get_ref().customers >= ids.len() as i64
+        {
+            break (fit.into_inner(), attempt.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3_600),
+            "scoring's read model did not catch up within an hour"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    println!(
+        "read model caught up after {:.1} s; FitModel on {} customers: {:.2} s",
+        started.elapsed().as_secs_f64(),
+        fit.0.customers,
+        fit.1.as_secs_f64()
+    );
+    let started = Instant::now();
+    let mut progress = scoring
+        .recompute_scores(RecomputeScoresRequest::default())
+        .await?
+        .into_inner();
+    let mut total = 0;
+    while let Some(p) = progress.message().await? {
+        total = p.total;
+    }
+    println!(
+        "RecomputeScores of {total} customers (read, score, store, cache): {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let ids = std::sync::Arc::new(ids);
+    let mut channels = Vec::new();
+    for _ in 0..connections.max(1) {
+        channels.push(crate::client::channel(target).await?);
+    }
+    let duration = Duration::from_secs(seconds.max(1));
+    let get = {
+        let ids = ids.clone();
+        move |channel: Channel, r: u64| {
+            let id = ids[(r % ids.len() as u64) as usize].clone();
+            async move {
+                ScoringServiceClient::new(channel)
+                    .get_score(GetScoreRequest { customer_id: id })
+                    .await?;
+                Ok(1)
+            }
+        }
+    };
+    // Warm every score into the cache first (the figures are for hits).
+    for chunk in ids.chunks(1_000) {
+        scoring
+            .batch_get_scores(BatchGetScoresRequest {
+                customer_ids: chunk.to_vec(),
+            })
+            .await?;
+    }
+    // The transport's floor on this machine: the cheapest call there is.
+    let health = |channel: Channel, _| async move {
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
+        Ok(1)
+    };
+    let (calls, _, elapsed, latencies) = closed_loop(&channels, 1, duration, health).await?;
+    println!(
+        "floor: grpc.health.v1 Check, 1 in flight: {:.0} calls/s; p50 {:?} p99 {:?}",
+        calls as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+    );
+    for in_flight in [1, in_flight] {
+        let (calls, _, elapsed, latencies) =
+            closed_loop(&channels, in_flight, duration, get.clone()).await?;
+        println!(
+            "GetScore, {in_flight} in flight over {} connections, {} customers: {calls} calls in {:.1} s = {:.0} calls/s; p50 {:?} p99 {:?} p99.9 {:?}",
+            channels.len(),
+            ids.len(),
+            elapsed.as_secs_f64(),
+            calls as f64 / elapsed.as_secs_f64(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            percentile(&latencies, 0.999),
+        );
+    }
+    let batch = {
+        let ids = ids.clone();
+        move |channel: Channel, r: u64| {
+            let start = (r % ids.len() as u64) as usize;
+            let customer_ids: Vec<String> = (0..100)
+                .map(|k| ids[(start + k * 7_919) % ids.len()].clone())
+                .collect();
+            async move {
+                let r = ScoringServiceClient::new(channel)
+                    .batch_get_scores(BatchGetScoresRequest { customer_ids })
+                    .await?
+                    .into_inner();
+                Ok(r.scores.len() as u64)
+            }
+        }
+    };
+    let batch_in_flight = 8;
+    let (calls, scores, elapsed, latencies) =
+        closed_loop(&channels, batch_in_flight, duration, batch).await?;
+    println!(
+        "BatchGetScores of 100 ids, {batch_in_flight} in flight: {calls} calls, {scores} scores in {:.1} s = {:.0} scores/s; per call p50 {:?} p99 {:?}",
+        elapsed.as_secs_f64(),
+        scores as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+    );
+    Ok(())
+}
+
+/// Refreshing `entries` cached scores of `value_bytes` each in Redis through
+/// the score cache, as a recompute does after storing its scores (one
+/// `put_many`: pipelined, then one invalidation message for the replicas'
+/// near tiers).
+pub(crate) async fn cache_refresh(
+    redis_url: &str,
+    entries: usize,
+    value_bytes: usize,
+) -> anyhow::Result<()> {
+    use patron_cache::{CacheSettings, RedisCache, RedisSettings, ScoreCache};
+    let prefix = format!("patron-bench:{}:", uuid::Uuid::now_v7().simple());
+    let settings = RedisSettings {
+        url: Some(redis_url.to_owned().into()),
+        key_prefix: prefix.clone(),
+        ..RedisSettings::default()
+    };
+    let cache = RedisCache::connect_in_background(&settings, &CacheSettings::default());
+    let started = Instant::now();
+    while !cache.is_connected() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "cannot reach redis"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let value = vec![7u8; value_bytes];
+    let batch: Vec<(String, Vec<u8>)> = (0..entries)
+        .map(|i| (format!("score:{i:012}"), value.clone()))
+        .collect();
+    let started = Instant::now();
+    cache.put_many(batch).await?;
+    let elapsed = started.elapsed();
+    println!(
+        "cache refresh: {entries} scores of {value_bytes} bytes written to Redis in {:.2} s = {:.0} scores/s",
+        elapsed.as_secs_f64(),
+        entries as f64 / elapsed.as_secs_f64()
+    );
+    // Leave nothing behind.
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = (0..entries)
+        .map(|i| format!("{prefix}score:{i:012}"))
+        .collect();
+    for chunk in keys.chunks(10_000) {
+        let _: () = redis::cmd("UNLINK")
+            .arg(chunk)
+            .query_async(&mut conn)
+            .await?;
+    }
+    Ok(())
+}

@@ -259,6 +259,40 @@ enum BenchCommand {
         #[command(flatten)]
         target: client::Target,
     },
+    /// GetScore (1 and many in flight) and BatchGetScores on cached scores.
+    Scores {
+        #[arg(long, default_value_t = 20_000)]
+        customers: usize,
+        /// Measure again on the customers an earlier run seeded (its tag).
+        #[arg(long)]
+        reuse: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        /// HTTP/2 connections the calls are spread over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Length of each measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seeded customers drop out after each purchase with a probability
+        /// drawn from [this, 10 x this): smaller means more purchases each
+        /// (0.05: about 4 per customer, 0.015: about 10).
+        #[arg(long, default_value_t = 0.05)]
+        drop_from: f64,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Writing many scores to Redis, as a recompute refreshes the cache.
+    CacheRefresh {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: usize,
+        /// Bytes per cached score.
+        #[arg(long, default_value_t = 300)]
+        value_bytes: usize,
+        /// Redis URL (default: REDIS_URL).
+        #[arg(long, env = "REDIS_URL")]
+        redis_url: String,
+    },
     /// StreamChanges catch-up speed from a sequence to the head.
     Feed {
         #[arg(long, default_value_t = 0)]
@@ -509,6 +543,10 @@ async fn main() -> ExitCode {
                     BenchCommand::Feed { after, target } => bench::feed(client::channel(&target).await?, after).await,
                     BenchCommand::Targets { customers, reuse, target } => bench::targets(client::channel(&target).await?, customers, reuse).await,
                     BenchCommand::Nps { responses, target } => bench::nps(client::channel(&target).await?, responses).await,
+                    BenchCommand::Scores { customers, reuse, in_flight, connections, seconds, drop_from, target } => {
+                        bench::scores(&target, customers, reuse, in_flight, connections, seconds, drop_from).await
+                    }
+                    BenchCommand::CacheRefresh { entries, value_bytes, redis_url } => bench::cache_refresh(&redis_url, entries, value_bytes).await,
                 }
             })
             .await

@@ -283,6 +283,13 @@ impl Collector for ScrapeTime {
                 hits,
             ),
             (
+                "patron_cache_near_hits",
+                "Of the cache hits, those answered by the in-process tier in front of Redis",
+                self.cache
+                    .near_hits
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
                 "patron_cache_misses",
                 "Score cache lookups that went to the store",
                 misses,

@@ -37,7 +37,8 @@ impl ScoringService for ScoringApi {
             .into_grpc()
     }
 
-    #[tracing::instrument(skip_all)]
+    // The hot paths carry no span of their own: the call guard's span
+    // already names the method, and a second one costs per call.
     async fn get_score(
         &self,
         request: Request<pb::GetScoreRequest>,
@@ -52,7 +53,6 @@ impl ScoringService for ScoringApi {
         .into_grpc()
     }
 
-    #[tracing::instrument(skip_all)]
     async fn batch_get_scores(
         &self,
         request: Request<pb::BatchGetScoresRequest>,

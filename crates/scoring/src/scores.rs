@@ -439,6 +439,11 @@ pub(crate) async fn get(
     check_id(&mut v, "customer_id", &req.customer_id);
     v.finish()?;
     let key = cache_key(&req.customer_id);
+    // Hits, the common case, go straight to the cache; only misses pay for
+    // coalescing.
+    if let Ok(Some(bytes)) = cache.get(&key).await {
+        return decode(&bytes);
+    }
     let bytes = lookups
         .run(&key, || {
             let (store, cache, id, key) = (
@@ -448,7 +453,8 @@ pub(crate) async fn get(
                 key.clone(),
             );
             async move {
-                if let Ok(Some(bytes)) = cache.get(&key).await {
+                // A load that just finished may have refilled the cache.
+                if let Ok(Some(bytes)) = cache.look_again(&key).await {
                     return Ok(Some(bytes));
                 }
                 cache
