@@ -379,7 +379,7 @@ backend_tests! {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(batch.scores, [after.clone()], "BatchGetScores sees the online score too");
+        assert_eq!(batch.scores, std::slice::from_ref(&after), "BatchGetScores sees the online score too");
         assert_eq!(get((c + 1) % n).await, bystander, "other customers are untouched");
 
         // The next recompute ranks everyone afresh, the new purchase included.

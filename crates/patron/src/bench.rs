@@ -520,9 +520,13 @@ pub(crate) async fn scores(
                     day += (-rng.random::<f64>().max(1e-9).ln() / rate).ceil() as i64;
                 }
             }
-            profile
-                .record_transactions(pb::RecordTransactionsRequest { transactions })
-                .await?;
+            for transactions in transactions.chunks(5_000) {
+                profile
+                    .record_transactions(pb::RecordTransactionsRequest {
+                        transactions: transactions.to_vec(),
+                    })
+                    .await?;
+            }
             ids.extend(created.into_iter().map(|c| c.id));
         }
         println!(

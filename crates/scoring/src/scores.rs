@@ -273,7 +273,9 @@ async fn run(
 ) -> ApiResult<()> {
     let (model_version, fitted) = latest_model(store).await?;
     let as_of_day = day_of(as_of);
+    let started = std::time::Instant::now();
     let snapshot = store.snapshot(READ_MODEL).await?;
+    let read = started.elapsed();
     let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
     let signals = signals_of(&summaries, &snapshot, as_of_day);
     let (scores, baseline) = score_population_with_baseline(
@@ -289,6 +291,7 @@ async fn run(
         .iter()
         .map(|s| score_row(s, &snapshot, &model_version, as_of, at, false))
         .collect();
+    let scored = started.elapsed();
     let progress = |done: i64| pb::RecomputeScoresResponse {
         done,
         total,
@@ -316,8 +319,17 @@ async fn run(
     store
         .save_baseline(&model_version, at, snapshot.data_seq, &json)
         .await?;
+    let stored = started.elapsed();
     // New scores replace cached ones before the stream ends.
     refresh_cache(cache, &encoded).await;
+    tracing::info!(
+        customers = total,
+        read_ms = read.as_millis() as u64,
+        score_ms = (scored - read).as_millis() as u64,
+        store_ms = (stored - scored).as_millis() as u64,
+        cache_ms = (started.elapsed() - stored).as_millis() as u64,
+        "scores recomputed"
+    );
     let _ = tx.send(Ok(progress(total))).await;
     Ok(())
 }

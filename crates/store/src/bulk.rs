@@ -8,23 +8,75 @@
 use patron_domain::ApiError;
 use sea_orm::{
     ConnectionTrait, DbBackend, QueryResult, Statement, Value,
-    sea_query::{ArrayType, OnConflict, Query},
+    sea_query::{ArrayType, Expr, ExprTrait, OnConflict, Query},
 };
+
+/// What an insert does with a row whose key already exists.
+#[derive(Clone, Copy)]
+pub(crate) enum Conflict {
+    /// Fail the statement.
+    Fail,
+    /// Keep the stored row (the key column).
+    Skip(&'static str),
+    /// Replace the stored row, unless its `version` column is greater than
+    /// the new row's.
+    ReplaceUnlessNewer {
+        key: &'static str,
+        version: &'static str,
+    },
+}
+
+impl Conflict {
+    /// The clause for PostgreSQL's INSERT ... SELECT form.
+    fn sql(self, table: &str, columns: &[&str]) -> String {
+        match self {
+            Conflict::Fail => String::new(),
+            Conflict::Skip(key) => format!(" ON CONFLICT ({key}) DO NOTHING"),
+            Conflict::ReplaceUnlessNewer { key, version } => {
+                let sets: Vec<String> = columns
+                    .iter()
+                    .filter(|c| **c != key)
+                    .map(|c| format!("{c} = EXCLUDED.{c}"))
+                    .collect();
+                format!(
+                    " ON CONFLICT ({key}) DO UPDATE SET {} WHERE {table}.{version} <= EXCLUDED.{version}",
+                    sets.join(", ")
+                )
+            }
+        }
+    }
+
+    /// The clause for sea-query's multi-row VALUES form.
+    fn on_conflict(self, table: &'static str, columns: &[&'static str]) -> Option<OnConflict> {
+        match self {
+            Conflict::Fail => None,
+            Conflict::Skip(key) => Some(OnConflict::column(key).do_nothing().to_owned()),
+            Conflict::ReplaceUnlessNewer { key, version } => Some(
+                OnConflict::column(key)
+                    .update_columns(columns.iter().copied().filter(|c| *c != key))
+                    .action_and_where(
+                        Expr::col((table, version)).lte(Expr::col(("excluded", version))),
+                    )
+                    .to_owned(),
+            ),
+        }
+    }
+}
 
 use crate::db_error;
 
 /// SQLite binds at most 32,766 parameters per statement; stay below.
 const MAX_SQLITE_PARAMS: usize = 30_000;
 
-/// Inserts `rows` (values in `columns` order). With `skip_conflicts_on`,
-/// rows whose key already exists are skipped, and with `returning`, that
-/// column of every inserted row is returned.
+/// Inserts `rows` (values in `columns` order), handling existing keys as
+/// `conflict` says; with `returning`, that column of every inserted row is
+/// returned.
 pub(crate) async fn insert<C: ConnectionTrait>(
     db: &C,
     table: &'static str,
     columns: &[&'static str],
     rows: Vec<Vec<Value>>,
-    skip_conflicts_on: Option<&'static str>,
+    conflict: Conflict,
     returning: Option<&'static str>,
 ) -> Result<Vec<QueryResult>, ApiError> {
     if rows.is_empty() {
@@ -41,9 +93,7 @@ pub(crate) async fn insert<C: ConnectionTrait>(
                     casts.join(", "),
                     names.join(", ")
                 );
-                if let Some(key) = skip_conflicts_on {
-                    sql.push_str(&format!(" ON CONFLICT ({key}) DO NOTHING"));
-                }
+                sql.push_str(&conflict.sql(table, columns));
                 if let Some(column) = returning {
                     sql.push_str(&format!(" RETURNING {column}"));
                 }
@@ -55,9 +105,9 @@ pub(crate) async fn insert<C: ConnectionTrait>(
                 .await
                 .map_err(db_error)
             }
-            None => values_insert(db, table, columns, rows, skip_conflicts_on, returning).await,
+            None => values_insert(db, table, columns, rows, conflict, returning).await,
         },
-        _ => values_insert(db, table, columns, rows, skip_conflicts_on, returning).await,
+        _ => values_insert(db, table, columns, rows, conflict, returning).await,
     }
 }
 
@@ -111,7 +161,7 @@ async fn values_insert<C: ConnectionTrait>(
     table: &'static str,
     columns: &[&'static str],
     rows: Vec<Vec<Value>>,
-    skip_conflicts_on: Option<&'static str>,
+    conflict: Conflict,
     returning: Option<&'static str>,
 ) -> Result<Vec<QueryResult>, ApiError> {
     let mut out = Vec::new();
@@ -120,8 +170,8 @@ async fn values_insert<C: ConnectionTrait>(
     while rows.peek().is_some() {
         let mut insert = Query::insert();
         insert.into_table(table).columns(columns.iter().copied());
-        if let Some(key) = skip_conflicts_on {
-            insert.on_conflict(OnConflict::column(key).do_nothing().to_owned());
+        if let Some(on_conflict) = conflict.on_conflict(table, columns) {
+            insert.on_conflict(on_conflict);
         }
         if let Some(column) = returning {
             insert.returning_col(column);

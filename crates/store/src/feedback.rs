@@ -220,7 +220,7 @@ impl FeedbackStore {
             "feedback_responses",
             &columns,
             rows,
-            Some("id"),
+            bulk::Conflict::Skip("id"),
             Some("id"),
         )
         .await?

@@ -149,10 +149,11 @@ pub struct ScoringSnapshot {
 /// keeps one row per customer and day, so a day of n transactions becomes n
 /// purchases on that day, the first carrying the day's amounts: occasions,
 /// sums and transaction counts (RFM frequency) all stay exact.
-async fn read_purchase_days<C: ConnectionTrait>(
+async fn read_purchase_days<C: ConnectionTrait + sea_orm::StreamTrait>(
     db: &C,
     only: Option<&[String]>,
 ) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
+    use futures::TryStreamExt;
     let mut q = Query::select();
     q.columns([
         "customer_id",
@@ -161,28 +162,38 @@ async fn read_purchase_days<C: ConnectionTrait>(
         "cost_nanos",
         "transactions",
     ])
-    .from("scoring_customer_days")
-    .order_by("customer_id", sea_orm::Order::Asc)
-    .order_by("day", sea_orm::Order::Asc);
+    .from("scoring_customer_days");
     if let Some(ids) = only {
         q.and_where(Expr::col("customer_id").is_in(ids.iter().cloned()));
     }
-    let rows = db.query_all(&q).await.map_err(db_error)?;
+    // A full read is every purchase day of every customer (tens of millions
+    // of rows): unordered (a sequential scan; ordering by customer took
+    // PostgreSQL twice as long, and the summary buckets by customer itself),
+    // streamed, and read by position, so neither the rows nor a
+    // column-name lookup per value are kept.
+    let rows = db.stream(&q).await.map_err(db_error)?;
+    let mut rows = std::pin::pin!(rows);
     let mut ids: Vec<String> = Vec::new();
-    let mut purchases = Vec::with_capacity(rows.len());
-    for r in rows {
-        let id: String = r.try_get("", "customer_id").map_err(db_error)?;
-        if ids.last() != Some(&id) {
-            ids.push(id);
-        }
-        let customer = (ids.len() - 1) as u32;
-        let day: i32 = r.try_get("", "day").map_err(db_error)?;
-        let transactions: i32 = r.try_get("", "transactions").map_err(db_error)?;
+    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut purchases = Vec::new();
+    while let Some(r) = rows.try_next().await.map_err(db_error)? {
+        let id: String = r.try_get_by_index(0).map_err(db_error)?;
+        let customer = match index.get(&id) {
+            Some(c) => *c,
+            None => {
+                let c = ids.len() as u32;
+                index.insert(id.clone(), c);
+                ids.push(id);
+                c
+            }
+        };
+        let day: i32 = r.try_get_by_index(1).map_err(db_error)?;
+        let transactions: i32 = r.try_get_by_index(4).map_err(db_error)?;
         purchases.push(Purchase {
             customer,
             day,
-            amount_nanos: r.try_get("", "amount_nanos").map_err(db_error)?,
-            cost_nanos: r.try_get("", "cost_nanos").map_err(db_error)?,
+            amount_nanos: r.try_get_by_index(2).map_err(db_error)?,
+            cost_nanos: r.try_get_by_index(3).map_err(db_error)?,
         });
         for _ in 1..transactions {
             purchases.push(Purchase {
@@ -193,6 +204,23 @@ async fn read_purchase_days<C: ConnectionTrait>(
             });
         }
     }
+    // Customers numbered in id order, whatever order the rows came in: the
+    // fits sum over customers in that order, and must not depend on where
+    // the database happened to store the rows.
+    let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+    order.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
+    let mut renumber = vec![0u32; ids.len()];
+    for (new, old) in order.iter().enumerate() {
+        renumber[*old as usize] = new as u32;
+    }
+    for p in &mut purchases {
+        p.customer = renumber[p.customer as usize];
+    }
+    let mut ids: Vec<Option<String>> = ids.into_iter().map(Some).collect();
+    let ids = order
+        .iter()
+        .map(|old| ids[*old as usize].take().unwrap_or_default())
+        .collect();
     Ok((ids, purchases))
 }
 
@@ -587,11 +615,10 @@ impl ScoringStore {
             "revision",
             "data_seq",
         ];
-        for chunk in scores.chunks(2_000) {
-            let mut q = Query::insert();
-            q.into_table("scoring_scores").columns(columns);
-            for r in chunk {
-                q.values_panic([
+        let rows: Vec<Vec<sea_orm::Value>> = scores
+            .iter()
+            .map(|r| {
+                vec![
                     r.customer_id.as_str().into(),
                     model_version.into(),
                     computed_at.into(),
@@ -603,19 +630,21 @@ impl ScoringStore {
                     r.score.clone().into(),
                     revision.into(),
                     data_seq.into(),
-                ]);
-            }
-            q.on_conflict(
-                OnConflict::column("customer_id")
-                    .update_columns(columns[1..].iter().copied())
-                    .action_and_where(
-                        Expr::col(("scoring_scores", "data_seq"))
-                            .lte(Expr::col(("excluded", "data_seq"))),
-                    )
-                    .to_owned(),
-            );
-            txn.execute(&q).await.map_err(db_error)?;
-        }
+                ]
+            })
+            .collect();
+        crate::bulk::insert(
+            &txn,
+            "scoring_scores",
+            &columns,
+            rows,
+            crate::bulk::Conflict::ReplaceUnlessNewer {
+                key: "customer_id",
+                version: "data_seq",
+            },
+            None,
+        )
+        .await?;
         txn.commit().await.map_err(db_error)
     }
 

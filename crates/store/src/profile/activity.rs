@@ -205,7 +205,16 @@ impl ProfileStore {
             .collect();
         let values = unique.iter().map(|r| r.values.clone()).collect();
         let mut inserted: HashSet<String> = HashSet::with_capacity(unique.len());
-        for r in bulk::insert(&txn, table, columns, values, Some("id"), Some("id")).await? {
+        for r in bulk::insert(
+            &txn,
+            table,
+            columns,
+            values,
+            bulk::Conflict::Skip("id"),
+            Some("id"),
+        )
+        .await?
+        {
             inserted.insert(r.try_get::<String>("", "id").map_err(db_error)?);
         }
         let changes: Vec<NewChange> = unique

@@ -89,7 +89,7 @@ pub(crate) async fn append<C: ConnectionTrait>(
         "profile_changes",
         &["sequence", "commit_time", "kind", "customer_id", "payload"],
         rows,
-        None,
+        bulk::Conflict::Fail,
         None,
     )
     .await?;
