@@ -298,6 +298,49 @@ backend_tests! {
         assert_eq!(violated_fields(&err), ["holdout_end"]);
     }
 
+    async fn a_score_of_later_data_is_never_replaced_by_an_older_one(app: TestApp) {
+        // The guard between a recompute and online scoring, at the store: a
+        // score reflecting a later position of the change feed is never
+        // replaced by one computed from older data (single rows and a bulk
+        // write of thousands, which takes PostgreSQL's UNNEST path).
+        use patron_store::{Storage, scoring::{ScoreRow, ScoringStore}};
+        let storage = Storage::connect_lazy(&app.settings.database).await.unwrap();
+        let store = ScoringStore::new(&storage);
+        let row = |id: &str, score: &str| ScoreRow {
+            customer_id: id.into(),
+            segment: "champions",
+            value_tier: "VALUE_TIER_HIGH",
+            value_quadrant: "VALUE_QUADRANT_STAR",
+            churn_risk: "CHURN_RISK_LOW",
+            lifecycle_stage: "LIFECYCLE_STAGE_ACTIVE",
+            score: score.as_bytes().to_vec(),
+        };
+        let at = chrono::Utc::now();
+        let stored = |ids: Vec<String>| {
+            let store = store.clone();
+            async move { store.scores(&ids).await.unwrap() }
+        };
+        store.save_scores("m1", at, 10, &[row("c-1", "online at 10")]).await.unwrap();
+        store.save_scores("m1", at, 5, &[row("c-1", "recompute read at 5")]).await.unwrap();
+        assert_eq!(stored(vec!["c-1".into()]).await["c-1"], b"online at 10");
+        store.save_scores("m2", at, 10, &[row("c-1", "recompute read at 10")]).await.unwrap();
+        assert_eq!(stored(vec!["c-1".into()]).await["c-1"], b"recompute read at 10", "same data: the recompute wins");
+
+        let ids: Vec<String> = (0..3_000).map(|i| format!("bulk-{i}")).collect();
+        let first: Vec<ScoreRow> = ids.iter().map(|id| row(id, "first at 20")).collect();
+        store.save_scores("m2", at, 20, &first).await.unwrap();
+        // Online updates of every third customer at 30, then a recompute that read at 25.
+        let online: Vec<ScoreRow> = ids.iter().step_by(3).map(|id| row(id, "online at 30")).collect();
+        store.save_scores("m2", at, 30, &online).await.unwrap();
+        let recompute: Vec<ScoreRow> = ids.iter().map(|id| row(id, "recompute at 25")).collect();
+        store.save_scores("m2", at, 25, &recompute).await.unwrap();
+        let after = stored(ids.clone()).await;
+        for (i, id) in ids.iter().enumerate() {
+            let want: &[u8] = if i % 3 == 0 { b"online at 30" } else { b"recompute at 25" };
+            assert_eq!(after[id], want, "{id}");
+        }
+    }
+
     async fn a_new_purchase_rescores_its_customer_online(app: TestApp) {
         let n = 300;
         let ids = customers(&app, n).await;
