@@ -468,6 +468,24 @@ pub async fn score_everyone(app: &TestApp, ids: &[String]) {
     }
 }
 
+/// A connection to the Redis at `url` and every key under `prefix` there.
+pub async fn redis_keys(
+    url: &str,
+    prefix: &str,
+) -> (redis::aio::MultiplexedConnection, Vec<String>) {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .expect("redis KEYS");
+    (conn, keys)
+}
+
 /// The value of the sample `series` (name and labels exactly as rendered)
 /// in a metrics scrape.
 pub fn metric(text: &str, series: &str) -> Option<f64> {

@@ -168,13 +168,7 @@ async fn a_stampede_on_one_hot_key_issues_one_store_read() {
     let hot = ids[0].clone();
     patron_tests::score_everyone(&app, &ids[..1]).await;
     // The entry expires (here: is deleted).
-    let client = redis::Client::open(redis.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let (mut conn, keys) = patron_tests::redis_keys(&redis, &prefix).await;
     assert!(!keys.is_empty());
     let _: () = redis::cmd("DEL")
         .arg(&keys)

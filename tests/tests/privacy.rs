@@ -158,13 +158,7 @@ async fn dump_database(url: &str) -> Vec<(String, String)> {
 
 /// Every key under `prefix` and its value.
 async fn dump_redis(url: &str, prefix: &str) -> Vec<String> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let (mut conn, keys) = patron_tests::redis_keys(url, prefix).await;
     let mut out = Vec::new();
     for key in keys {
         let value: Option<Vec<u8>> = redis::cmd("GET")

@@ -20,6 +20,8 @@ use patron_runtime::{
 };
 use patron_store::scoring::ScoringStore;
 
+use crate::models::day_of;
+
 /// Most periods one churn report covers.
 const MAX_PERIODS: usize = 1_000;
 
@@ -74,11 +76,10 @@ pub(crate) async fn cohorts(
     );
     v.finish()?;
     let (start, end) = window.expect("checked");
-    let day = |t: DateTime<Utc>| t.timestamp().div_euclid(86_400) as i32;
     // A partial first day counts from its start; the end is exclusive.
-    let range = (day(start), day(end - Duration::nanoseconds(1)) + 1);
+    let range = (day_of(start), day_of(end - Duration::nanoseconds(1)) + 1);
     let days = customer_days(store).await?;
-    let cohorts = cohort_retention(days.iter().map(Vec::as_slice), range, months, day(now()));
+    let cohorts = cohort_retention(days.iter().map(Vec::as_slice), range, months, day_of(now()));
     Ok(pb::CohortRetentionReport {
         cohorts: cohorts
             .into_iter()
@@ -188,9 +189,8 @@ pub(crate) async fn products(
             ),
         ));
     }
-    let day = |t: DateTime<Utc>| t.timestamp().div_euclid(86_400) as i32;
     let rows = store
-        .product_days(day(start), day(end - Duration::nanoseconds(1)) + 1)
+        .product_days(day_of(start), day_of(end - Duration::nanoseconds(1)) + 1)
         .await?;
     let starts: Vec<i32> = periods.iter().map(|p| epoch_day(p.0)).collect();
     let mut groups: BTreeMap<GroupKey, GroupFigures> = BTreeMap::new();
