@@ -7,7 +7,7 @@ Needs: pip install pandas polars lifetimes numpy
 
 It runs the Rust bench binary first (which writes DIR/purchases.bin once),
 then times the same steps in Python on that file, and prints the table that
-goes into BENCHMARKS.md. Each Rust figure is the median of 3 runs; each
+goes into BENCHMARKS.md. Each Rust figure is the median of 5 runs after a warm-up; each
 Python figure is one run (they take seconds to minutes).
 """
 import json
@@ -129,3 +129,11 @@ for name, ours, refs in rows:
 print()
 print("patron bg/nbd:", {k: rust["bgnbd_fit"][k] for k in ("r", "alpha", "a", "b")}, "lifetimes:", bg_params)
 print("patron gamma-gamma:", {k: rust["gamma_gamma_fit"][k] for k in ("p", "q", "v")}, "lifetimes:", gg.params_.to_dict())
+if isinstance(bg_params, dict):
+    e, alive, _ = predict()
+    # lifetimes takes log(2F1(r, b; a+b-1; z)), which is NaN when a + b < 1 and
+    # the series is negative: those one-time buyers get no prediction there.
+    finite = np.isfinite(e)
+    print("sum of E[purchases 365d]: patron", rust["predictions"]["sum_expected_purchases"],
+          "lifetimes", float(e[finite].sum()), f"(NaN for {int((~finite).sum())} customers, all with x = {sorted(set(summary['x'][~finite]))})")
+    print("sum of P(alive): patron", rust["predictions"]["sum_p_alive"], "lifetimes", float(alive.sum()))

@@ -8,9 +8,58 @@ use patron_domain::models::{
         CustomerSignals, FittedModel, LifecycleStage, ModelSettings, ValueTier, score_customer,
         score_population, score_population_with_baseline,
     },
-    summary::{Purchase, summarize},
+    summary::{CustomerSummary, Purchase, summarize},
 };
 use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+/// One customer's summary straight from the data convention of models.md,
+/// written for clarity: the purchases up to `as_of`, grouped by day.
+fn summary_by_definition(
+    customer: u32,
+    purchases: &[Purchase],
+    as_of: i32,
+) -> Option<CustomerSummary> {
+    let mine: Vec<&Purchase> = purchases
+        .iter()
+        .filter(|p| p.customer == customer && p.day <= as_of)
+        .collect();
+    let mut occasions: BTreeMap<i32, i128> = BTreeMap::new();
+    for p in &mine {
+        *occasions.entry(p.day).or_default() += i128::from(p.amount_nanos);
+    }
+    let days: Vec<i32> = occasions.keys().copied().collect();
+    let (&first_day, &last_day) = (days.first()?, days.last()?);
+    let x = days.len() as u32 - 1;
+    let sum = |keep: &dyn Fn(&Purchase) -> bool, cost: bool| -> i128 {
+        mine.iter()
+            .filter(|p| keep(p))
+            .map(|p| i128::from(if cost { p.cost_nanos } else { p.amount_nanos }))
+            .sum()
+    };
+    let repeat_total: i128 = occasions.values().skip(1).sum();
+    Some(CustomerSummary {
+        customer,
+        transactions: mine.len() as u32,
+        total_nanos: sum(&|_| true, false),
+        total_cost_nanos: sum(&|_| true, true),
+        first_day,
+        last_day,
+        x,
+        t_x: f64::from(last_day - first_day),
+        t: f64::from(as_of - first_day),
+        repeat_mean_value: if x > 0 {
+            repeat_total as f64 / 1e9 / f64::from(x)
+        } else {
+            0.0
+        },
+        first_gap: days.get(1).map(|d| f64::from(d - first_day)),
+        trailing_365_nanos: sum(&|p| as_of - p.day < 365, false),
+        trailing_365_cost_nanos: sum(&|p| as_of - p.day < 365, true),
+        recent_180_nanos: sum(&|p| as_of - p.day < 180, false),
+        prior_180_nanos: sum(&|p| (180..360).contains(&(as_of - p.day)), false),
+    })
+}
 
 fn bg_row() -> impl Strategy<Value = BgNbdRow> {
     (0u32..60, 0.0f64..500.0, 0.0f64..500.0, 1u32..5).prop_map(|(x, a, b, w)| {
@@ -75,6 +124,31 @@ proptest! {
         let value = g.conditional_expected_value(rows.first().map_or(1, |r| r.x), rows.first().map_or(10.0, |r| r.mean_value));
         prop_assert!(value.is_finite() && value > 0.0);
         let _ = gamma_gamma::fit(&rows);
+    }
+
+    /// Bucketing splits the customers into one range per thread and sorts
+    /// each history: neither the thread count nor the input order may change
+    /// a summary, and customer indexes outside 0..customers are ignored.
+    #[test]
+    fn summaries_follow_the_data_convention_on_any_thread_count(
+        purchases in proptest::collection::vec((0u32..45, 0i32..800, -50i64..500, 0i64..300), 0..400),
+        threads in 1usize..6,
+        reverse in any::<bool>(),
+    ) {
+        let mut purchases: Vec<Purchase> = purchases
+            .into_iter()
+            .map(|(customer, day, units, cost)| Purchase { customer, day, amount_nanos: units * 1_000_000_000 + 7, cost_nanos: cost * 1_000_000 })
+            .collect();
+        if reverse {
+            purchases.reverse();
+        }
+        let (customers, as_of) = (40, 700);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let summaries = pool.install(|| summarize(customers, &purchases, as_of));
+        let expected: Vec<CustomerSummary> = (0..customers as u32)
+            .filter_map(|c| summary_by_definition(c, &purchases, as_of))
+            .collect();
+        prop_assert_eq!(summaries, expected);
     }
 
     #[test]

@@ -111,6 +111,62 @@ fn closed_forms_match_the_reference_implementation() {
     assert!((e - 1.196_723_193_321).abs() < 1e-6, "E[X(39)] = {e}");
 }
 
+/// Where the 2F1 series is hard: one-time buyers when a + b < 1 (c of the
+/// series is negative; such fits are common when almost nobody drops out,
+/// like the benchmark population below), frequent buyers observed briefly
+/// (z near 1, large x: the untransformed series first grows for hundreds of
+/// terms), and x in the hundreds. Values of Fader, Hardie & Lee's eq. 10
+/// from mpmath at 50 digits (its hyp2f1, the untransformed formula).
+#[test]
+fn conditional_expectations_match_high_precision_values() {
+    let few_dropouts = BgNbdParams {
+        r: 0.686563,
+        alpha: 19.691392,
+        a: 0.001455,
+        b: 0.198193,
+    };
+    let cdnow = BgNbdParams {
+        r: 0.243,
+        alpha: 4.414,
+        a: 0.793,
+        b: 2.426,
+    };
+    let cases = [
+        (few_dropouts, 365.0, 0, 0.0, 30.0, 5.001_037_516_195_924_5),
+        (few_dropouts, 365.0, 0, 0.0, 0.0, 12.596_317_997_804_419),
+        (few_dropouts, 365.0, 0, 0.0, 730.0, 0.333_524_377_577_809_6),
+        (
+            few_dropouts,
+            365.0,
+            3,
+            100.0,
+            400.0,
+            3.001_278_531_840_971_3,
+        ),
+        (few_dropouts, 365.0, 60, 95.0, 100.0, 184.769_483_187_976_53),
+        (
+            few_dropouts,
+            365.0,
+            200,
+            290.0,
+            300.0,
+            228.005_098_624_067_56,
+        ),
+        (cdnow, 39.0, 150, 38.0, 38.86, 93.533_157_279_569_586),
+        (cdnow, 365.0, 0, 0.0, 0.5, 4.018_939_056_612_453_5),
+        (cdnow, 39.0, 400, 38.5, 38.86, 260.741_253_628_607_08),
+    ];
+    for (p, horizon, x, t_x, t, expected) in cases {
+        let e = p
+            .conditional_expected_purchases(horizon, x, t_x, t)
+            .expect("converges");
+        assert!(
+            (e - expected).abs() <= 1e-9 * expected,
+            "E[Y({horizon}) | {x}, {t_x}, {t}] under {p:?} = {e}, expected {expected}"
+        );
+    }
+}
+
 /// Draws BG/NBD histories: λ ~ Gamma(r, 1/α), p ~ Beta(a, b), dropout after
 /// each repeat purchase, observation lengths uniform in [30, 400] days.
 fn simulate_bgnbd(truth: BgNbdParams, customers: usize, seed: u64) -> Vec<BgNbdRow> {

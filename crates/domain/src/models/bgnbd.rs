@@ -316,6 +316,15 @@ impl BgNbdParams {
     }
 
     /// E[Y(horizon) | x, t_x, T]: expected purchases in (T, T + horizon].
+    ///
+    /// Fader, Hardie & Lee (2005), eq. 10, with its 2F1(r+x, b+x; a+b+x-1; z)
+    /// rewritten by Euler's transformation, 2F1(A, B; C; z) =
+    /// (1-z)^(C-A-B) 2F1(C-A, C-B; C; z). With z = h/(α+T+h) the factor
+    /// ((α+T)/(α+T+h))^(r+x) in front of it is (1-z)^(r+x), so the product
+    /// becomes (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z): the same number,
+    /// but a series whose terms shrink from the start (the original one
+    /// first grows for about x·z/(1-z) terms and overflows for frequent
+    /// buyers), and no power of (1-z) that overflows.
     pub fn conditional_expected_purchases(
         &self,
         horizon: f64,
@@ -323,57 +332,12 @@ impl BgNbdParams {
         t_x: f64,
         t: f64,
     ) -> Option<f64> {
-        self.conditional_expectation_with(horizon, x, t_x, t, self.hyp_term(horizon, x, t)?)
-    }
-
-    /// [`Self::conditional_expected_purchases`] for a whole population. The
-    /// 2F1 term depends only on (x, T), which many customers share, so it is
-    /// computed once per distinct pair; everything runs on all cores.
-    pub fn conditional_expected_purchases_many(
-        &self,
-        horizon: f64,
-        rows: &[BgNbdRow],
-    ) -> Vec<Option<f64>> {
-        let mut keys: Vec<(u32, u64)> = rows.par_iter().map(|r| (r.x, r.t.to_bits())).collect();
-        keys.par_sort_unstable();
-        keys.dedup();
-        let terms: Vec<Option<f64>> = keys
-            .par_iter()
-            .map(|&(x, t)| self.hyp_term(horizon, x, f64::from_bits(t)))
-            .collect();
-        rows.par_iter()
-            .map(|r| {
-                let i = keys.binary_search(&(r.x, r.t.to_bits())).ok()?;
-                self.conditional_expectation_with(horizon, r.x, r.t_x, r.t, terms[i]?)
-            })
-            .collect()
-    }
-
-    /// 2F1(r+x, b+x; a+b+x-1; h/(α+T+h)).
-    fn hyp_term(&self, horizon: f64, x: u32, t: f64) -> Option<f64> {
         let xf = f64::from(x);
-        hyp2f1(
-            self.r + xf,
-            self.b + xf,
-            self.a + self.b + xf - 1.0,
-            horizon / (self.alpha + t + horizon),
-        )
-    }
-
-    fn conditional_expectation_with(
-        &self,
-        horizon: f64,
-        x: u32,
-        t_x: f64,
-        t: f64,
-        hyp: f64,
-    ) -> Option<f64> {
-        let xf = f64::from(x);
-        let rx = self.r + xf;
         let numerator = (self.a + self.b + xf - 1.0) / (self.a - 1.0)
-            * (1.0 - ((self.alpha + t) / (self.alpha + t + horizon)).powf(rx) * hyp);
+            * (1.0 - self.euler_term(horizon, x, t)?);
         let denominator = if x > 0 {
-            1.0 + self.a / (self.b + xf - 1.0) * ((self.alpha + t) / (self.alpha + t_x)).powf(rx)
+            1.0 + self.a / (self.b + xf - 1.0)
+                * ((self.alpha + t) / (self.alpha + t_x)).powf(self.r + xf)
         } else {
             1.0
         };
@@ -381,12 +345,36 @@ impl BgNbdParams {
         e.is_finite().then_some(e.max(0.0))
     }
 
-    /// E[X(t)]: expected purchases of a new customer in (0, t].
+    /// [`Self::conditional_expected_purchases`] for a whole population, on
+    /// all cores.
+    pub fn conditional_expected_purchases_many(
+        &self,
+        horizon: f64,
+        rows: &[BgNbdRow],
+    ) -> Vec<Option<f64>> {
+        rows.par_iter()
+            .map(|r| self.conditional_expected_purchases(horizon, r.x, r.t_x, r.t))
+            .collect()
+    }
+
+    /// (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z) with z = h/(α+T+h).
+    fn euler_term(&self, horizon: f64, x: u32, t: f64) -> Option<f64> {
+        let z = horizon / (self.alpha + t + horizon);
+        let rest = (self.alpha + t) / (self.alpha + t + horizon);
+        let series = hyp2f1(
+            self.a + self.b - 1.0 - self.r,
+            self.a - 1.0,
+            self.a + self.b + f64::from(x) - 1.0,
+            z,
+        )?;
+        Some(rest.powf(self.a - 1.0) * series)
+    }
+
+    /// E[X(t)]: expected purchases of a new customer in (0, t], which is
+    /// the conditional expectation of a customer with no purchase history
+    /// (x = 0, observed for no time).
     pub fn expected_purchases(&self, t: f64) -> Option<f64> {
-        let f = hyp2f1(self.r, self.b, self.a + self.b - 1.0, t / (self.alpha + t))?;
-        let e = (self.a + self.b - 1.0) / (self.a - 1.0)
-            * (1.0 - (self.alpha / (self.alpha + t)).powf(self.r) * f);
-        e.is_finite().then_some(e)
+        self.conditional_expected_purchases(t, 0, 0.0, 0.0)
     }
 }
 

@@ -59,61 +59,81 @@ const NANOS: f64 = 1e9;
 
 /// Summaries of every customer with a purchase on or before `as_of_day`,
 /// ordered by customer index. Runs in O(n) (bucketing by customer, then a
-/// small sort per customer), without copying the purchases.
+/// small sort per customer), without copying the purchases beyond one
+/// scratch bucket, and on every rayon thread.
 pub fn summarize(customers: usize, purchases: &[Purchase], as_of_day: i32) -> Vec<CustomerSummary> {
-    // Bucket the purchases by customer (counting sort) into a contiguous
-    // scratch array, so each customer's history is read sequentially.
+    // Counting sort by customer into one contiguous scratch array, so each
+    // customer's history is read sequentially. The customers are split into
+    // one contiguous range per thread: every thread scans all purchases but
+    // counts and places only its own customers, so each writes a disjoint
+    // part of the counts and of the scratch array (no locks, no unsafe).
+    let threads = rayon::current_num_threads().max(1);
+    let range_len = customers.div_ceil(threads).max(1);
+    let kept = |p: &Purchase| p.day <= as_of_day && (p.customer as usize) < customers;
+
     let mut starts = vec![0u32; customers + 1];
-    for p in purchases {
-        if p.day <= as_of_day && (p.customer as usize) < customers {
-            starts[p.customer as usize + 1] += 1;
-        }
-    }
+    starts[1..]
+        .par_chunks_mut(range_len)
+        .enumerate()
+        .for_each(|(k, counts)| {
+            let lo = k * range_len;
+            for p in purchases.iter().filter(|p| kept(p)) {
+                if let Some(n) = counts.get_mut((p.customer as usize).wrapping_sub(lo)) {
+                    *n += 1;
+                }
+            }
+        });
     for i in 0..customers {
         starts[i + 1] += starts[i];
     }
-    let mut next = starts.clone();
-    let mut bucketed = vec![Entry::default(); starts[customers] as usize];
-    for p in purchases {
-        if p.day <= as_of_day && (p.customer as usize) < customers {
-            let slot = &mut next[p.customer as usize];
-            bucketed[*slot as usize] = Entry {
-                day: p.day,
-                amount_nanos: p.amount_nanos,
-                cost_nanos: p.cost_nanos,
-            };
-            *slot += 1;
-        }
-    }
-    let mut slices: Vec<(usize, &mut [Entry])> = Vec::with_capacity(customers);
+
+    let mut bucketed: Vec<Entry> = vec![[0; 3]; starts[customers] as usize];
+    let mut regions: Vec<(usize, &mut [Entry])> = Vec::with_capacity(threads);
     let mut rest: &mut [Entry] = &mut bucketed;
-    for c in 0..customers {
-        let len = (starts[c + 1] - starts[c]) as usize;
-        let (head, tail) = rest.split_at_mut(len);
-        if len > 0 {
-            slices.push((c, head));
-        }
+    for lo in (0..customers).step_by(range_len) {
+        let hi = (lo + range_len).min(customers);
+        let (head, tail) = rest.split_at_mut((starts[hi] - starts[lo]) as usize);
+        regions.push((lo, head));
         rest = tail;
     }
-    slices
-        .into_par_iter()
-        .map(|(c, entries)| {
-            entries.sort_unstable_by_key(|e| e.day);
-            summarize_one(c as u32, entries, as_of_day)
+    regions.into_par_iter().for_each(|(lo, region)| {
+        let hi = (lo + range_len).min(customers);
+        let base = starts[lo];
+        // Cursors relative to the region, one per customer of the range.
+        let mut next: Vec<u32> = starts[lo..hi].iter().map(|s| s - base).collect();
+        for p in purchases.iter().filter(|p| kept(p)) {
+            if let Some(slot) = next.get_mut((p.customer as usize).wrapping_sub(lo)) {
+                region[*slot as usize] = [i64::from(p.day), p.amount_nanos, p.cost_nanos];
+                *slot += 1;
+            }
+        }
+        for c in lo..hi {
+            let history = &mut region[(starts[c] - base) as usize..(starts[c + 1] - base) as usize];
+            history.sort_unstable_by_key(|&[day, ..]| day);
+        }
+    });
+
+    let buyers: Vec<u32> = (0..customers as u32)
+        .filter(|&c| starts[c as usize + 1] > starts[c as usize])
+        .collect();
+    buyers
+        .par_iter()
+        .map(|&c| {
+            let history = &bucketed[starts[c as usize] as usize..starts[c as usize + 1] as usize];
+            summarize_one(c, history, as_of_day)
         })
         .collect()
 }
 
-/// A purchase inside its customer's bucket.
-#[derive(Debug, Clone, Copy, Default)]
-struct Entry {
-    day: i32,
-    amount_nanos: i64,
-    cost_nanos: i64,
-}
+/// A purchase inside its customer's bucket: `[day, amount_nanos, cost_nanos]`.
+/// An array of integers rather than a struct so that `vec![[0; 3]; n]`
+/// takes zeroed pages from the allocator instead of first writing n
+/// default values (240 MB for 10M purchases, ~75 ms).
+type Entry = [i64; 3];
 
 fn summarize_one(customer: u32, entries: &[Entry], as_of_day: i32) -> CustomerSummary {
-    let first_day = entries[0].day;
+    // Days were stored widened from i32, so narrowing them back is exact.
+    let first_day = entries[0][0] as i32;
     let mut s = CustomerSummary {
         customer,
         first_day,
@@ -123,31 +143,32 @@ fn summarize_one(customer: u32, entries: &[Entry], as_of_day: i32) -> CustomerSu
     let mut occasion_day = first_day;
     let mut occasions = 0u32;
     let mut repeat_total: i128 = 0;
-    for p in entries {
+    for &[day, amount_nanos, cost_nanos] in entries {
+        let day = day as i32;
         s.transactions += 1;
-        s.total_nanos += i128::from(p.amount_nanos);
-        s.total_cost_nanos += i128::from(p.cost_nanos);
-        let age = as_of_day - p.day;
+        s.total_nanos += i128::from(amount_nanos);
+        s.total_cost_nanos += i128::from(cost_nanos);
+        let age = as_of_day - day;
         if age < 365 {
-            s.trailing_365_nanos += i128::from(p.amount_nanos);
-            s.trailing_365_cost_nanos += i128::from(p.cost_nanos);
+            s.trailing_365_nanos += i128::from(amount_nanos);
+            s.trailing_365_cost_nanos += i128::from(cost_nanos);
         }
         if age < 180 {
-            s.recent_180_nanos += i128::from(p.amount_nanos);
+            s.recent_180_nanos += i128::from(amount_nanos);
         } else if age < 360 {
-            s.prior_180_nanos += i128::from(p.amount_nanos);
+            s.prior_180_nanos += i128::from(amount_nanos);
         }
-        if occasions == 0 || p.day != occasion_day {
+        if occasions == 0 || day != occasion_day {
             occasions += 1;
             if occasions == 2 {
-                s.first_gap = Some(f64::from(p.day - first_day));
+                s.first_gap = Some(f64::from(day - first_day));
             }
-            occasion_day = p.day;
+            occasion_day = day;
         }
         if occasions > 1 {
-            repeat_total += i128::from(p.amount_nanos);
+            repeat_total += i128::from(amount_nanos);
         }
-        s.last_day = p.day;
+        s.last_day = day;
     }
     s.x = occasions - 1;
     s.t_x = f64::from(s.last_day - first_day);
