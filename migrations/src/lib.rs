@@ -18,6 +18,7 @@ mod m20261123_000007_feedback_summary_revisions;
 mod m20261123_000008_campaign_feedback;
 mod m20261123_000009_scoring_feedback;
 mod m20261124_000010_scoring_online;
+mod m20261125_000011_campaign_change_order;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -65,7 +66,8 @@ migrator!(
     "campaign_migrations",
     [
         m20261123_000005_campaign::Migration,
-        m20261123_000008_campaign_feedback::Migration
+        m20261123_000008_campaign_feedback::Migration,
+        m20261125_000011_campaign_change_order::Migration
     ]
 );
 

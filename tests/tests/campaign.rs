@@ -706,6 +706,64 @@ backend_tests! {
         assert_eq!(history.counts.first().unwrap().members, vips.len() as i64);
     }
 
+    async fn the_rows_changed_since_a_revision_are_read_once_each_in_pages(app: TestApp) {
+        // What the mirror and the watcher read every second, at the store:
+        // the rows changed after a revision, page by page along the
+        // (revision, customer id) index, across several revisions.
+        use patron_store::{Storage, campaign::CampaignStore};
+        // No purchases: nothing else (scores) changes rows meanwhile.
+        let people: Vec<Person> = people(60, 51).into_iter().map(|mut p| { p.purchases.clear(); p }).collect();
+        let ids = ingest(&app, &people).await;
+        wait_for_view(&app).await;
+        let storage = Storage::connect_lazy(&app.settings.database).await.unwrap();
+        let store = CampaignStore::new(&storage);
+        let changed_since = |since: i64, limit: u64| {
+            let store = store.clone();
+            async move {
+                let snapshot = store.snapshot().await.unwrap();
+                let (mut seen, mut after) = (Vec::new(), None);
+                loop {
+                    let (page, next) = snapshot.changed_page(since, after.as_ref(), limit).await.unwrap();
+                    assert!(page.len() as u64 <= limit);
+                    seen.extend(page.into_iter().map(|r| r.record.customer_id));
+                    match next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+                snapshot.close().await;
+                seen
+            }
+        };
+        let before = store.view_revision().await.unwrap();
+        assert_eq!(changed_since(before, 4).await, Vec::<String>::new(), "nothing changed since the head");
+
+        // 25 customers change, in five separate writes (five revisions or more).
+        let changed: Vec<String> = ids.iter().step_by(2).take(25).cloned().collect();
+        for chunk in changed.chunks(5) {
+            for id in chunk {
+                app.profile().update_customer(profile_pb::UpdateCustomerRequest {
+                    customer: Some(profile_pb::Customer { id: id.clone(), tags: vec!["moved".into()], ..Default::default() }),
+                    update_mask: Some(FieldMask { paths: vec!["tags".into()] }),
+                }).await.unwrap();
+            }
+            wait_for_view(&app).await;
+        }
+        let markers = 5; // wait_for_view writes a marker customer each time
+        for limit in [1, 3, 4, 1_000] {
+            let mut seen = changed_since(before, limit).await;
+            assert_eq!(seen.len(), changed.len() + markers, "each changed row once (limit {limit})");
+            seen.retain(|id| changed.contains(id));
+            seen.sort();
+            let mut want = changed.clone();
+            want.sort();
+            assert_eq!(seen, want, "limit {limit}");
+        }
+        let everything = changed_since(-1, 7).await;
+        assert_eq!(everything.iter().collect::<HashSet<_>>().len(), everything.len(), "no row twice");
+        assert!(ids.iter().all(|id| everything.contains(id)));
+    }
+
     async fn target_lists_are_consistent_snapshots(app: TestApp) {
         let n = 6_000;
         let people: Vec<Person> = people(n, 41).into_iter().map(|mut p| { p.region = "East"; p }).collect();

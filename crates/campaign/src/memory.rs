@@ -16,7 +16,7 @@
 use std::{sync::Arc, time::Duration};
 
 use patron_domain::ApiError;
-use patron_store::campaign::{CampaignStore, ViewRow};
+use patron_store::campaign::{CampaignStore, Snapshot, ViewRow};
 use tokio_util::sync::CancellationToken;
 
 /// Rows per chunk after a split; a chunk splits at twice this.
@@ -179,15 +179,29 @@ impl MemoryView {
 }
 
 /// Applies every row changed after `rows.revision`, read from one database
-/// snapshot, and moves the revision to that snapshot's.
+/// snapshot, and moves the revision to that snapshot's. A mirror at the
+/// snapshot's revision costs one read of the view head.
 async fn catch_up(store: &CampaignStore, mut rows: Rows) -> Result<Rows, ApiError> {
     let snapshot = store.snapshot().await?;
     let to = snapshot.revision().await?;
+    let result = if rows.revision < 0 {
+        load(&snapshot, &mut rows).await
+    } else if to > rows.revision {
+        apply_changes(&snapshot, &mut rows).await
+    } else {
+        Ok(())
+    };
+    snapshot.close().await;
+    result?;
+    rows.revision = to;
+    Ok(rows)
+}
+
+/// The load from scratch: every row, in primary-key order.
+async fn load(snapshot: &Snapshot, rows: &mut Rows) -> Result<(), ApiError> {
     let mut after = String::new();
     loop {
-        let page = snapshot
-            .changed_page(rows.revision, &after, CATCH_UP_PAGE)
-            .await?;
+        let page = snapshot.all_rows_page(&after, CATCH_UP_PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.record.customer_id.clone();
         let full = page.len() as u64 == CATCH_UP_PAGE;
@@ -195,12 +209,28 @@ async fn catch_up(store: &CampaignStore, mut rows: Rows) -> Result<Rows, ApiErro
             rows.upsert(row);
         }
         if !full {
-            break;
+            return Ok(());
         }
     }
-    snapshot.close().await;
-    rows.revision = to;
-    Ok(rows)
+    Ok(())
+}
+
+/// The rows changed since `rows.revision`, through the revision index.
+async fn apply_changes(snapshot: &Snapshot, rows: &mut Rows) -> Result<(), ApiError> {
+    let since = rows.revision;
+    let mut after = None;
+    loop {
+        let (page, next) = snapshot
+            .changed_page(since, after.as_ref(), CATCH_UP_PAGE)
+            .await?;
+        for row in page {
+            rows.upsert(row);
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => return Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -94,13 +94,14 @@ async fn evaluate(
         let snapshot = store.snapshot().await?;
         let revision = snapshot.revision().await?;
         let (mut entered, mut left) = (Vec::new(), Vec::new());
-        let mut after = String::new();
+        let mut after = None;
         loop {
-            let page = snapshot
-                .changed_page(segment.evaluated_revision, &after, SCAN_PAGE)
+            let (page, next) = snapshot
+                .changed_page(segment.evaluated_revision, after.as_ref(), SCAN_PAGE)
                 .await?;
-            let Some(last) = page.last() else { break };
-            after = last.record.customer_id.clone();
+            if page.is_empty() {
+                break;
+            }
             let ids: Vec<String> = page.iter().map(|r| r.record.customer_id.clone()).collect();
             let members = store.members_among(&segment.id, &ids).await?;
             for row in &page {
@@ -111,11 +112,16 @@ async fn evaluate(
                     _ => {}
                 }
             }
-            if (page.len() as u64) < SCAN_PAGE {
-                break;
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
         snapshot.close().await;
+        // Pages come in revision order; changes are recorded by id, as in
+        // a full evaluation.
+        entered.sort();
+        left.sort();
         (revision, entered, left)
     };
     store

@@ -532,6 +532,13 @@ pub fn consent_column(channel: &str) -> Option<&'static str> {
     })
 }
 
+/// Where a page of [`Snapshot::changed_page`] resumes: after this row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeCursor {
+    revision: i64,
+    customer_id: String,
+}
+
 /// A consistent read of the campaign tables: every page read through it sees
 /// the same committed state, however long the scan takes (PostgreSQL:
 /// REPEATABLE READ READ ONLY; SQLite: one read transaction on a WAL database).
@@ -562,25 +569,62 @@ impl Snapshot {
         self.rows(&q).await
     }
 
-    /// Every row (erased and unknown included) changed after revision
-    /// `from` and up to this snapshot's revision, after `after` by id (a
-    /// negative `from` reads everything).
-    pub async fn changed_page(
-        &self,
-        from: i64,
-        after: &str,
-        limit: u64,
-    ) -> Result<Vec<ViewRow>, ApiError> {
+    /// Every row (erased and unknown included), after `after` by id: the
+    /// mirror's load from scratch, in primary-key order.
+    pub async fn all_rows_page(&self, after: &str, limit: u64) -> Result<Vec<ViewRow>, ApiError> {
         let mut q = view_select();
-        // A load from scratch reads in primary-key order, without the
-        // revision index (which would sort the whole table per page).
-        if from >= 0 {
-            q.and_where(col("revision").gt(from));
-        }
         q.and_where(col("customer_id").gt(after))
             .order_by((Alias::new("c"), Alias::new("customer_id")), Order::Asc)
             .limit(limit);
         self.rows(&q).await
+    }
+
+    /// Every row (erased and unknown included) changed after revision
+    /// `since` and up to this snapshot's revision, in (revision, customer
+    /// id) order from `after` (`None`: from the start), with the cursor the
+    /// next page starts after (`None` after the last page).
+    ///
+    /// Read through the (revision, customer_id) index, so the cost follows
+    /// the number of changed rows: ordered by id instead, a check that finds
+    /// nothing new reads the whole view (0.4 s of SQLite per check at a
+    /// million customers, which the mirror makes every second).
+    pub async fn changed_page(
+        &self,
+        since: i64,
+        after: Option<&ChangeCursor>,
+        limit: u64,
+    ) -> Result<(Vec<ViewRow>, Option<ChangeCursor>), ApiError> {
+        let mut q = view_select();
+        q.column((Alias::new("c"), Alias::new("revision")));
+        match after {
+            // One lower bound only, so the index range starts at the cursor
+            // (the cursor's revision is above `since` already).
+            Some(a) => {
+                q.and_where(col("revision").gte(a.revision)).and_where(
+                    col("revision")
+                        .gt(a.revision)
+                        .or(col("customer_id").gt(a.customer_id.as_str())),
+                );
+            }
+            None => {
+                q.and_where(col("revision").gt(since));
+            }
+        }
+        q.order_by((Alias::new("c"), Alias::new("revision")), Order::Asc)
+            .order_by((Alias::new("c"), Alias::new("customer_id")), Order::Asc)
+            .limit(limit);
+        let results = self.txn.query_all(&q).await.map_err(db_error)?;
+        let next = match (results.last(), results.len() as u64 == limit) {
+            (Some(last), true) => Some(ChangeCursor {
+                revision: last
+                    .try_get_by_index(VIEW_COLUMNS.len())
+                    .map_err(db_error)?,
+                customer_id: last.try_get_by_index(0).map_err(db_error)?,
+            }),
+            _ => None,
+        };
+        let rows = results.iter().map(decode_row).collect::<Result<_, _>>()?;
+        Ok((rows, next))
     }
 
     /// One arm of a campaign's frozen audience, joined with the current view:
