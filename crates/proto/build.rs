@@ -33,6 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // RPCs a service has not implemented yet answer UNIMPLEMENTED.
         .generate_default_stubs(true)
+        // Hand-written (src/wire.rs), same wire format: the server can send
+        // targets it encoded itself, without building a message per row.
+        .extern_path(
+            ".patron.campaign.v1.StreamTargetsResponse",
+            "crate::wire::StreamTargetsResponse",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -10,9 +10,12 @@ use futures::Stream;
 use patron_domain::{
     ApiError, ErrorCode, Violations,
     customer::parse_etag,
-    segment::{Field, Rule, channel_index, epoch_day},
+    segment::{Field, Record, Rule, channel_index, epoch_day},
 };
-use patron_proto::campaign as pb;
+use patron_proto::{
+    campaign as pb,
+    wire::{TargetText, TargetsEncoder},
+};
 use patron_runtime::{
     convert::{now, optional_timestamp, to_timestamp, today},
     error::{ApiResult, to_status},
@@ -163,30 +166,134 @@ impl Evaluation {
     }
 }
 
+/// A target with contact fields and the values of the fields the rule read.
 pub(crate) fn target(rule: &Rule, row: &ViewRow, today: i32) -> pb::Target {
-    let r = &row.record;
-    let fields = rule
-        .fields
-        .iter()
-        .map(|name| {
-            let value = match *name {
-                "customer.tags" => r.tags.join(","),
-                "categories" => r.categories.join(","),
-                name => Field::by_name(name)
-                    .and_then(|d| r.cell(d.field, today))
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-            };
-            ((*name).to_owned(), value)
-        })
-        .collect::<HashMap<_, _>>();
+    let mut fields = HashMap::with_capacity(rule.fields.len());
+    TargetFields::of(rule).render(&row.record, today, &mut String::new(), |name, value| {
+        fields.insert(name.to_owned(), value.to_owned());
+    });
     pb::Target {
-        customer_id: r.customer_id.clone(),
-        external_id: r.external_id.clone(),
+        customer_id: row.record.customer_id.clone(),
+        external_id: row.record.external_id.clone(),
         display_name: row.display_name.clone(),
         email: row.email.clone(),
         phone: row.phone.clone(),
         fields,
+    }
+}
+
+/// Writes targets straight into a response body: the same bytes as
+/// [`target`] encoded by prost, without building the message (the
+/// StreamTargets hot path: a million rows a second).
+pub(crate) struct TargetWriter {
+    fields: TargetFields,
+    today: i32,
+    encoder: TargetsEncoder,
+    scratch: String,
+}
+
+impl TargetWriter {
+    pub(crate) fn new(rule: &Rule, today: i32) -> Self {
+        Self {
+            fields: TargetFields::of(rule),
+            today,
+            encoder: TargetsEncoder::default(),
+            scratch: String::new(),
+        }
+    }
+
+    /// Appends one target; returns how many the current message holds.
+    pub(crate) fn write(&mut self, row: &ViewRow) -> usize {
+        let (e, r) = (&mut self.encoder, &row.record);
+        e.text(TargetText::CustomerId, &r.customer_id);
+        e.text(TargetText::ExternalId, &r.external_id);
+        e.text(TargetText::DisplayName, &row.display_name);
+        e.text(TargetText::Email, &row.email);
+        e.text(TargetText::Phone, &row.phone);
+        self.fields
+            .render(r, self.today, &mut self.scratch, |name, value| {
+                e.field(name, value)
+            });
+        e.end_target();
+        e.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.encoder.is_empty()
+    }
+
+    /// The targets written since the last call, as one message.
+    pub(crate) fn finish(&mut self) -> pb::StreamTargetsResponse {
+        self.encoder.finish()
+    }
+}
+
+/// The fields a rule read, resolved once per request rather than looked up
+/// by name for every row.
+struct TargetFields(Vec<(&'static str, Rendered)>);
+
+#[derive(Clone, Copy)]
+enum Rendered {
+    /// `has(customer.tags, ...)`: every tag, comma-separated.
+    Tags,
+    /// `bought_category(...)`: every category, comma-separated.
+    Categories,
+    Cell(Field),
+    /// Not in the catalogue (cannot happen for a type-checked rule): "".
+    Nothing,
+}
+
+impl TargetFields {
+    fn of(rule: &Rule) -> Self {
+        Self(
+            rule.fields
+                .iter()
+                .map(|&name| {
+                    let how = match name {
+                        "customer.tags" => Rendered::Tags,
+                        "categories" => Rendered::Categories,
+                        name => Field::by_name(name)
+                            .map_or(Rendered::Nothing, |d| Rendered::Cell(d.field)),
+                    };
+                    (name, how)
+                })
+                .collect(),
+        )
+    }
+
+    /// Renders each field's value as text into `scratch` and hands it to
+    /// `emit` with the field's name (a missing value is "").
+    fn render(
+        &self,
+        r: &Record,
+        today: i32,
+        scratch: &mut String,
+        mut emit: impl FnMut(&'static str, &str),
+    ) {
+        use std::fmt::Write;
+        for &(name, how) in &self.0 {
+            scratch.clear();
+            match how {
+                Rendered::Tags => join_into(scratch, &r.tags),
+                Rendered::Categories => join_into(scratch, &r.categories),
+                Rendered::Cell(field) => {
+                    if let Some(v) = r.cell(field, today) {
+                        let _ = write!(scratch, "{v}");
+                    }
+                }
+                Rendered::Nothing => {}
+            }
+            emit(name, scratch);
+        }
+    }
+}
+
+fn join_into(out: &mut String, items: &[String]) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
     }
 }
 
@@ -437,25 +544,21 @@ pub(crate) async fn stream_targets(
     let source = Source::open(&store, &memory).await?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
-        let mut batch: Vec<pb::Target> = Vec::with_capacity(TARGETS_PER_MESSAGE);
+        let mut writer = TargetWriter::new(&eval.rule, eval.today);
         let result = eval
             .scan(&source, |rows: Vec<Arc<ViewRow>>| {
                 let mut ready = Vec::new();
                 for row in &rows {
-                    batch.push(eval.target(row));
-                    if batch.len() == TARGETS_PER_MESSAGE {
-                        ready.push(std::mem::replace(
-                            &mut batch,
-                            Vec::with_capacity(TARGETS_PER_MESSAGE),
-                        ));
+                    if writer.write(row) == TARGETS_PER_MESSAGE {
+                        ready.push(writer.finish());
                     }
                 }
                 let tx = tx.clone();
                 let shutdown = shutdown.clone();
                 async move {
-                    for targets in ready {
+                    for message in ready {
                         let sent = tokio::select! {
-                            r = tx.send(Ok(pb::StreamTargetsResponse { targets })) => r.is_ok(),
+                            r = tx.send(Ok(message)) => r.is_ok(),
                             () = shutdown.cancelled() => false,
                         };
                         if !sent {
@@ -468,10 +571,8 @@ pub(crate) async fn stream_targets(
             .await;
         source.close().await;
         match result {
-            Ok(()) if !batch.is_empty() => {
-                let _ = tx
-                    .send(Ok(pb::StreamTargetsResponse { targets: batch }))
-                    .await;
+            Ok(()) if !writer.is_empty() => {
+                let _ = tx.send(Ok(writer.finish())).await;
             }
             Ok(()) => {}
             Err(e) => {
@@ -662,4 +763,70 @@ pub(crate) async fn history(
         })
         .collect();
     Ok(pb::SegmentHistory { counts })
+}
+
+#[cfg(test)]
+mod tests {
+    use patron_domain::segment::{Record, ScoreFields};
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn written_targets_decode_to_the_built_ones() {
+        // Every kind of field value: text, tags and categories, numbers,
+        // dates, booleans, scores, and values that are missing.
+        let rule = Rule::parse(
+            "has(customer.tags, \"vip\") or bought_category(\"books\") or customer.region = \"East\" \
+             or customer.age >= 30 or consent.email or clv.p_alive > 0.5 \
+             or rfm.segment = \"champions\" or days_to_birthday <= 7 or customer.city = \"\"",
+        )
+        .unwrap();
+        let today = 20_000;
+        let rows: Vec<ViewRow> = (0..50)
+            .map(|i| ViewRow {
+                record: Record {
+                    customer_id: format!("c-{i}"),
+                    external_id: if i % 3 == 0 {
+                        String::new()
+                    } else {
+                        format!("x-{i}")
+                    },
+                    region: ["East", "West", ""][i % 3].into(),
+                    birth_day: (i % 2 == 0).then_some(7_000 + i as i32 * 37),
+                    tags: (0..i % 4).map(|t| format!("t{t}")).collect(),
+                    categories: if i % 5 == 0 {
+                        vec!["books".into(), "toys".into()]
+                    } else {
+                        vec![]
+                    },
+                    consent: [i % 2 == 1, false, false, false, false],
+                    scores: (i % 4 != 0).then(|| ScoreFields {
+                        rfm_segment: "champions".into(),
+                        p_alive: 0.01 * i as f64,
+                        ..ScoreFields::default()
+                    }),
+                    ..Record::default()
+                },
+                display_name: format!("Name {i}"),
+                email: if i % 7 == 0 {
+                    String::new()
+                } else {
+                    format!("c{i}@example.com")
+                },
+                phone: "+44 20 7946 0000".into(),
+                ..ViewRow::default()
+            })
+            .collect();
+        let mut writer = TargetWriter::new(&rule, today);
+        for (k, row) in rows.iter().enumerate() {
+            assert_eq!(writer.write(row), k + 1);
+        }
+        let bytes = writer.finish().encode_to_vec();
+        assert!(writer.is_empty());
+        let decoded = pb::StreamTargetsResponse::decode(bytes.as_slice()).unwrap();
+        let built: Vec<pb::Target> = rows.iter().map(|r| target(&rule, r, today)).collect();
+        assert_eq!(decoded.targets, built);
+        assert!(built.iter().all(|t| t.fields.len() == rule.fields.len()));
+    }
 }

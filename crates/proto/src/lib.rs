@@ -1,7 +1,8 @@
 //! Generated protobuf and gRPC code for the Patron contract (`proto/`).
 //!
-//! Nothing but generated code lives here. Each package is re-exported under a
-//! short name: `patron_proto::profile::CustomerProfileServiceClient`, ...
+//! Generated code, plus one hand-written message ([`wire`]) whose encoding
+//! the server controls. Each package is re-exported under a short name:
+//! `patron_proto::profile::CustomerProfileServiceClient`, ...
 
 #![allow(unreachable_pub, missing_docs, clippy::all, rust_2018_idioms)]
 
@@ -37,9 +38,12 @@ pub mod patron {
     pub mod campaign {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/patron.campaign.v1.rs"));
+            pub use crate::wire::StreamTargetsResponse;
         }
     }
 }
+
+pub mod wire;
 
 pub use patron::campaign::v1 as campaign;
 pub use patron::common::v1 as common;
