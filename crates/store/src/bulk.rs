@@ -1,82 +1,124 @@
-//! Bulk inserts, the hot path of ingestion.
+//! Bulk inserts and upserts, the hot path of ingestion and of every
+//! follower of a feed.
 //!
-//! PostgreSQL gets one array parameter per column (`INSERT ... SELECT * FROM
+//! PostgreSQL gets one array parameter per column (`INSERT ... SELECT ... FROM
 //! UNNEST($1::text[], ...)`): a statement of a dozen parameters instead of
-//! tens of thousands is far cheaper to parse, plan and bind. SQLite has no
-//! arrays and gets multi-row VALUES, chunked below its parameter limit.
+//! tens of thousands is far cheaper to parse, plan and bind, and its text does
+//! not depend on the number of rows, so one prepared statement serves every
+//! batch (statements whose text varies with the row count each take a slot of
+//! tens of KB in the driver's per-connection statement cache). SQLite has no
+//! arrays and gets multi-row VALUES, in chunks whose sizes are powers of two
+//! for the same reason: a handful of distinct statements per table.
 
 use patron_domain::ApiError;
 use sea_orm::{
     ConnectionTrait, DbBackend, QueryResult, Statement, Value,
-    sea_query::{ArrayType, Expr, ExprTrait, OnConflict, Query},
+    sea_query::{ArrayType, Expr, ExprTrait, OnConflict, Query, SimpleExpr},
 };
+
+use crate::db_error;
 
 /// What an insert does with a row whose key already exists.
 #[derive(Clone, Copy)]
-pub(crate) enum Conflict {
+pub(crate) enum Conflict<'a> {
     /// Fail the statement.
     Fail,
-    /// Keep the stored row (the key column).
-    Skip(&'static str),
-    /// Replace the stored row, unless its `version` column is greater than
-    /// the new row's.
-    ReplaceUnlessNewer {
-        key: &'static str,
-        version: &'static str,
+    /// Keep the stored row (the key columns).
+    Skip(&'a [&'static str]),
+    /// Update `columns` of the stored row (the key columns) as `how` says.
+    Update {
+        key: &'a [&'static str],
+        columns: &'a [&'static str],
+        how: Update,
     },
 }
 
-impl Conflict {
+/// How a conflicting row's columns are updated.
+#[derive(Clone, Copy)]
+pub(crate) enum Update {
+    /// Take the new values.
+    Replace,
+    /// Add the new values to the stored ones (counters, sums).
+    Add,
+    /// Take the new values unless the stored row's `version` column is
+    /// greater than the new row's.
+    ReplaceUnlessNewer(&'static str),
+}
+
+impl Conflict<'_> {
     /// The clause for PostgreSQL's INSERT ... SELECT form.
-    fn sql(self, table: &str, columns: &[&str]) -> String {
+    fn sql(self, table: &str) -> String {
         match self {
             Conflict::Fail => String::new(),
-            Conflict::Skip(key) => format!(" ON CONFLICT ({key}) DO NOTHING"),
-            Conflict::ReplaceUnlessNewer { key, version } => {
+            Conflict::Skip(key) => format!(" ON CONFLICT ({}) DO NOTHING", key.join(", ")),
+            Conflict::Update { key, columns, how } => {
                 let sets: Vec<String> = columns
                     .iter()
-                    .filter(|c| **c != key)
-                    .map(|c| format!("{c} = EXCLUDED.{c}"))
+                    .map(|c| match how {
+                        Update::Add => format!("{c} = {table}.{c} + EXCLUDED.{c}"),
+                        _ => format!("{c} = EXCLUDED.{c}"),
+                    })
                     .collect();
-                format!(
-                    " ON CONFLICT ({key}) DO UPDATE SET {} WHERE {table}.{version} <= EXCLUDED.{version}",
+                let mut sql = format!(
+                    " ON CONFLICT ({}) DO UPDATE SET {}",
+                    key.join(", "),
                     sets.join(", ")
-                )
+                );
+                if let Update::ReplaceUnlessNewer(version) = how {
+                    sql.push_str(&format!(" WHERE {table}.{version} <= EXCLUDED.{version}"));
+                }
+                sql
             }
         }
     }
 
     /// The clause for sea-query's multi-row VALUES form.
-    fn on_conflict(self, table: &'static str, columns: &[&'static str]) -> Option<OnConflict> {
+    fn on_conflict(self, table: &'static str) -> Option<OnConflict> {
         match self {
             Conflict::Fail => None,
-            Conflict::Skip(key) => Some(OnConflict::column(key).do_nothing().to_owned()),
-            Conflict::ReplaceUnlessNewer { key, version } => Some(
-                OnConflict::column(key)
-                    .update_columns(columns.iter().copied().filter(|c| *c != key))
-                    .action_and_where(
-                        Expr::col((table, version)).lte(Expr::col(("excluded", version))),
-                    )
+            Conflict::Skip(key) => Some(
+                OnConflict::columns(key.iter().copied())
+                    .do_nothing()
                     .to_owned(),
             ),
+            Conflict::Update { key, columns, how } => {
+                let mut on_conflict = OnConflict::columns(key.iter().copied());
+                match how {
+                    Update::Add => {
+                        for c in columns {
+                            on_conflict
+                                .value(*c, Expr::col((table, *c)).add(Expr::col(("excluded", *c))));
+                        }
+                    }
+                    Update::Replace => {
+                        on_conflict.update_columns(columns.iter().copied());
+                    }
+                    Update::ReplaceUnlessNewer(version) => {
+                        on_conflict
+                            .update_columns(columns.iter().copied())
+                            .action_and_where(
+                                Expr::col((table, version)).lte(Expr::col(("excluded", version))),
+                            );
+                    }
+                }
+                Some(on_conflict.to_owned())
+            }
         }
     }
 }
-
-use crate::db_error;
 
 /// SQLite binds at most 32,766 parameters per statement; stay below.
 const MAX_SQLITE_PARAMS: usize = 30_000;
 
 /// Inserts `rows` (values in `columns` order), handling existing keys as
-/// `conflict` says; with `returning`, that column of every inserted row is
-/// returned.
+/// `conflict` says; with `returning`, that column of every inserted or
+/// updated row is returned.
 pub(crate) async fn insert<C: ConnectionTrait>(
     db: &C,
     table: &'static str,
     columns: &[&'static str],
     rows: Vec<Vec<Value>>,
-    conflict: Conflict,
+    conflict: Conflict<'_>,
     returning: Option<&'static str>,
 ) -> Result<Vec<QueryResult>, ApiError> {
     if rows.is_empty() {
@@ -85,7 +127,7 @@ pub(crate) async fn insert<C: ConnectionTrait>(
     match db.get_database_backend() {
         DbBackend::Postgres => match unnest_params(columns.len(), &rows) {
             Some((params, selects, casts)) => {
-                let names: Vec<String> = (1..=columns.len()).map(|i| format!("c{i}")).collect();
+                let names: Vec<String> = (1..=casts.len()).map(|i| format!("c{i}")).collect();
                 let mut sql = format!(
                     "INSERT INTO {table} ({}) SELECT {} FROM UNNEST({}) AS u({})",
                     columns.join(", "),
@@ -93,7 +135,7 @@ pub(crate) async fn insert<C: ConnectionTrait>(
                     casts.join(", "),
                     names.join(", ")
                 );
-                sql.push_str(&conflict.sql(table, columns));
+                sql.push_str(&conflict.sql(table));
                 if let Some(column) = returning {
                     sql.push_str(&format!(" RETURNING {column}"));
                 }
@@ -112,9 +154,12 @@ pub(crate) async fn insert<C: ConnectionTrait>(
 }
 
 /// One array parameter per column, with the UNNEST casts and the select
-/// expression of each. Array binding cannot carry NULL elements, so an
-/// integer column holding NULLs travels as text ("" for NULL) and is cast
-/// back; `None` (use VALUES instead) if a column cannot be sent as an array.
+/// expression of each. Array binding cannot carry NULL elements, so a
+/// column holding NULLs travels as two arrays: its values (a placeholder
+/// where NULL) and a boolean array marking the NULLs. The arrays are
+/// unnested together, so the statement's text depends only on which
+/// columns hold NULLs, not on the number of rows. `None` (use VALUES
+/// instead) if a column cannot be sent as an array.
 fn unnest_params(
     width: usize,
     rows: &[Vec<Value>],
@@ -122,38 +167,90 @@ fn unnest_params(
     let mut params = Vec::with_capacity(width);
     let mut selects = Vec::with_capacity(width);
     let mut casts = Vec::with_capacity(width);
+    // The n-th array is parameter $n and column u.cn of the UNNEST.
+    let next = |casts: &mut Vec<String>, ty: &str| {
+        casts.push(format!("${}::{ty}[]", casts.len() + 1));
+        casts.len()
+    };
     for c in 0..width {
         let column: Vec<&Value> = rows.iter().map(|r| r.get(c)).collect::<Option<_>>()?;
         let ty = column[0].array_type();
-        let same_type = column.iter().all(|v| v.array_type() == ty);
-        let has_null = column.iter().any(|v| !v.is_some());
-        let n = c + 1;
-        if same_type && !has_null {
-            casts.push(format!("${n}::{}[]", pg_type(&ty)?));
+        if !column.iter().all(|v| v.array_type() == ty) {
+            return None;
+        }
+        let pg = pg_type(&ty)?;
+        if column.iter().all(|v| v.is_some()) {
+            let n = next(&mut casts, pg);
             selects.push(format!("u.c{n}"));
             params.push(Value::Array(
                 ty,
                 Some(Box::new(column.into_iter().cloned().collect())),
             ));
-        } else if same_type && matches!(ty, ArrayType::BigInt | ArrayType::Int) {
-            let text: Vec<Value> = column
+        } else {
+            let placeholder = placeholder(&ty)?;
+            let values = column
                 .iter()
                 .map(|v| {
-                    Value::from(match v {
-                        Value::BigInt(Some(i)) => i.to_string(),
-                        Value::Int(Some(i)) => i.to_string(),
-                        _ => String::new(),
-                    })
+                    if v.is_some() {
+                        (*v).clone()
+                    } else {
+                        placeholder.clone()
+                    }
                 })
                 .collect();
-            casts.push(format!("${n}::text[]"));
-            selects.push(format!("NULLIF(u.c{n}, '')::{}", pg_type(&ty)?));
-            params.push(Value::Array(ArrayType::String, Some(Box::new(text))));
-        } else {
-            return None;
+            let nulls = column.iter().map(|v| Value::from(!v.is_some())).collect();
+            let n = next(&mut casts, pg);
+            let m = next(&mut casts, "bool");
+            selects.push(format!("CASE WHEN u.c{m} THEN NULL ELSE u.c{n} END"));
+            params.push(Value::Array(ty, Some(Box::new(values))));
+            params.push(Value::Array(ArrayType::Bool, Some(Box::new(nulls))));
         }
     }
     Some((params, selects, casts))
+}
+
+/// A stand-in for NULL in a value array (the NULL mask says which).
+fn placeholder(ty: &ArrayType) -> Option<Value> {
+    Some(match ty {
+        ArrayType::String => Value::from(String::new()),
+        ArrayType::BigInt => Value::from(0i64),
+        ArrayType::Int => Value::from(0i32),
+        ArrayType::Bool => Value::from(false),
+        ArrayType::Double => Value::from(0f64),
+        ArrayType::Bytes => Value::from(Vec::<u8>::new()),
+        ArrayType::ChronoDateTimeUtc => Value::from(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
+        ArrayType::ChronoDate => Value::from(chrono::DateTime::UNIX_EPOCH.date_naive()),
+        _ => return None,
+    })
+}
+
+fn pg_type(ty: &ArrayType) -> Option<&'static str> {
+    Some(match ty {
+        ArrayType::String => "text",
+        ArrayType::BigInt => "int8",
+        ArrayType::Int => "int4",
+        ArrayType::Bool => "bool",
+        ArrayType::Double => "float8",
+        ArrayType::Bytes => "bytea",
+        ArrayType::ChronoDateTimeUtc => "timestamptz",
+        ArrayType::ChronoDate => "date",
+        _ => return None,
+    })
+}
+
+/// Splits `n` rows into statements of at most `max` rows whose sizes are
+/// powers of two, largest first: any batch size is served by a few
+/// distinct statement texts.
+pub(crate) fn power_of_two_chunks(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
+    let max = 1usize << max.max(1).ilog2();
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= max { max } else { 1 << n.ilog2() };
+        n -= size;
+        Some(size)
+    })
 }
 
 async fn values_insert<C: ConnectionTrait>(
@@ -161,24 +258,24 @@ async fn values_insert<C: ConnectionTrait>(
     table: &'static str,
     columns: &[&'static str],
     rows: Vec<Vec<Value>>,
-    conflict: Conflict,
+    conflict: Conflict<'_>,
     returning: Option<&'static str>,
 ) -> Result<Vec<QueryResult>, ApiError> {
     let mut out = Vec::new();
-    let per_statement = (MAX_SQLITE_PARAMS / columns.len()).max(1);
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
+    let max_rows = (MAX_SQLITE_PARAMS / columns.len()).max(1);
+    let mut rows = rows.into_iter();
+    for size in power_of_two_chunks(rows.len(), max_rows) {
         let mut insert = Query::insert();
         insert.into_table(table).columns(columns.iter().copied());
-        if let Some(on_conflict) = conflict.on_conflict(table, columns) {
+        if let Some(on_conflict) = conflict.on_conflict(table) {
             insert.on_conflict(on_conflict);
         }
         if let Some(column) = returning {
             insert.returning_col(column);
         }
-        for row in rows.by_ref().take(per_statement) {
+        for row in rows.by_ref().take(size) {
             insert
-                .values(row.into_iter().map(Into::into))
+                .values(row.into_iter().map(SimpleExpr::from))
                 .map_err(|e| ApiError::internal(format!("insert values: {e}")))?;
         }
         if returning.is_some() {
@@ -190,15 +287,19 @@ async fn values_insert<C: ConnectionTrait>(
     Ok(out)
 }
 
-fn pg_type(ty: &ArrayType) -> Option<&'static str> {
-    Some(match ty {
-        ArrayType::String => "text",
-        ArrayType::BigInt => "int8",
-        ArrayType::Int => "int4",
-        ArrayType::Bool => "bool",
-        ArrayType::Bytes => "bytea",
-        ArrayType::ChronoDateTimeUtc => "timestamptz",
-        ArrayType::ChronoDate => "date",
-        _ => return None,
-    })
+#[cfg(test)]
+mod tests {
+    use super::power_of_two_chunks;
+
+    #[test]
+    fn chunks_are_powers_of_two_covering_every_row() {
+        for max in [1, 2, 3, 500, 1_364, 30_000] {
+            for n in 0..3_000 {
+                let sizes: Vec<usize> = power_of_two_chunks(n, max).collect();
+                assert_eq!(sizes.iter().sum::<usize>(), n, "n={n} max={max}");
+                assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= max));
+                assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+            }
+        }
+    }
 }

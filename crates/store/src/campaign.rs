@@ -19,14 +19,14 @@ use patron_domain::{
 };
 use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
-    IsolationLevel, QueryResult, TransactionOptions, TransactionTrait,
+    IsolationLevel, QueryResult, TransactionOptions, TransactionTrait, Value,
     sea_query::{
         Alias, Asterisk, Cond, Expr, ExprTrait, Func, JoinType, LikeExpr, OnConflict, Order, Query,
         SelectStatement, SimpleExpr,
     },
 };
 
-use crate::{Storage, begin_write, cursor, db_error, query::escape_like};
+use crate::{Storage, begin_write, bulk, cursor, db_error, query::escape_like};
 
 const CUSTOMERS: &str = "campaign_customers";
 
@@ -238,7 +238,7 @@ fn decode_row(r: &QueryResult) -> Result<ViewRow, ApiError> {
     })
 }
 
-fn score_values(s: Option<&ScoreFields>) -> Vec<SimpleExpr> {
+fn score_values(s: Option<&ScoreFields>) -> Vec<Value> {
     let Some(s) = s else {
         return (0..SCORE_COLUMNS.len())
             .map(|i| {
@@ -250,7 +250,7 @@ fn score_values(s: Option<&ScoreFields>) -> Vec<SimpleExpr> {
             })
             .collect();
     };
-    let mut v: Vec<SimpleExpr> = [
+    let mut v: Vec<Value> = [
         &s.rfm_segment,
         &s.churn_risk,
         &s.value_tier,
@@ -284,9 +284,9 @@ fn score_values(s: Option<&ScoreFields>) -> Vec<SimpleExpr> {
     v
 }
 
-fn row_values(row: &ViewRow, revision: i64) -> Vec<SimpleExpr> {
+fn row_values(row: &ViewRow, revision: i64) -> Vec<Value> {
     let r = &row.record;
-    let mut v: Vec<SimpleExpr> = vec![
+    let mut v: Vec<Value> = vec![
         r.customer_id.clone().into(),
         r.external_id.clone().into(),
         row.display_name.clone().into(),
@@ -316,7 +316,7 @@ fn row_values(row: &ViewRow, revision: i64) -> Vec<SimpleExpr> {
     v
 }
 
-fn feedback_values(f: &FeedbackFields) -> [SimpleExpr; 3] {
+fn feedback_values(f: &FeedbackFields) -> [Value; 3] {
     [
         f.latest_nps.into(),
         f.csat_mean.into(),
@@ -341,31 +341,39 @@ async fn next_revision(txn: &DatabaseTransaction) -> Result<i64, ApiError> {
     .map_err(db_error)
 }
 
-/// Rows per multi-row INSERT: 45 parameters each stays under SQLite's limit.
-const INSERT_CHUNK: usize = 500;
-
 async fn upsert_rows(
     txn: &DatabaseTransaction,
     rows: &[&ViewRow],
     revision: i64,
 ) -> Result<(), ApiError> {
-    let mut columns: Vec<&str> = VIEW_COLUMNS[..24].to_vec();
+    let mut columns: Vec<&'static str> = VIEW_COLUMNS[..24].to_vec();
     columns.extend(SCORE_COLUMNS);
     columns.extend(FEEDBACK_COLUMNS);
     columns.push("revision");
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut q = Query::insert();
-        q.into_table(CUSTOMERS).columns(columns.iter().copied());
-        for row in chunk {
-            q.values_panic(row_values(row, revision));
-        }
-        q.on_conflict(
-            OnConflict::column("customer_id")
-                .update_columns(columns[1..].iter().copied())
-                .to_owned(),
-        );
-        txn.execute(&q).await.map_err(db_error)?;
-    }
+    let values = rows.iter().map(|row| row_values(row, revision)).collect();
+    upsert_columns(txn, &columns, values).await
+}
+
+/// Inserts view rows (`columns` starts with the customer id), or sets those
+/// columns of the rows that exist.
+async fn upsert_columns(
+    txn: &DatabaseTransaction,
+    columns: &[&'static str],
+    rows: Vec<Vec<Value>>,
+) -> Result<(), ApiError> {
+    bulk::insert(
+        txn,
+        CUSTOMERS,
+        columns,
+        rows,
+        bulk::Conflict::Update {
+            key: &["customer_id"],
+            columns: &columns[1..],
+            how: bulk::Update::Replace,
+        },
+        None,
+    )
+    .await?;
     Ok(())
 }
 
@@ -1018,7 +1026,7 @@ impl CampaignStore {
         &self,
         consumer: &str,
         columns: &[&'static str],
-        rows: Vec<(String, Vec<SimpleExpr>)>,
+        rows: Vec<(String, Vec<Value>)>,
         advance: cursor::Advance,
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
@@ -1027,22 +1035,17 @@ impl CampaignStore {
             let mut all = vec!["customer_id"];
             all.extend(columns);
             all.push("revision");
-            for chunk in rows.chunks(INSERT_CHUNK) {
-                let mut q = Query::insert();
-                q.into_table(CUSTOMERS).columns(all.iter().copied());
-                for (id, values) in chunk {
-                    let mut row: Vec<SimpleExpr> = vec![id.clone().into()];
-                    row.extend(values.iter().cloned());
+            let values = rows
+                .into_iter()
+                .map(|(id, values)| {
+                    let mut row = Vec::with_capacity(all.len());
+                    row.push(Value::from(id));
+                    row.extend(values);
                     row.push(view_revision.into());
-                    q.values_panic(row);
-                }
-                q.on_conflict(
-                    OnConflict::column("customer_id")
-                        .update_columns(all[1..].iter().copied())
-                        .to_owned(),
-                );
-                txn.execute(&q).await.map_err(db_error)?;
-            }
+                    row
+                })
+                .collect();
+            upsert_columns(&txn, &all, values).await?;
         }
         cursor::save(&txn, "campaign_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
@@ -1056,7 +1059,7 @@ impl CampaignStore {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(1_000) {
             let mut q = view_select();
-            q.and_where(col("customer_id").is_in(chunk.iter().cloned()));
+            q.and_where(col("customer_id").is_in(crate::query::padded(chunk)));
             for r in db.query_all(&q).await.map_err(db_error)? {
                 let row = decode_row(&r)?;
                 out.insert(row.record.customer_id.clone(), row);
@@ -1282,7 +1285,7 @@ impl CampaignStore {
                         .column("customer_id")
                         .from("campaign_segment_members")
                         .and_where(Expr::col("segment_id").eq(segment_id))
-                        .and_where(Expr::col("customer_id").is_in(chunk.iter().cloned())),
+                        .and_where(Expr::col("customer_id").is_in(crate::query::padded(chunk))),
                 )
                 .await
                 .map_err(db_error)?;
@@ -1341,53 +1344,56 @@ impl CampaignStore {
         if current.version != segment.version || current.last_change != segment.last_change {
             return Ok(false);
         }
-        let mut change = current.last_change;
-        let changes: Vec<(&String, bool)> = entered
+        let rows = entered
             .iter()
             .map(|id| (id, true))
             .chain(left.iter().map(|id| (id, false)))
+            .zip(current.last_change + 1..)
+            .map(|((id, entered), change)| {
+                vec![
+                    segment.id.clone().into(),
+                    change.into(),
+                    id.clone().into(),
+                    entered.into(),
+                    now.into(),
+                ]
+            })
             .collect();
-        for chunk in changes.chunks(INSERT_CHUNK) {
-            let mut q = Query::insert();
-            q.into_table("campaign_segment_changes").columns([
+        bulk::insert(
+            &txn,
+            "campaign_segment_changes",
+            &[
                 "segment_id",
                 "change",
                 "customer_id",
                 "entered",
                 "change_time",
-            ]);
-            for (id, entered) in chunk {
-                change += 1;
-                q.values_panic([
-                    segment.id.clone().into(),
-                    change.into(),
-                    (*id).clone().into(),
-                    (*entered).into(),
-                    now.into(),
-                ]);
-            }
-            txn.execute(&q).await.map_err(db_error)?;
-        }
-        for chunk in entered.chunks(INSERT_CHUNK) {
-            let mut q = Query::insert();
-            q.into_table("campaign_segment_members")
-                .columns(["segment_id", "customer_id"]);
-            for id in chunk {
-                q.values_panic([segment.id.clone().into(), id.clone().into()]);
-            }
-            q.on_conflict(
-                OnConflict::columns(["segment_id", "customer_id"])
-                    .do_nothing()
-                    .to_owned(),
-            );
-            txn.execute(&q).await.map_err(db_error)?;
-        }
+            ],
+            rows,
+            bulk::Conflict::Fail,
+            None,
+        )
+        .await?;
+        let change = current.last_change + (entered.len() + left.len()) as i64;
+        let rows = entered
+            .iter()
+            .map(|id| vec![segment.id.clone().into(), id.clone().into()])
+            .collect();
+        bulk::insert(
+            &txn,
+            "campaign_segment_members",
+            &["segment_id", "customer_id"],
+            rows,
+            bulk::Conflict::Skip(&["segment_id", "customer_id"]),
+            None,
+        )
+        .await?;
         for chunk in left.chunks(1_000) {
             txn.execute(
                 Query::delete()
                     .from_table("campaign_segment_members")
                     .and_where(Expr::col("segment_id").eq(segment.id.clone()))
-                    .and_where(Expr::col("customer_id").is_in(chunk.iter().cloned())),
+                    .and_where(Expr::col("customer_id").is_in(crate::query::padded(chunk))),
             )
             .await
             .map_err(db_error)?;
@@ -1715,7 +1721,7 @@ impl CampaignStore {
                         .columns(["customer_id", "arm"])
                         .from("campaign_audience")
                         .and_where(Expr::col("campaign_id").eq(campaign_id))
-                        .and_where(Expr::col("customer_id").is_in(chunk.iter().cloned())),
+                        .and_where(Expr::col("customer_id").is_in(crate::query::padded(chunk))),
                 )
                 .await
                 .map_err(db_error)?;
@@ -1756,20 +1762,10 @@ impl CampaignStore {
         responses: &[ResponseRow],
     ) -> Result<(usize, usize), ApiError> {
         let txn = begin_write(&self.db).await?;
-        let mut accepted = 0;
-        for chunk in responses.chunks(INSERT_CHUNK) {
-            let mut q = Query::insert();
-            q.into_table("campaign_responses").columns([
-                "campaign_id",
-                "response_id",
-                "customer_id",
-                "kind",
-                "revenue_nanos",
-                "currency",
-                "occurred_at",
-            ]);
-            for r in chunk {
-                q.values_panic([
+        let rows = responses
+            .iter()
+            .map(|r| {
+                vec![
                     campaign_id.into(),
                     r.id.clone().into(),
                     r.customer_id.clone().into(),
@@ -1777,15 +1773,27 @@ impl CampaignStore {
                     r.revenue_nanos.into(),
                     r.currency.clone().into(),
                     r.occurred_at.into(),
-                ]);
-            }
-            q.on_conflict(
-                OnConflict::columns(["campaign_id", "response_id"])
-                    .do_nothing()
-                    .to_owned(),
-            );
-            accepted += txn.execute(&q).await.map_err(db_error)?.rows_affected() as usize;
-        }
+                ]
+            })
+            .collect();
+        let accepted = bulk::insert(
+            &txn,
+            "campaign_responses",
+            &[
+                "campaign_id",
+                "response_id",
+                "customer_id",
+                "kind",
+                "revenue_nanos",
+                "currency",
+                "occurred_at",
+            ],
+            rows,
+            bulk::Conflict::Skip(&["campaign_id", "response_id"]),
+            Some("response_id"),
+        )
+        .await?
+        .len();
         txn.commit().await.map_err(db_error)?;
         Ok((accepted, responses.len() - accepted))
     }

@@ -220,7 +220,7 @@ impl FeedbackStore {
             "feedback_responses",
             &columns,
             rows,
-            bulk::Conflict::Skip("id"),
+            bulk::Conflict::Skip(&["id"]),
             Some("id"),
         )
         .await?
@@ -278,35 +278,35 @@ impl FeedbackStore {
             "responses",
             "score_sum",
         ];
-        for chunk in daily.into_iter().collect::<Vec<_>>().chunks(2_000) {
-            let mut upsert = Query::insert();
-            upsert.into_table("feedback_daily").columns(
-                ["day", "kind", "product_id", "region", "channel"]
-                    .into_iter()
-                    .chain(counters),
-            );
-            for ((day, kind, product, region, channel), c) in chunk {
-                let mut values: Vec<sea_orm::sea_query::SimpleExpr> = vec![
-                    (*day).into(),
-                    (*kind).into(),
-                    (*product).into(),
-                    (*region).into(),
-                    (*channel).into(),
+        const KEY: [&str; 5] = ["day", "kind", "product_id", "region", "channel"];
+        let columns: Vec<&'static str> = KEY.into_iter().chain(counters).collect();
+        let rows = daily
+            .into_iter()
+            .map(|((day, kind, product, region, channel), c)| {
+                let mut values: Vec<sea_orm::Value> = vec![
+                    day.into(),
+                    kind.into(),
+                    product.into(),
+                    region.into(),
+                    channel.into(),
                 ];
                 values.extend(c.iter().map(|v| (*v).into()));
-                upsert.values_panic(values);
-            }
-            let mut on_conflict =
-                OnConflict::columns(["day", "kind", "product_id", "region", "channel"]);
-            for col in counters {
-                on_conflict.value(
-                    col,
-                    Expr::col(("feedback_daily", col)).add(Expr::col(("excluded", col))),
-                );
-            }
-            upsert.on_conflict(on_conflict.to_owned());
-            txn.execute(&upsert).await.map_err(db_error)?;
-        }
+                values
+            })
+            .collect();
+        bulk::insert(
+            txn,
+            "feedback_daily",
+            &columns,
+            rows,
+            bulk::Conflict::Update {
+                key: &KEY,
+                columns: &counters,
+                how: bulk::Update::Add,
+            },
+            None,
+        )
+        .await?;
         Ok(())
     }
 
@@ -825,7 +825,7 @@ impl FeedbackStore {
                 Query::update()
                     .table("feedback_responses")
                     .value("comment", "")
-                    .and_where(Expr::col("customer_id").is_in(customer_ids.iter().cloned())),
+                    .and_where(Expr::col("customer_id").is_in(crate::query::padded(customer_ids))),
             )
             .await
             .map_err(db_error)?;
@@ -834,7 +834,7 @@ impl FeedbackStore {
                     .table("feedback_complaints")
                     .value("description", "")
                     .value("resolution", "")
-                    .and_where(Expr::col("customer_id").is_in(customer_ids.iter().cloned())),
+                    .and_where(Expr::col("customer_id").is_in(crate::query::padded(customer_ids))),
             )
             .await
             .map_err(db_error)?;
@@ -916,19 +916,22 @@ async fn touch<C: ConnectionTrait>(txn: &C, customer_ids: &[&str]) -> Result<(),
     let mut ids: Vec<&str> = customer_ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
-    for chunk in ids.chunks(2_000) {
-        let mut q = Query::insert();
-        q.into_table("feedback_summary_revisions")
-            .columns(["customer_id", "revision"]);
-        for id in chunk {
-            q.values_panic([(*id).into(), revision.into()]);
-        }
-        q.on_conflict(
-            OnConflict::column("customer_id")
-                .update_column("revision")
-                .to_owned(),
-        );
-        txn.execute(&q).await.map_err(db_error)?;
-    }
+    let rows = ids
+        .into_iter()
+        .map(|id| vec![id.into(), revision.into()])
+        .collect();
+    bulk::insert(
+        txn,
+        "feedback_summary_revisions",
+        &["customer_id", "revision"],
+        rows,
+        bulk::Conflict::Update {
+            key: &["customer_id"],
+            columns: &["revision"],
+            how: bulk::Update::Replace,
+        },
+        None,
+    )
+    .await?;
     Ok(())
 }

@@ -104,3 +104,17 @@ pub fn escape_like(s: &str) -> String {
     }
     out
 }
+
+/// An id list for `IN (...)`, padded to a power of two by repeating its
+/// last id (which changes no result): the statement's text then takes one
+/// of a few shapes whatever the number of ids. Each distinct text is a
+/// prepared statement the driver caches per connection, so lists of every
+/// length would fill that cache with near-copies.
+pub(crate) fn padded<T: Clone>(ids: &[T]) -> impl Iterator<Item = T> + '_ {
+    let extra = ids.len().next_power_of_two() - ids.len();
+    ids.iter().cloned().chain(
+        ids.last()
+            .into_iter()
+            .flat_map(move |last| std::iter::repeat_n(last.clone(), extra)),
+    )
+}

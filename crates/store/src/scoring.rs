@@ -97,39 +97,42 @@ async fn set_customer_column<'a, C: ConnectionTrait>(
     values: impl Iterator<Item = (&'a str, sea_orm::Value)>,
     add: bool,
 ) -> Result<(), ApiError> {
-    let values: Vec<(&str, sea_orm::Value)> = values.collect();
-    for chunk in values.chunks(2_000) {
-        let mut q = Query::insert();
-        q.into_table("scoring_customers").columns([
+    let slot = match column {
+        "region" => 1,
+        "interactions" => 2,
+        _ => 4,
+    };
+    let rows = values
+        .map(|(id, value)| {
+            let mut row: Vec<sea_orm::Value> =
+                vec![id.into(), "".into(), 0.into(), false.into(), "".into()];
+            row[slot] = value;
+            row
+        })
+        .collect();
+    crate::bulk::insert(
+        txn,
+        "scoring_customers",
+        &[
             "customer_id",
             "region",
             "interactions",
             "erased",
             "currency",
-        ]);
-        for (id, value) in chunk {
-            let mut row: Vec<sea_orm::sea_query::SimpleExpr> =
-                vec![(*id).into(), "".into(), 0.into(), false.into(), "".into()];
-            let slot = match column {
-                "region" => 1,
-                "interactions" => 2,
-                _ => 4,
-            };
-            row[slot] = value.clone().into();
-            q.values_panic(row);
-        }
-        let mut on_conflict = OnConflict::column("customer_id");
-        if add {
-            on_conflict.value(
-                column,
-                Expr::col(("scoring_customers", column)).add(Expr::col(("excluded", column))),
-            );
-        } else {
-            on_conflict.update_column(column);
-        }
-        q.on_conflict(on_conflict.to_owned());
-        txn.execute(&q).await.map_err(db_error)?;
-    }
+        ],
+        rows,
+        crate::bulk::Conflict::Update {
+            key: &["customer_id"],
+            columns: &[column],
+            how: if add {
+                crate::bulk::Update::Add
+            } else {
+                crate::bulk::Update::Replace
+            },
+        },
+        None,
+    )
+    .await?;
     Ok(())
 }
 
@@ -164,7 +167,7 @@ async fn read_purchase_days<C: ConnectionTrait + sea_orm::StreamTrait>(
     ])
     .from("scoring_customer_days");
     if let Some(ids) = only {
-        q.and_where(Expr::col("customer_id").is_in(ids.iter().cloned()));
+        q.and_where(Expr::col("customer_id").is_in(crate::query::padded(ids)));
     }
     // A full read is every purchase day of every customer (tens of millions
     // of rows): unordered (a sequential scan; ordering by customer took
@@ -240,7 +243,7 @@ async fn read_customer_facts<C: ConnectionTrait>(
     ])
     .from("scoring_customers");
     if let Some(ids) = only {
-        q.and_where(Expr::col("customer_id").is_in(ids.iter().cloned()));
+        q.and_where(Expr::col("customer_id").is_in(crate::query::padded(ids)));
     }
     let rows = db.query_all(&q).await.map_err(db_error)?;
     rows.into_iter()
@@ -319,34 +322,31 @@ impl ScoringStore {
             e.1 += cost;
             e.2 += 1;
         }
-        for chunk in days.into_iter().collect::<Vec<_>>().chunks(2_000) {
-            let mut q = Query::insert();
-            q.into_table("scoring_customer_days").columns([
+        let rows = days
+            .into_iter()
+            .map(|((id, day), (amount, cost, n))| {
+                vec![id.into(), day.into(), amount.into(), cost.into(), n.into()]
+            })
+            .collect();
+        crate::bulk::insert(
+            &txn,
+            "scoring_customer_days",
+            &[
                 "customer_id",
                 "day",
                 "amount_nanos",
                 "cost_nanos",
                 "transactions",
-            ]);
-            for ((id, day), (amount, cost, n)) in chunk {
-                q.values_panic([
-                    (*id).into(),
-                    (*day).into(),
-                    (*amount).into(),
-                    (*cost).into(),
-                    (*n).into(),
-                ]);
-            }
-            let mut on_conflict = OnConflict::columns(["customer_id", "day"]);
-            for col in ["amount_nanos", "cost_nanos", "transactions"] {
-                on_conflict.value(
-                    col,
-                    Expr::col(("scoring_customer_days", col)).add(Expr::col(("excluded", col))),
-                );
-            }
-            q.on_conflict(on_conflict.to_owned());
-            txn.execute(&q).await.map_err(db_error)?;
-        }
+            ],
+            rows,
+            crate::bulk::Conflict::Update {
+                key: &["customer_id", "day"],
+                columns: &["amount_nanos", "cost_nanos", "transactions"],
+                how: crate::bulk::Update::Add,
+            },
+            None,
+        )
+        .await?;
         let mut interactions: HashMap<&str, i32> = HashMap::new();
         for id in &batch.interactions {
             *interactions.entry(id).or_default() += 1;
@@ -363,7 +363,7 @@ impl ScoringStore {
                 Query::update()
                     .table("scoring_customers")
                     .value("erased", true)
-                    .and_where(Expr::col("customer_id").is_in(batch.erased.iter().cloned())),
+                    .and_where(Expr::col("customer_id").is_in(crate::query::padded(&batch.erased))),
             )
             .await
             .map_err(db_error)?;
@@ -402,31 +402,36 @@ impl ScoringStore {
             "quantity",
             "amount_nanos",
         ];
-        for chunk in grouped.into_iter().collect::<Vec<_>>().chunks(2_000) {
-            let mut q = Query::insert();
-            q.into_table("scoring_product_days").columns(columns);
-            for ((day, region, category, currency, customer), (n, quantity, amount)) in chunk {
-                q.values_panic([
-                    (*day).into(),
-                    (*region).into(),
-                    (*category).into(),
-                    (*currency).into(),
-                    (*customer).into(),
-                    (*n).into(),
-                    (*quantity).into(),
-                    (*amount).into(),
-                ]);
-            }
-            let mut on_conflict = OnConflict::columns(columns[..5].iter().copied());
-            for col in &columns[5..] {
-                on_conflict.value(
-                    *col,
-                    Expr::col(("scoring_product_days", *col)).add(Expr::col(("excluded", *col))),
-                );
-            }
-            q.on_conflict(on_conflict.to_owned());
-            txn.execute(&q).await.map_err(db_error)?;
-        }
+        let rows = grouped
+            .into_iter()
+            .map(
+                |((day, region, category, currency, customer), (n, quantity, amount))| {
+                    vec![
+                        day.into(),
+                        region.into(),
+                        category.into(),
+                        currency.into(),
+                        customer.into(),
+                        n.into(),
+                        quantity.into(),
+                        amount.into(),
+                    ]
+                },
+            )
+            .collect();
+        crate::bulk::insert(
+            &txn,
+            "scoring_product_days",
+            &columns,
+            rows,
+            crate::bulk::Conflict::Update {
+                key: &columns[..5],
+                columns: &columns[5..],
+                how: crate::bulk::Update::Add,
+            },
+            None,
+        )
+        .await?;
         crate::cursor::save(&txn, "scoring_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
     }
@@ -550,11 +555,10 @@ impl ScoringStore {
             "oldest_open_complaint_day",
             "complaints",
         ];
-        for chunk in signals.chunks(2_000) {
-            let mut q = Query::insert();
-            q.into_table("scoring_customers").columns(columns);
-            for (id, f) in chunk {
-                q.values_panic([
+        let rows = signals
+            .iter()
+            .map(|(id, f)| {
+                vec![
                     id.as_str().into(),
                     "".into(),
                     0.into(),
@@ -563,15 +567,22 @@ impl ScoringStore {
                     f.latest_nps.into(),
                     f.oldest_open_complaint_day.into(),
                     f.complaints.into(),
-                ]);
-            }
-            q.on_conflict(
-                OnConflict::column("customer_id")
-                    .update_columns(columns[5..].iter().copied())
-                    .to_owned(),
-            );
-            txn.execute(&q).await.map_err(db_error)?;
-        }
+                ]
+            })
+            .collect();
+        crate::bulk::insert(
+            &txn,
+            "scoring_customers",
+            &columns,
+            rows,
+            crate::bulk::Conflict::Update {
+                key: &["customer_id"],
+                columns: &columns[5..],
+                how: crate::bulk::Update::Replace,
+            },
+            None,
+        )
+        .await?;
         crate::cursor::save(&txn, "scoring_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
     }
@@ -638,9 +649,10 @@ impl ScoringStore {
             "scoring_scores",
             &columns,
             rows,
-            crate::bulk::Conflict::ReplaceUnlessNewer {
-                key: "customer_id",
-                version: "data_seq",
+            crate::bulk::Conflict::Update {
+                key: &["customer_id"],
+                columns: &columns[1..],
+                how: crate::bulk::Update::ReplaceUnlessNewer("data_seq"),
             },
             None,
         )
@@ -735,7 +747,7 @@ impl ScoringStore {
                     Query::select()
                         .columns(["customer_id", "score"])
                         .from("scoring_scores")
-                        .and_where(Expr::col("customer_id").is_in(chunk.iter().cloned())),
+                        .and_where(Expr::col("customer_id").is_in(crate::query::padded(chunk))),
                 )
                 .await
                 .map_err(db_error)?;

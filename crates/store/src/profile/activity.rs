@@ -210,7 +210,7 @@ impl ProfileStore {
             table,
             columns,
             values,
-            bulk::Conflict::Skip("id"),
+            bulk::Conflict::Skip(&["id"]),
             Some("id"),
         )
         .await?
@@ -255,7 +255,7 @@ impl ProfileStore {
                 .select_only()
                 .column(customer::Column::Id)
                 .column(customer::Column::EraseTime)
-                .filter(customer::Column::Id.is_in(chunk.iter().cloned()))
+                .filter(customer::Column::Id.is_in(crate::query::padded(chunk)))
                 .into_tuple()
                 .all(txn)
                 .await

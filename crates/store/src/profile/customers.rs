@@ -331,7 +331,7 @@ impl ProfileStore {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(1_000) {
             let rows = customer::Entity::find()
-                .filter(customer::Column::Id.is_in(chunk.iter().cloned()))
+                .filter(customer::Column::Id.is_in(crate::query::padded(chunk)))
                 .all(&self.db)
                 .await
                 .map_err(db_error)?;
@@ -353,7 +353,7 @@ impl ProfileStore {
         let mut existing: HashMap<String, Customer> = HashMap::with_capacity(batch.len());
         for chunk in external_ids.chunks(1_000) {
             let rows = customer::Entity::find()
-                .filter(customer::Column::ExternalId.is_in(chunk.iter().cloned()))
+                .filter(customer::Column::ExternalId.is_in(crate::query::padded(chunk)))
                 .all(&txn)
                 .await
                 .map_err(db_error)?;
