@@ -34,10 +34,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // RPCs a service has not implemented yet answer UNIMPLEMENTED.
         .generate_default_stubs(true)
         // Hand-written (src/wire.rs), same wire format: the server can send
-        // targets it encoded itself, without building a message per row.
+        // targets and scores it encoded itself, without building a message
+        // per row.
         .extern_path(
             ".patron.campaign.v1.StreamTargetsResponse",
             "crate::wire::StreamTargetsResponse",
+        )
+        .extern_path(
+            ".patron.scoring.v1.BatchGetScoresResponse",
+            "crate::wire::BatchGetScoresResponse",
         )
         .compile_fds(descriptors)?;
     Ok(())

@@ -1,11 +1,16 @@
-//! `patron.campaign.v1.StreamTargetsResponse`, written by hand.
+//! Messages written by hand: `patron.campaign.v1.StreamTargetsResponse` and
+//! `patron.scoring.v1.BatchGetScoresResponse`.
 //!
-//! On the wire it is exactly the generated message (`repeated Target targets
-//! = 1`), so every client, in any language, sees no difference. In Rust it
-//! can also carry targets that are already encoded: a million-row target
-//! list is then written straight from the server's rows into one buffer per
-//! message, instead of building (and allocating) a `Target` with its
-//! `fields` map for every row only to encode it and throw it away.
+//! On the wire each is exactly the generated message, so every client, in
+//! any language, sees no difference. In Rust they can also carry entries that
+//! are already encoded:
+//! - a million-row target list is written straight from the server's rows
+//!   into one buffer per message, instead of building (and allocating) a
+//!   `Target` with its `fields` map for every row only to encode it and
+//!   throw it away;
+//! - a batch of scores is written from the encoded scores the cache and the
+//!   store hold, instead of decoding each into a `CustomerScore` only to
+//!   encode it again.
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::{
@@ -13,7 +18,7 @@ use prost::{
     encoding::{DecodeContext, WireType, message, skip_field},
 };
 
-use crate::campaign::Target;
+use crate::{campaign::Target, scoring::CustomerScore};
 
 /// The `targets` field's number in campaign.proto.
 pub const TARGETS_FIELD: u32 = 1;
@@ -141,6 +146,88 @@ impl TargetsEncoder {
     }
 }
 
+/// The `scores` and `missing_ids` fields' numbers in scoring.proto.
+pub const SCORES_FIELD: u32 = 1;
+pub const MISSING_IDS_FIELD: u32 = 2;
+
+/// Scores of a batch lookup: decoded ones in `scores` (what a client reads)
+/// and, on the server, already-encoded ones appended with
+/// [`push_encoded`](Self::push_encoded); on the wire the encoded ones follow
+/// the decoded ones, in the order they were added.
+#[derive(Clone, PartialEq, Default, Debug)]
+pub struct BatchGetScoresResponse {
+    pub scores: Vec<CustomerScore>,
+    pub missing_ids: Vec<String>,
+    /// `scores` entries (field 1, length-delimited `CustomerScore`s).
+    encoded: Vec<u8>,
+}
+
+impl BatchGetScoresResponse {
+    /// An empty response with room for `n` encoded scores of about
+    /// `typical_len` bytes.
+    pub fn with_capacity(n: usize, typical_len: usize) -> Self {
+        Self {
+            encoded: Vec::with_capacity(n * (typical_len + 4)),
+            ..Self::default()
+        }
+    }
+
+    /// Appends one score, given as an encoded `CustomerScore`, as is. The
+    /// bytes are not checked: the caller vouches that they are a
+    /// `CustomerScore` this server encoded.
+    pub fn push_encoded(&mut self, score: &[u8]) {
+        prost::encoding::encode_key(SCORES_FIELD, WireType::LengthDelimited, &mut self.encoded);
+        prost::encoding::encode_varint(score.len() as u64, &mut self.encoded);
+        self.encoded.extend_from_slice(score);
+    }
+}
+
+impl Message for BatchGetScoresResponse {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        for score in &self.scores {
+            message::encode(SCORES_FIELD, score, buf);
+        }
+        buf.put_slice(&self.encoded);
+        prost::encoding::string::encode_repeated(MISSING_IDS_FIELD, &self.missing_ids, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        let (merged, field) = match tag {
+            SCORES_FIELD => (
+                message::merge_repeated(wire_type, &mut self.scores, buf, ctx),
+                "scores",
+            ),
+            MISSING_IDS_FIELD => (
+                prost::encoding::string::merge_repeated(wire_type, &mut self.missing_ids, buf, ctx),
+                "missing_ids",
+            ),
+            _ => return skip_field(wire_type, tag, buf, ctx),
+        };
+        merged.map_err(|mut e| {
+            e.push("BatchGetScoresResponse", field);
+            e
+        })
+    }
+
+    fn encoded_len(&self) -> usize {
+        message::encoded_len_repeated(SCORES_FIELD, &self.scores)
+            + self.encoded.len()
+            + prost::encoding::string::encoded_len_repeated(MISSING_IDS_FIELD, &self.missing_ids)
+    }
+
+    fn clear(&mut self) {
+        self.scores.clear();
+        self.missing_ids.clear();
+        self.encoded.clear();
+    }
+}
+
 fn string_len(tag: u32, value: &str) -> usize {
     if value.is_empty() {
         0
@@ -227,5 +314,58 @@ mod tests {
         let bytes = encoder.finish().encode_to_vec();
         let decoded = StreamTargetsResponse::decode(bytes.as_slice()).unwrap();
         assert_eq!(decoded.targets, many);
+    }
+
+    #[test]
+    fn encoded_scores_are_what_prost_writes_and_reads() {
+        use crate::scoring::{ChurnScore, RfmScore};
+        let scores: Vec<CustomerScore> = (0..5)
+            .map(|i| CustomerScore {
+                customer_id: format!("c-{i}"),
+                model_version: "m-1".into(),
+                rfm: Some(RfmScore {
+                    recency_days: i,
+                    ..Default::default()
+                }),
+                churn: (i % 2 == 0).then(|| ChurnScore {
+                    probability: 0.25 * i as f64,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let missing = vec!["gone-1".to_string(), String::new(), "gone-2".into()];
+        // The generated form of the message, as any other client sees it.
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Generated {
+            #[prost(message, repeated, tag = "1")]
+            scores: Vec<CustomerScore>,
+            #[prost(string, repeated, tag = "2")]
+            missing_ids: Vec<String>,
+        }
+        let generated = Generated {
+            scores: scores.clone(),
+            missing_ids: missing.clone(),
+        };
+        let mut ours = BatchGetScoresResponse::with_capacity(scores.len(), 64);
+        for s in &scores {
+            ours.push_encoded(&s.encode_to_vec());
+        }
+        ours.missing_ids = missing.clone();
+        assert_eq!(ours.encode_to_vec(), generated.encode_to_vec());
+        assert_eq!(ours.encoded_len(), generated.encoded_len());
+        // Decoded and encoded scores mixed, read back as a client does.
+        let mut mixed = BatchGetScoresResponse {
+            scores: scores[..2].to_vec(),
+            missing_ids: missing.clone(),
+            ..Default::default()
+        };
+        for s in &scores[2..] {
+            mixed.push_encoded(&s.encode_to_vec());
+        }
+        let read = BatchGetScoresResponse::decode(mixed.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(read.scores, scores);
+        assert_eq!(read.missing_ids, missing);
+        assert_eq!(read.encoded_len(), mixed.encoded_len());
     }
 }

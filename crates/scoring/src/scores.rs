@@ -285,12 +285,9 @@ async fn run(
         &ModelSettings::default(),
         as_of_day,
     );
+    drop((summaries, signals));
     let total = scores.len() as i64;
     let at = now();
-    let encoded: Vec<ScoreRow> = scores
-        .iter()
-        .map(|s| score_row(s, &snapshot, &model_version, as_of, at, false))
-        .collect();
     let scored = started.elapsed();
     let progress = |done: i64| pb::RecomputeScoresResponse {
         done,
@@ -298,16 +295,50 @@ async fn run(
         model_version: model_version.clone(),
         as_of: Some(to_timestamp(as_of)),
     };
+    // Three stages overlap: a blocking thread encodes chunk i+1 while the
+    // store writes chunk i and the cache takes chunk i-1. Each chunk is
+    // cached only after it is stored, so a cache miss never brings back an
+    // older score than the cache holds.
+    let data_seq = snapshot.data_seq;
+    let (chunks, mut encoded) = mpsc::channel::<Vec<ScoreRow>>(2);
+    let encoder = {
+        let version = model_version.clone();
+        tokio::task::spawn_blocking(move || {
+            for part in scores.chunks(CHUNK) {
+                let rows = part
+                    .iter()
+                    .map(|s| score_row(s, &snapshot, &version, as_of, at, false))
+                    .collect();
+                if chunks.blocking_send(rows).is_err() {
+                    return; // the store step failed or the caller left
+                }
+            }
+        })
+    };
+    let mut caching: Option<tokio::task::JoinHandle<()>> = None;
     let mut done = 0;
-    for chunk in encoded.chunks(CHUNK) {
+    let mut cache_wait = std::time::Duration::ZERO;
+    while let Some(rows) = encoded.recv().await {
         store
-            .save_scores(&model_version, at, snapshot.data_seq, chunk)
+            .save_scores(&model_version, at, data_seq, &rows)
             .await?;
-        done += chunk.len() as i64;
+        done += rows.len() as i64;
+        let waited = std::time::Instant::now();
+        if let Some(previous) = caching.take() {
+            let _ = previous.await;
+        }
+        cache_wait += waited.elapsed();
+        let cache = cache.clone();
+        caching = Some(tokio::spawn(
+            async move { refresh_cache(&cache, &rows).await },
+        ));
         if done < total && tx.send(Ok(progress(done))).await.is_err() {
             return Ok(()); // the caller went away; the scores stay
         }
     }
+    encoder
+        .await
+        .map_err(|e| ApiError::internal(format!("encoding scores: {e}")))?;
     let run = ScoringRun {
         model_version: model_version.clone(),
         model: fitted,
@@ -317,16 +348,21 @@ async fn run(
     let json = serde_json::to_string(&run)
         .map_err(|e| ApiError::internal(format!("encoding the baseline: {e}")))?;
     store
-        .save_baseline(&model_version, at, snapshot.data_seq, &json)
+        .save_baseline(&model_version, at, data_seq, &json)
         .await?;
     let stored = started.elapsed();
     // New scores replace cached ones before the stream ends.
-    refresh_cache(cache, &encoded).await;
+    if let Some(last) = caching.take() {
+        let _ = last.await;
+    }
     tracing::info!(
         customers = total,
         read_ms = read.as_millis() as u64,
         score_ms = (scored - read).as_millis() as u64,
+        // Encoding and caching overlap with storing; `cache_wait_ms` is the
+        // time the store step waited for the cache, `cache_ms` the tail.
         store_ms = (stored - scored).as_millis() as u64,
+        cache_wait_ms = cache_wait.as_millis() as u64,
         cache_ms = (started.elapsed() - stored).as_millis() as u64,
         "scores recomputed"
     );
@@ -538,10 +574,11 @@ pub(crate) async fn batch_get(
             )
             .await;
     }
-    let mut response = pb::BatchGetScoresResponse::default();
-    for (id, hit) in req.customer_ids.iter().zip(cached) {
-        match hit.or_else(|| stored.get(id).cloned()) {
-            Some(bytes) => response.scores.push(decode(&bytes)?),
+    // Stored scores go out as they are, without a decode and re-encode.
+    let mut response = pb::BatchGetScoresResponse::with_capacity(keys.len(), 320);
+    for (id, hit) in req.customer_ids.iter().zip(&cached) {
+        match hit.as_ref().or_else(|| stored.get(id)) {
+            Some(bytes) => response.push_encoded(bytes),
             None => response.missing_ids.push(id.clone()),
         }
     }
