@@ -341,6 +341,69 @@ backend_tests! {
         }
     }
 
+    async fn the_whole_read_model_is_read_with_every_transaction_once(app: TestApp) {
+        // A full read of the read model (on PostgreSQL: binary COPY of two
+        // block ranges over two connections) gives every customer-day
+        // exactly once, expanded to one purchase per transaction. Each
+        // customer's days are written in different batches, so its rows
+        // lie far apart in the table, on both sides of the split.
+        use patron_domain::models::summary::Purchase;
+        use patron_store::{Storage, cursor::Advance, scoring::{ReadModelBatch, ScoringStore}};
+        let storage = Storage::connect_lazy(&app.settings.database).await.unwrap();
+        let store = ScoringStore::new(&storage);
+        let consumer = "read-test";
+        let customers = 3_000;
+        let days = 12;
+        let mut want: std::collections::BTreeMap<String, Vec<(i32, i64, i64)>> = Default::default();
+        let mut position = store.cursor(consumer).await.unwrap();
+        for day in 0..days {
+            let mut batch = ReadModelBatch::default();
+            for c in 0..customers {
+                // Some customers skip days, some buy twice on a day.
+                if (c + day) % 5 == 0 {
+                    continue;
+                }
+                let id = format!("cust-{c:05}-ü");
+                let day_number = 19_000 + day;
+                let times = 1 + usize::from(c % 7 == day % 7);
+                let amounts: Vec<i64> = (0..times)
+                    .map(|t| i64::from(c * 1_000 + day) * 1_000_000 + t as i64)
+                    .collect();
+                for amount in &amounts {
+                    batch.purchases.push((id.clone(), day_number, *amount, amount / 3, "EUR".into()));
+                }
+                let entry = want.entry(id).or_default();
+                // The day's sums on its first purchase, the others empty.
+                let total = amounts.iter().sum();
+                let cost = amounts.iter().map(|a| a / 3).sum();
+                entry.push((day_number, total, cost));
+                for _ in 1..times {
+                    entry.push((day_number, 0, 0));
+                }
+            }
+            store
+                .apply(consumer, batch, Advance { from: position, to: position + 1 })
+                .await
+                .unwrap();
+            position += 1;
+        }
+        let (ids, purchases) = store.purchase_days().await.unwrap();
+        let want_ids: Vec<String> = want.keys().cloned().collect();
+        assert_eq!(ids, want_ids, "customers, numbered in id order");
+        let mut got: Vec<Vec<(i32, i64, i64)>> = vec![Vec::new(); ids.len()];
+        for Purchase { customer, day, amount_nanos, cost_nanos } in purchases {
+            got[customer as usize].push((day, amount_nanos, cost_nanos));
+        }
+        for (i, (id, mut expected)) in want.into_iter().enumerate() {
+            got[i].sort_unstable_by_key(|p| (p.0, std::cmp::Reverse(p.1)));
+            expected.sort_unstable_by_key(|p| (p.0, std::cmp::Reverse(p.1)));
+            assert_eq!(got[i], expected, "{id}");
+        }
+        let snapshot = store.snapshot(consumer).await.unwrap();
+        assert_eq!(snapshot.data_seq, position);
+        assert_eq!(snapshot.ids, ids);
+    }
+
     async fn a_new_purchase_rescores_its_customer_online(app: TestApp) {
         let n = 300;
         let ids = customers(&app, n).await;

@@ -11,6 +11,7 @@ mod error;
 pub mod feedback;
 pub mod paging;
 pub mod profile;
+mod purchase_days;
 pub mod query;
 pub mod scoring;
 mod settings;

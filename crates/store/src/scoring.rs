@@ -10,7 +10,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 
-use crate::{Storage, begin_write, db_error};
+use crate::{Storage, begin_write, db_error, purchase_days::PurchaseDays};
 
 /// One stored score: the customer, the labels distributions count, and the
 /// encoded score.
@@ -176,55 +176,18 @@ async fn read_purchase_days<C: ConnectionTrait + sea_orm::StreamTrait>(
     // column-name lookup per value are kept.
     let rows = db.stream(&q).await.map_err(db_error)?;
     let mut rows = std::pin::pin!(rows);
-    let mut ids: Vec<String> = Vec::new();
-    let mut index: HashMap<String, u32> = HashMap::new();
-    let mut purchases = Vec::new();
+    let mut out = PurchaseDays::default();
     while let Some(r) = rows.try_next().await.map_err(db_error)? {
         let id: String = r.try_get_by_index(0).map_err(db_error)?;
-        let customer = match index.get(&id) {
-            Some(c) => *c,
-            None => {
-                let c = ids.len() as u32;
-                index.insert(id.clone(), c);
-                ids.push(id);
-                c
-            }
-        };
-        let day: i32 = r.try_get_by_index(1).map_err(db_error)?;
-        let transactions: i32 = r.try_get_by_index(4).map_err(db_error)?;
-        purchases.push(Purchase {
-            customer,
-            day,
-            amount_nanos: r.try_get_by_index(2).map_err(db_error)?,
-            cost_nanos: r.try_get_by_index(3).map_err(db_error)?,
-        });
-        for _ in 1..transactions {
-            purchases.push(Purchase {
-                customer,
-                day,
-                amount_nanos: 0,
-                cost_nanos: 0,
-            });
-        }
+        out.push(
+            &id,
+            r.try_get_by_index(1).map_err(db_error)?,
+            r.try_get_by_index(2).map_err(db_error)?,
+            r.try_get_by_index(3).map_err(db_error)?,
+            r.try_get_by_index(4).map_err(db_error)?,
+        );
     }
-    // Customers numbered in id order, whatever order the rows came in: the
-    // fits sum over customers in that order, and must not depend on where
-    // the database happened to store the rows.
-    let mut order: Vec<u32> = (0..ids.len() as u32).collect();
-    order.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
-    let mut renumber = vec![0u32; ids.len()];
-    for (new, old) in order.iter().enumerate() {
-        renumber[*old as usize] = new as u32;
-    }
-    for p in &mut purchases {
-        p.customer = renumber[p.customer as usize];
-    }
-    let mut ids: Vec<Option<String>> = ids.into_iter().map(Some).collect();
-    let ids = order
-        .iter()
-        .map(|old| ids[*old as usize].take().unwrap_or_default())
-        .collect();
-    Ok((ids, purchases))
+    Ok(out.finish())
 }
 
 /// What scoring knows of every customer (or of `only`) beside purchases.
@@ -486,22 +449,15 @@ impl ScoringStore {
     /// transaction is a snapshot on SQLite), with the read model's feed
     /// position for `consumer` in that snapshot.
     pub async fn snapshot(&self, consumer: &str) -> Result<ScoringSnapshot, ApiError> {
-        use sea_orm::{
-            AccessMode, DbBackend, IsolationLevel, TransactionOptions, TransactionTrait,
-        };
-        let postgres = self.db.get_database_backend() == DbBackend::Postgres;
-        let txn = self
-            .db
-            .begin_with_options(TransactionOptions {
-                isolation_level: postgres.then_some(IsolationLevel::RepeatableRead),
-                access_mode: postgres.then_some(AccessMode::ReadOnly),
-                ..TransactionOptions::default()
-            })
-            .await
-            .map_err(db_error)?;
+        let txn = self.begin_snapshot().await?;
         let data_seq = crate::cursor::load(&txn, "scoring_feed_cursor", consumer).await?;
-        let (ids, purchases) = read_purchase_days(&txn, None).await?;
-        let facts = read_customer_facts(&txn, None).await?;
+        // Both in the transaction's snapshot; on PostgreSQL the purchase days
+        // come over connections of their own, so the two reads overlap.
+        let (days, facts) = tokio::join!(
+            self.all_purchase_days(&txn),
+            read_customer_facts(&txn, None)
+        );
+        let ((ids, purchases), facts) = (days?, facts?);
         txn.commit().await.map_err(db_error)?;
         Ok(ScoringSnapshot {
             data_seq,
@@ -511,9 +467,46 @@ impl ScoringStore {
         })
     }
 
-    /// Every customer's purchases (see [`ScoringSnapshot`]).
+    /// Every customer's purchases (see [`ScoringSnapshot`]), from one
+    /// consistent snapshot.
     pub async fn purchase_days(&self) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
-        read_purchase_days(&self.db, None).await
+        let txn = self.begin_snapshot().await?;
+        let all = self.all_purchase_days(&txn).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(all)
+    }
+
+    /// A read-only repeatable-read transaction on PostgreSQL; a read
+    /// transaction is a snapshot on SQLite.
+    async fn begin_snapshot(&self) -> Result<sea_orm::DatabaseTransaction, ApiError> {
+        use sea_orm::{
+            AccessMode, DbBackend, IsolationLevel, TransactionOptions, TransactionTrait,
+        };
+        let postgres = self.db.get_database_backend() == DbBackend::Postgres;
+        self.db
+            .begin_with_options(TransactionOptions {
+                isolation_level: postgres.then_some(IsolationLevel::RepeatableRead),
+                access_mode: postgres.then_some(AccessMode::ReadOnly),
+                ..TransactionOptions::default()
+            })
+            .await
+            .map_err(db_error)
+    }
+
+    /// Every purchase day `txn` sees: on PostgreSQL with binary COPY over
+    /// two connections sharing its snapshot (see `purchase_days.rs`).
+    async fn all_purchase_days(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+    ) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
+        if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            let pool = self.db.get_postgres_connection_pool();
+            Ok(crate::purchase_days::read_all_postgres(txn, pool)
+                .await?
+                .finish())
+        } else {
+            read_purchase_days(txn, None).await
+        }
     }
 
     /// [`Self::snapshot`] of some customers only (online scoring), read
