@@ -341,6 +341,81 @@ backend_tests! {
         }
     }
 
+    async fn a_full_recompute_replaces_the_scores_table_keeping_newer_and_unscored_rows(app: TestApp) {
+        // PostgreSQL: a full recompute fills a fresh table and swaps it in.
+        use patron_store::{Storage, scoring::{ScoreRow, ScoringStore}};
+        let storage = Storage::connect_lazy(&app.settings.database).await.unwrap();
+        let store = ScoringStore::new(&storage);
+        let row = |id: &str, score: &str| ScoreRow {
+            customer_id: id.into(),
+            segment: "champions",
+            value_tier: "VALUE_TIER_HIGH",
+            value_quadrant: "VALUE_QUADRANT_STAR",
+            churn_risk: "CHURN_RISK_LOW",
+            lifecycle_stage: "LIFECYCLE_STAGE_ACTIVE",
+            score: score.as_bytes().to_vec(),
+        };
+        let at = chrono::Utc::now();
+        let ids = |n: std::ops::Range<usize>| n.map(|i| format!("c-{i}")).collect::<Vec<_>>();
+        let before: Vec<ScoreRow> = ids(0..6).iter().map(|id| row(id, "old at 10")).collect();
+        store.save_scores("m1", at, 10, &before).await.unwrap();
+        store.save_scores("m1", at, 30, &[row("c-2", "online at 30")]).await.unwrap();
+        let head = store.scores_after((0, ""), 1_000).await.unwrap().iter().map(|r| r.0).max().unwrap();
+
+        let Some(mut replacement) = store.begin_replacement("m2", at, 20).await.unwrap() else {
+            assert_eq!(app.backend, patron_tests::Backend::Sqlite, "PostgreSQL replaces the table");
+            return;
+        };
+        // Customers 0-4 and a new one, 6, in two chunks; 5 is not rescored.
+        let chunk = |r: std::ops::Range<usize>| ids(r).iter().map(|id| row(id, "recompute at 20")).collect::<Vec<_>>();
+        replacement.write(&chunk(0..3)).await.unwrap();
+        replacement.write(&chunk(3..5)).await.unwrap();
+        replacement.write(&[row("c-6", "recompute at 20")]).await.unwrap();
+        // Nothing shows before the swap.
+        assert_eq!(store.scores(&ids(0..7)).await.unwrap()["c-0"], b"old at 10");
+        replacement.finish().await.unwrap();
+
+        let after = store.scores(&ids(0..7)).await.unwrap();
+        let text = |id: &str| String::from_utf8(after[id].clone()).unwrap();
+        for id in ["c-0", "c-1", "c-3", "c-4", "c-6"] {
+            assert_eq!(text(id), "recompute at 20", "{id}");
+        }
+        assert_eq!(text("c-2"), "online at 30", "a later online score survives the recompute");
+        assert_eq!(text("c-5"), "old at 10", "a customer the recompute did not score keeps its score");
+        // The recompute is one new revision; the rows it kept keep theirs.
+        let mut changed = store.scores_after((head, ""), 1_000).await.unwrap();
+        changed.retain(|r| r.0 > head);
+        let changed_ids: Vec<&str> = changed.iter().map(|r| r.1.as_str()).collect();
+        assert_eq!(changed_ids, ["c-0", "c-1", "c-3", "c-4", "c-6"]);
+        assert!(changed.iter().all(|r| r.0 == head + 1), "{changed:?}");
+
+        // The swapped-in table has the original's keys and indexes: upserts,
+        // a second replacement, and one abandoned (which changes nothing).
+        store.save_scores("m2", at, 40, &[row("c-0", "online at 40")]).await.unwrap();
+        let mut again = store.begin_replacement("m3", at, 35).await.unwrap().unwrap();
+        again.write(&chunk(0..2)).await.unwrap();
+        again.finish().await.unwrap();
+        let mut abandoned = store.begin_replacement("m4", at, 50).await.unwrap().unwrap();
+        abandoned.write(&chunk(0..7)).await.unwrap();
+        drop(abandoned);
+        let last = store.scores(&ids(0..7)).await.unwrap();
+        assert_eq!(last["c-0"], b"online at 40");
+        assert_eq!(last["c-1"], b"recompute at 20");
+        use sea_orm::ConnectionTrait;
+        let indexes = storage
+            .connection()
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT indexname FROM pg_indexes WHERE tablename LIKE 'scoring_scores%' ORDER BY 1",
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String>("", "indexname").unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(indexes, ["scoring_scores_by_revision", "scoring_scores_pkey"]);
+    }
+
     async fn the_whole_read_model_is_read_with_every_transaction_once(app: TestApp) {
         // A full read of the read model (on PostgreSQL: binary COPY of two
         // block ranges over two connections) gives every customer-day

@@ -296,10 +296,16 @@ async fn run(
         as_of: Some(to_timestamp(as_of)),
     };
     // Three stages overlap: a blocking thread encodes chunk i+1 while the
-    // store writes chunk i and the cache takes chunk i-1. Each chunk is
-    // cached only after it is stored, so a cache miss never brings back an
-    // older score than the cache holds.
+    // store writes chunk i and the cache takes chunk i-1. On PostgreSQL the
+    // store fills a fresh table that replaces the old one at the end (see
+    // `ScoringStore::begin_replacement`), so the cache gets each chunk
+    // before the store shows it: until then a miss can still load (and
+    // cache) a customer's previous score, which the TTL bounds. Elsewhere
+    // each chunk is saved, then cached.
     let data_seq = snapshot.data_seq;
+    let mut replacement = store
+        .begin_replacement(&model_version, at, data_seq)
+        .await?;
     let (chunks, mut encoded) = mpsc::channel::<Vec<ScoreRow>>(2);
     let encoder = {
         let version = model_version.clone();
@@ -319,9 +325,14 @@ async fn run(
     let mut done = 0;
     let mut cache_wait = std::time::Duration::ZERO;
     while let Some(rows) = encoded.recv().await {
-        store
-            .save_scores(&model_version, at, data_seq, &rows)
-            .await?;
+        match &mut replacement {
+            Some(replacement) => replacement.write(&rows).await?,
+            None => {
+                store
+                    .save_scores(&model_version, at, data_seq, &rows)
+                    .await?
+            }
+        }
         done += rows.len() as i64;
         let waited = std::time::Instant::now();
         if let Some(previous) = caching.take() {
@@ -332,13 +343,18 @@ async fn run(
         caching = Some(tokio::spawn(
             async move { refresh_cache(&cache, &rows).await },
         ));
-        if done < total && tx.send(Ok(progress(done))).await.is_err() {
-            return Ok(()); // the caller went away; the scores stay
+        if done < total {
+            // A caller that went away does not stop the recompute: it
+            // finishes, so the store and the cache agree.
+            let _ = tx.send(Ok(progress(done))).await;
         }
     }
     encoder
         .await
         .map_err(|e| ApiError::internal(format!("encoding scores: {e}")))?;
+    if let Some(replacement) = replacement {
+        replacement.finish().await?;
+    }
     let run = ScoringRun {
         model_version: model_version.clone(),
         model: fitted,

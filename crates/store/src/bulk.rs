@@ -125,8 +125,8 @@ pub(crate) async fn insert<C: ConnectionTrait>(
         return Ok(Vec::new());
     }
     match db.get_database_backend() {
-        DbBackend::Postgres => match unnest_params(columns.len(), &rows) {
-            Some((params, selects, casts)) => {
+        DbBackend::Postgres => match unnest_params(columns.len(), rows) {
+            Ok((params, selects, casts)) => {
                 let names: Vec<String> = (1..=casts.len()).map(|i| format!("c{i}")).collect();
                 let mut sql = format!(
                     "INSERT INTO {table} ({}) SELECT {} FROM UNNEST({}) AS u({})",
@@ -147,7 +147,7 @@ pub(crate) async fn insert<C: ConnectionTrait>(
                 .await
                 .map_err(db_error)
             }
-            None => values_insert(db, table, columns, rows, conflict, returning).await,
+            Err(rows) => values_insert(db, table, columns, rows, conflict, returning).await,
         },
         _ => values_insert(db, table, columns, rows, conflict, returning).await,
     }
@@ -158,12 +158,55 @@ pub(crate) async fn insert<C: ConnectionTrait>(
 /// column holding NULLs travels as two arrays: its values (a placeholder
 /// where NULL) and a boolean array marking the NULLs. The arrays are
 /// unnested together, so the statement's text depends only on which
-/// columns hold NULLs, not on the number of rows. `None` (use VALUES
-/// instead) if a column cannot be sent as an array.
-fn unnest_params(
-    width: usize,
-    rows: &[Vec<Value>],
-) -> Option<(Vec<Value>, Vec<String>, Vec<String>)> {
+/// columns hold NULLs, not on the number of rows. Gives the rows back
+/// (use VALUES instead) if a column cannot be sent as an array.
+type UnnestParams = (Vec<Value>, Vec<String>, Vec<String>);
+
+fn unnest_params(width: usize, rows: Vec<Vec<Value>>) -> Result<UnnestParams, Vec<Vec<Value>>> {
+    // First decide, by looking: each column's type and whether it has NULLs.
+    let mut plan = Vec::with_capacity(width);
+    for c in 0..width {
+        let Some(first) = rows[0].get(c) else {
+            return Err(rows);
+        };
+        let ty = first.array_type();
+        let mut has_null = false;
+        for r in &rows {
+            match r.get(c) {
+                Some(v) if v.array_type() == ty => has_null |= !v.is_some(),
+                _ => return Err(rows),
+            }
+        }
+        match (pg_type(&ty), placeholder(&ty)) {
+            (Some(pg), Some(placeholder)) => plan.push((ty, pg, has_null.then_some(placeholder))),
+            _ => return Err(rows),
+        }
+    }
+    // Then move the values into their column arrays (no copies).
+    let n = rows.len();
+    let mut columns: Vec<Vec<Value>> = (0..width).map(|_| Vec::with_capacity(n)).collect();
+    let mut nulls: Vec<Vec<Value>> = plan
+        .iter()
+        .map(|(_, _, p)| {
+            if p.is_some() {
+                Vec::with_capacity(n)
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    for row in rows {
+        for (c, v) in row.into_iter().enumerate().take(width) {
+            match &plan[c].2 {
+                Some(placeholder) => {
+                    let null = !v.is_some();
+                    nulls[c].push(Value::from(null));
+                    columns[c].push(if null { placeholder.clone() } else { v });
+                }
+                None => columns[c].push(v),
+            }
+        }
+    }
     let mut params = Vec::with_capacity(width);
     let mut selects = Vec::with_capacity(width);
     let mut casts = Vec::with_capacity(width);
@@ -172,41 +215,18 @@ fn unnest_params(
         casts.push(format!("${}::{ty}[]", casts.len() + 1));
         casts.len()
     };
-    for c in 0..width {
-        let column: Vec<&Value> = rows.iter().map(|r| r.get(c)).collect::<Option<_>>()?;
-        let ty = column[0].array_type();
-        if !column.iter().all(|v| v.array_type() == ty) {
-            return None;
-        }
-        let pg = pg_type(&ty)?;
-        if column.iter().all(|v| v.is_some()) {
-            let n = next(&mut casts, pg);
-            selects.push(format!("u.c{n}"));
-            params.push(Value::Array(
-                ty,
-                Some(Box::new(column.into_iter().cloned().collect())),
-            ));
-        } else {
-            let placeholder = placeholder(&ty)?;
-            let values = column
-                .iter()
-                .map(|v| {
-                    if v.is_some() {
-                        (*v).clone()
-                    } else {
-                        placeholder.clone()
-                    }
-                })
-                .collect();
-            let nulls = column.iter().map(|v| Value::from(!v.is_some())).collect();
-            let n = next(&mut casts, pg);
+    for (((ty, pg, placeholder), values), mask) in plan.into_iter().zip(columns).zip(nulls) {
+        let n = next(&mut casts, pg);
+        params.push(Value::Array(ty, Some(Box::new(values))));
+        if placeholder.is_some() {
             let m = next(&mut casts, "bool");
             selects.push(format!("CASE WHEN u.c{m} THEN NULL ELSE u.c{n} END"));
-            params.push(Value::Array(ty, Some(Box::new(values))));
-            params.push(Value::Array(ArrayType::Bool, Some(Box::new(nulls))));
+            params.push(Value::Array(ArrayType::Bool, Some(Box::new(mask))));
+        } else {
+            selects.push(format!("u.c{n}"));
         }
     }
-    Some((params, selects, casts))
+    Ok((params, selects, casts))
 }
 
 /// A stand-in for NULL in a value array (the NULL mask says which).

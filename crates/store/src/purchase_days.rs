@@ -239,7 +239,7 @@ struct CopyReader {
 }
 
 /// The 11-byte signature that opens a binary COPY.
-const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+pub(crate) const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
 impl CopyReader {
     fn feed(&mut self, chunk: &[u8], out: &mut PurchaseDays) -> Result<(), ApiError> {

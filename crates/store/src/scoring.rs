@@ -10,6 +10,12 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 
+use sea_orm::sqlx::{
+    self, Postgres,
+    pool::PoolConnection,
+    postgres::{PgCopyIn, PgPoolCopyExt},
+};
+
 use crate::{Storage, begin_write, db_error, purchase_days::PurchaseDays};
 
 /// One stored score: the customer, the labels distributions count, and the
@@ -75,6 +81,167 @@ pub struct FeedbackSignals {
     pub latest_nps: Option<i32>,
     pub oldest_open_complaint_day: Option<i32>,
     pub complaints: i32,
+}
+
+/// The stored columns of a score, key first.
+const SCORE_COLUMNS: [&str; 11] = [
+    "customer_id",
+    "model_version",
+    "computed_at",
+    "segment",
+    "value_tier",
+    "value_quadrant",
+    "churn_risk",
+    "lifecycle_stage",
+    "score",
+    "revision",
+    "data_seq",
+];
+
+/// The prefix of the table a full recompute fills before it replaces
+/// `scoring_scores` (one at a time: its transaction holds the score counter
+/// row).
+const NEXT_SCORES: &str = "scoring_scores_next";
+
+/// What every score of one write shares.
+struct ScoreStamp<'a> {
+    model_version: &'a str,
+    computed_at: DateTime<Utc>,
+    revision: i64,
+    data_seq: i64,
+}
+
+impl ScoreStamp<'_> {
+    fn rows(&self, scores: &[ScoreRow]) -> Vec<Vec<sea_orm::Value>> {
+        scores
+            .iter()
+            .map(|r| {
+                vec![
+                    r.customer_id.as_str().into(),
+                    self.model_version.into(),
+                    self.computed_at.into(),
+                    r.segment.into(),
+                    r.value_tier.into(),
+                    r.value_quadrant.into(),
+                    r.churn_risk.into(),
+                    r.lifecycle_stage.into(),
+                    r.score.clone().into(),
+                    self.revision.into(),
+                    self.data_seq.into(),
+                ]
+            })
+            .collect()
+    }
+}
+
+/// Takes the next score revision inside `txn`. The counter row stays locked
+/// until commit: revisions become visible in order and without gaps (see
+/// `scores_after`).
+async fn next_score_revision(txn: &sea_orm::DatabaseTransaction) -> Result<i64, ApiError> {
+    txn.query_one(
+        Query::update()
+            .table("scoring_score_head")
+            .value("last_revision", Expr::col("last_revision").add(1))
+            .and_where(Expr::col("id").eq(1))
+            .returning_col("last_revision"),
+    )
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| ApiError::internal("scoring_score_head row is missing"))?
+    .try_get("", "last_revision")
+    .map_err(db_error)
+}
+
+/// A full recompute's scores on their way into a fresh table; see
+/// [`ScoringStore::begin_replacement`]. Dropped without [`finish`](Self::finish),
+/// the transaction rolls back and nothing changes (the half-filled table is
+/// dropped by the next replacement).
+pub struct ScoreReplacement {
+    txn: sea_orm::DatabaseTransaction,
+    copy: PgCopyIn<PoolConnection<Postgres>>,
+    table: String,
+    model_version: String,
+    computed_at: DateTime<Utc>,
+    revision: i64,
+    data_seq: i64,
+}
+
+impl ScoreReplacement {
+    /// Adds new scores (each customer once over all calls), in PostgreSQL's
+    /// binary COPY format.
+    pub async fn write(&mut self, scores: &[ScoreRow]) -> Result<(), ApiError> {
+        let mut buf = Vec::with_capacity(scores.len() * 512);
+        // Microseconds since 2000-01-01, PostgreSQL's timestamp epoch.
+        let at = self.computed_at.timestamp_micros() - 946_684_800_000_000;
+        for r in scores {
+            buf.extend((SCORE_COLUMNS.len() as i16).to_be_bytes());
+            let mut bytes = |b: &[u8]| {
+                buf.extend((b.len() as i32).to_be_bytes());
+                buf.extend_from_slice(b);
+            };
+            bytes(r.customer_id.as_bytes());
+            bytes(self.model_version.as_bytes());
+            bytes(&at.to_be_bytes());
+            for label in [
+                r.segment,
+                r.value_tier,
+                r.value_quadrant,
+                r.churn_risk,
+                r.lifecycle_stage,
+            ] {
+                bytes(label.as_bytes());
+            }
+            bytes(&r.score);
+            bytes(&self.revision.to_be_bytes());
+            bytes(&self.data_seq.to_be_bytes());
+        }
+        self.copy.send(buf).await.map_err(sqlx_error)?;
+        Ok(())
+    }
+
+    /// Indexes the new table, takes over what the recompute must not
+    /// replace, swaps it in and commits. Kept from the old table: scores of
+    /// customers the recompute did not score, and scores of a later
+    /// position of the change feed than the recompute read (online scoring
+    /// before this replacement began), each with its own revision.
+    pub async fn finish(mut self) -> Result<(), ApiError> {
+        self.copy
+            .send((-1i16).to_be_bytes().as_slice())
+            .await
+            .map_err(sqlx_error)?;
+        self.copy.finish().await.map_err(sqlx_error)?;
+        let next = &self.table;
+        let columns = SCORE_COLUMNS.join(", ");
+        let sets: Vec<String> = SCORE_COLUMNS[1..]
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        let statements = [
+            format!("ALTER TABLE {next} ADD CONSTRAINT {next}_pkey PRIMARY KEY (customer_id)"),
+            format!(
+                "INSERT INTO {next} ({columns}) SELECT {columns} FROM scoring_scores \
+                 ON CONFLICT (customer_id) DO UPDATE SET {} \
+                 WHERE {next}.data_seq < EXCLUDED.data_seq",
+                sets.join(", ")
+            ),
+            format!("CREATE INDEX {next}_by_revision ON {next} (revision, customer_id)"),
+            "DROP TABLE scoring_scores".to_owned(),
+            // The names the migrations gave the originals.
+            format!("ALTER TABLE {next} RENAME TO scoring_scores"),
+            format!("ALTER INDEX {next}_pkey RENAME TO scoring_scores_pkey"),
+            format!("ALTER INDEX {next}_by_revision RENAME TO scoring_scores_by_revision"),
+        ];
+        for sql in statements {
+            self.txn.execute_unprepared(&sql).await.map_err(db_error)?;
+        }
+        self.txn.commit().await.map_err(db_error)
+    }
+}
+
+fn sqlx_error(e: sqlx::Error) -> ApiError {
+    db_error(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
+        std::sync::Arc::new(e),
+    )))
 }
 
 /// What one batch of the change feed does to the read model.
@@ -591,66 +758,96 @@ impl ScoringStore {
         scores: &[ScoreRow],
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
-        // The counter row stays locked until commit: revisions become
-        // visible in order and without gaps (see `scores_after`).
-        let revision: i64 = txn
-            .query_one(
-                Query::update()
-                    .table("scoring_score_head")
-                    .value("last_revision", Expr::col("last_revision").add(1))
-                    .and_where(Expr::col("id").eq(1))
-                    .returning_col("last_revision"),
-            )
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| ApiError::internal("scoring_score_head row is missing"))?
-            .try_get("", "last_revision")
-            .map_err(db_error)?;
-        let columns = [
-            "customer_id",
-            "model_version",
-            "computed_at",
-            "segment",
-            "value_tier",
-            "value_quadrant",
-            "churn_risk",
-            "lifecycle_stage",
-            "score",
-            "revision",
-            "data_seq",
-        ];
-        let rows: Vec<Vec<sea_orm::Value>> = scores
-            .iter()
-            .map(|r| {
-                vec![
-                    r.customer_id.as_str().into(),
-                    model_version.into(),
-                    computed_at.into(),
-                    r.segment.into(),
-                    r.value_tier.into(),
-                    r.value_quadrant.into(),
-                    r.churn_risk.into(),
-                    r.lifecycle_stage.into(),
-                    r.score.clone().into(),
-                    revision.into(),
-                    data_seq.into(),
-                ]
-            })
-            .collect();
+        let revision = next_score_revision(&txn).await?;
+        let stamp = ScoreStamp {
+            model_version,
+            computed_at,
+            revision,
+            data_seq,
+        };
         crate::bulk::insert(
             &txn,
             "scoring_scores",
-            &columns,
-            rows,
+            &SCORE_COLUMNS,
+            stamp.rows(scores),
             crate::bulk::Conflict::Update {
                 key: &["customer_id"],
-                columns: &columns[1..],
+                columns: &SCORE_COLUMNS[1..],
                 how: crate::bulk::Update::ReplaceUnlessNewer("data_seq"),
             },
             None,
         )
         .await?;
         txn.commit().await.map_err(db_error)
+    }
+
+    /// Starts replacing every stored score with a full recompute's, on
+    /// PostgreSQL (`None` elsewhere: save the scores in chunks instead).
+    ///
+    /// Rewriting a million rows in place leaves a million dead versions in
+    /// a table that is rewritten again at the next recompute; instead the
+    /// new scores go into a fresh table without indexes, which is indexed
+    /// and swapped in at the end (see [`ScoreReplacement`]). All of it is
+    /// one transaction holding the score counter row, so no other score is
+    /// written meanwhile (online scoring waits), and the whole recompute
+    /// becomes visible at once, with one revision.
+    pub async fn begin_replacement(
+        &self,
+        model_version: &str,
+        computed_at: DateTime<Utc>,
+        data_seq: i64,
+    ) -> Result<Option<ScoreReplacement>, ApiError> {
+        if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(None);
+        }
+        let txn = begin_write(&self.db).await?;
+        let revision = next_score_revision(&txn).await?;
+        // Holding the counter row, no other replacement runs: tables left
+        // by one that died half-way are orphans.
+        let leftovers = txn
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!("SELECT tablename FROM pg_tables WHERE tablename LIKE '{NEXT_SCORES}%'"),
+            ))
+            .await
+            .map_err(db_error)?;
+        for r in leftovers {
+            let table: String = r.try_get("", "tablename").map_err(db_error)?;
+            txn.execute_unprepared(&format!("DROP TABLE IF EXISTS \"{table}\""))
+                .await
+                .map_err(db_error)?;
+        }
+        // The new table is filled with COPY over a connection of its own
+        // (COPY needs the driver's connection, which the transaction does
+        // not expose), so it is created and filled outside the transaction;
+        // a unique name keeps it apart until the swap.
+        let table = format!("{NEXT_SCORES}_{}", uuid::Uuid::now_v7().simple());
+        let pool = self.db.get_postgres_connection_pool();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE {table} (LIKE scoring_scores INCLUDING DEFAULTS)"
+        )))
+        .execute(pool)
+        .await
+        .map_err(sqlx_error)?;
+        let mut copy = pool
+            .copy_in_raw(&format!(
+                "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+                SCORE_COLUMNS.join(", ")
+            ))
+            .await
+            .map_err(sqlx_error)?;
+        let mut header = crate::purchase_days::SIGNATURE.to_vec();
+        header.extend([0u8; 8]); // flags, header extension length
+        copy.send(header).await.map_err(sqlx_error)?;
+        Ok(Some(ScoreReplacement {
+            txn,
+            copy,
+            table,
+            model_version: model_version.to_owned(),
+            computed_at,
+            revision,
+            data_seq,
+        }))
     }
 
     /// Up to `limit` encoded scores saved after `after` (revision, customer
