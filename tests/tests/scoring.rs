@@ -166,6 +166,19 @@ async fn fit_when_caught_up(
     }
 }
 
+/// A stored score whose bytes are `score`, for tests of the store itself.
+fn stored_score(id: &str, score: &str) -> patron_store::scoring::ScoreRow {
+    patron_store::scoring::ScoreRow {
+        customer_id: id.into(),
+        segment: "champions",
+        value_tier: "VALUE_TIER_HIGH",
+        value_quadrant: "VALUE_QUADRANT_STAR",
+        churn_risk: "CHURN_RISK_LOW",
+        lifecycle_stage: "LIFECYCLE_STAGE_ACTIVE",
+        score: score.as_bytes().to_vec(),
+    }
+}
+
 backend_tests! {
     async fn fits_equal_the_domain_models_and_survive_a_restart(app: TestApp) {
         let err = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap_err();
@@ -304,17 +317,9 @@ backend_tests! {
         // replaced by one computed from older data (single rows and a bulk
         // write of thousands, which takes PostgreSQL's UNNEST path).
         use patron_store::{Storage, scoring::{ScoreRow, ScoringStore}};
+        let row = stored_score;
         let storage = Storage::connect_lazy(&app.settings.database).await.unwrap();
         let store = ScoringStore::new(&storage);
-        let row = |id: &str, score: &str| ScoreRow {
-            customer_id: id.into(),
-            segment: "champions",
-            value_tier: "VALUE_TIER_HIGH",
-            value_quadrant: "VALUE_QUADRANT_STAR",
-            churn_risk: "CHURN_RISK_LOW",
-            lifecycle_stage: "LIFECYCLE_STAGE_ACTIVE",
-            score: score.as_bytes().to_vec(),
-        };
         let at = chrono::Utc::now();
         let stored = |ids: Vec<String>| {
             let store = store.clone();
@@ -344,17 +349,9 @@ backend_tests! {
     async fn a_full_recompute_replaces_the_scores_table_keeping_newer_and_unscored_rows(app: TestApp) {
         // PostgreSQL: a full recompute fills a fresh table and swaps it in.
         use patron_store::{Storage, scoring::{ScoreRow, ScoringStore}};
+        let row = stored_score;
         let storage = Storage::connect_lazy(&app.settings.database).await.unwrap();
         let store = ScoringStore::new(&storage);
-        let row = |id: &str, score: &str| ScoreRow {
-            customer_id: id.into(),
-            segment: "champions",
-            value_tier: "VALUE_TIER_HIGH",
-            value_quadrant: "VALUE_QUADRANT_STAR",
-            churn_risk: "CHURN_RISK_LOW",
-            lifecycle_stage: "LIFECYCLE_STAGE_ACTIVE",
-            score: score.as_bytes().to_vec(),
-        };
         let at = chrono::Utc::now();
         let ids = |n: std::ops::Range<usize>| n.map(|i| format!("c-{i}")).collect::<Vec<_>>();
         let before: Vec<ScoreRow> = ids(0..6).iter().map(|id| row(id, "old at 10")).collect();

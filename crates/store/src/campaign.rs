@@ -324,23 +324,6 @@ fn feedback_values(f: &FeedbackFields) -> [Value; 3] {
     ]
 }
 
-/// Takes the next view revision inside `txn` (the counter row stays locked
-/// until commit).
-async fn next_revision(txn: &DatabaseTransaction) -> Result<i64, ApiError> {
-    txn.query_one(
-        Query::update()
-            .table("campaign_view_head")
-            .value("last_revision", Expr::col("last_revision").add(1))
-            .and_where(Expr::col("id").eq(1))
-            .returning_col("last_revision"),
-    )
-    .await
-    .map_err(db_error)?
-    .ok_or_else(|| ApiError::internal("campaign_view_head row is missing"))?
-    .try_get("", "last_revision")
-    .map_err(db_error)
-}
-
 async fn upsert_rows(
     txn: &DatabaseTransaction,
     rows: &[&ViewRow],
@@ -979,7 +962,7 @@ impl CampaignStore {
             }
         }
         if !rows.is_empty() {
-            let revision = next_revision(&txn).await?;
+            let revision = cursor::next_revision(&txn, "campaign_view_head").await?;
             let rows: Vec<&ViewRow> = rows.values().collect();
             upsert_rows(&txn, &rows, revision).await?;
         }
@@ -1031,7 +1014,7 @@ impl CampaignStore {
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
         if !rows.is_empty() {
-            let view_revision = next_revision(&txn).await?;
+            let view_revision = cursor::next_revision(&txn, "campaign_view_head").await?;
             let mut all = vec!["customer_id"];
             all.extend(columns);
             all.push("revision");

@@ -93,3 +93,26 @@ pub(crate) async fn save<C: ConnectionTrait>(
         ),
     ))
 }
+
+/// Takes the next revision of a feed this service publishes (a `*_head`
+/// table holding one counter row), inside the caller's transaction. The
+/// counter row stays locked until commit, so revisions become visible in
+/// order and without gaps: a follower that has seen revision r has seen
+/// everything before it.
+pub(crate) async fn next_revision<C: ConnectionTrait>(
+    txn: &C,
+    head: &'static str,
+) -> Result<i64, ApiError> {
+    txn.query_one(
+        Query::update()
+            .table(head)
+            .value("last_revision", Expr::col("last_revision").add(1))
+            .and_where(Expr::col("id").eq(1))
+            .returning_col("last_revision"),
+    )
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| ApiError::internal(format!("{head} row is missing")))?
+    .try_get("", "last_revision")
+    .map_err(db_error)
+}

@@ -900,19 +900,7 @@ async fn touch<C: ConnectionTrait>(txn: &C, customer_ids: &[&str]) -> Result<(),
     if customer_ids.is_empty() {
         return Ok(());
     }
-    let revision: i64 = txn
-        .query_one(
-            Query::update()
-                .table("feedback_summary_head")
-                .value("last_revision", Expr::col("last_revision").add(1))
-                .and_where(Expr::col("id").eq(1))
-                .returning_col("last_revision"),
-        )
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| ApiError::internal("feedback_summary_head row is missing"))?
-        .try_get("", "last_revision")
-        .map_err(db_error)?;
+    let revision = crate::cursor::next_revision(txn, "feedback_summary_head").await?;
     let mut ids: Vec<&str> = customer_ids.to_vec();
     ids.sort_unstable();
     ids.dedup();

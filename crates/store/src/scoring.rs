@@ -134,24 +134,6 @@ impl ScoreStamp<'_> {
     }
 }
 
-/// Takes the next score revision inside `txn`. The counter row stays locked
-/// until commit: revisions become visible in order and without gaps (see
-/// `scores_after`).
-async fn next_score_revision(txn: &sea_orm::DatabaseTransaction) -> Result<i64, ApiError> {
-    txn.query_one(
-        Query::update()
-            .table("scoring_score_head")
-            .value("last_revision", Expr::col("last_revision").add(1))
-            .and_where(Expr::col("id").eq(1))
-            .returning_col("last_revision"),
-    )
-    .await
-    .map_err(db_error)?
-    .ok_or_else(|| ApiError::internal("scoring_score_head row is missing"))?
-    .try_get("", "last_revision")
-    .map_err(db_error)
-}
-
 /// A full recompute's scores on their way into a fresh table; see
 /// [`ScoringStore::begin_replacement`]. Dropped without [`finish`](Self::finish),
 /// the transaction rolls back and nothing changes (the half-filled table is
@@ -758,7 +740,7 @@ impl ScoringStore {
         scores: &[ScoreRow],
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
-        let revision = next_score_revision(&txn).await?;
+        let revision = crate::cursor::next_revision(&txn, "scoring_score_head").await?;
         let stamp = ScoreStamp {
             model_version,
             computed_at,
@@ -801,7 +783,7 @@ impl ScoringStore {
             return Ok(None);
         }
         let txn = begin_write(&self.db).await?;
-        let revision = next_score_revision(&txn).await?;
+        let revision = crate::cursor::next_revision(&txn, "scoring_score_head").await?;
         // Holding the counter row, no other replacement runs: tables left
         // by one that died half-way are orphans.
         let leftovers = txn
