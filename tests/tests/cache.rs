@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use patron_cache::{Cache, CacheError, CacheSettings, RedisCache, RedisSettings, ScoreCache};
+use patron_cache::{
+    Bytes, Cache, CacheError, CacheSettings, RedisCache, RedisSettings, ScoreCache,
+};
 use patron_tests::{redis_url, skip};
 use secrecy::SecretString;
 
@@ -42,11 +44,11 @@ async fn redis_round_trip_with_jittered_ttl() {
     let cache = connected(&settings, &cache_settings).await;
 
     assert_eq!(cache.get("a").await.unwrap(), None);
-    cache.put("a", b"one".to_vec()).await.unwrap();
+    cache.put("a", Bytes::from_static(b"one")).await.unwrap();
     cache
         .put_many(vec![
-            ("b".into(), b"two".to_vec()),
-            ("c".into(), b"three".to_vec()),
+            ("b".into(), Bytes::from_static(b"two")),
+            ("c".into(), Bytes::from_static(b"three")),
         ])
         .await
         .unwrap();
@@ -56,7 +58,11 @@ async fn redis_round_trip_with_jittered_ttl() {
         .unwrap();
     assert_eq!(
         got,
-        vec![Some(b"one".to_vec()), None, Some(b"three".to_vec())]
+        vec![
+            Some(Bytes::from_static(b"one")),
+            None,
+            Some(Bytes::from_static(b"three"))
+        ]
     );
 
     // The TTL is between ttl and ttl x (1 + jitter).
@@ -87,7 +93,7 @@ async fn an_unreachable_redis_fails_fast_and_is_counted() {
             matches!(err, CacheError::NotConnected | CacheError::Timeout),
             "{err:?}"
         );
-        assert!(cache.put("k", vec![1]).await.is_err());
+        assert!(cache.put("k", Bytes::from_static(b"1")).await.is_err());
     }
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -100,8 +106,11 @@ async fn an_unreachable_redis_fails_fast_and_is_counted() {
 async fn without_redis_url_the_cache_is_in_process() {
     let cache = Cache::from_settings(&RedisSettings::default(), &CacheSettings::default());
     assert_eq!(cache.backend_name(), "local");
-    cache.put("k", b"v".to_vec()).await.unwrap();
-    assert_eq!(cache.get("k").await.unwrap(), Some(b"v".to_vec()));
+    cache.put("k", Bytes::from_static(b"v")).await.unwrap();
+    assert_eq!(
+        cache.get("k").await.unwrap(),
+        Some(Bytes::from_static(b"v"))
+    );
 }
 
 /// Two replicas' caches on one Redis: each serves hot keys from its near
@@ -130,15 +139,15 @@ async fn a_write_on_one_replica_evicts_the_near_tier_of_the_others() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    a.put("k", b"v1".to_vec()).await.unwrap();
+    a.put("k", Bytes::from_static(b"v1")).await.unwrap();
     assert_eq!(
         b.get("k").await.unwrap(),
-        Some(b"v1".to_vec()),
+        Some(Bytes::from_static(b"v1")),
         "from Redis"
     );
     assert_eq!(
         b.get("k").await.unwrap(),
-        Some(b"v1".to_vec()),
+        Some(Bytes::from_static(b"v1")),
         "from the near tier"
     );
     assert_eq!(
@@ -149,7 +158,7 @@ async fn a_write_on_one_replica_evicts_the_near_tier_of_the_others() {
     );
 
     // Replaced on A: B's near copy must go, though its TTL is ten minutes.
-    let wait_for = |cache: &RedisCache, key: &'static str, want: Option<Vec<u8>>| {
+    let wait_for = |cache: &RedisCache, key: &'static str, want: Option<Bytes>| {
         let cache = cache.clone();
         async move {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -166,14 +175,17 @@ async fn a_write_on_one_replica_evicts_the_near_tier_of_the_others() {
             }
         }
     };
-    a.put("k", b"v2".to_vec()).await.unwrap();
-    wait_for(&b, "k", Some(b"v2".to_vec())).await;
+    a.put("k", Bytes::from_static(b"v2")).await.unwrap();
+    wait_for(&b, "k", Some(Bytes::from_static(b"v2"))).await;
     a.invalidate("k").await.unwrap();
     wait_for(&b, "k", None).await;
 
     // A write too large to name its keys (a recompute) empties every near tier.
-    b.put("other", b"old".to_vec()).await.unwrap();
-    assert_eq!(b.get("other").await.unwrap(), Some(b"old".to_vec()));
+    b.put("other", Bytes::from_static(b"old")).await.unwrap();
+    assert_eq!(
+        b.get("other").await.unwrap(),
+        Some(Bytes::from_static(b"old"))
+    );
     let redis = redis::Client::open(url.as_str()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("SET")
@@ -184,13 +196,15 @@ async fn a_write_on_one_replica_evicts_the_near_tier_of_the_others() {
         .unwrap();
     assert_eq!(
         b.get("other").await.unwrap(),
-        Some(b"old".to_vec()),
+        Some(Bytes::from_static(b"old")),
         "B's near tier still holds it"
     );
-    let many: Vec<(String, Vec<u8>)> = (0..2_000).map(|i| (format!("bulk-{i}"), vec![1])).collect();
+    let many: Vec<(String, Bytes)> = (0..2_000)
+        .map(|i| (format!("bulk-{i}"), Bytes::from_static(b"1")))
+        .collect();
     a.put_many(many).await.unwrap();
-    wait_for(&b, "other", Some(b"new".to_vec())).await;
+    wait_for(&b, "other", Some(Bytes::from_static(b"new"))).await;
     // The writer's own near tier never serves what it did not write last.
-    a.put("mine", b"1".to_vec()).await.unwrap();
-    assert_eq!(a.get("mine").await.unwrap(), Some(b"1".to_vec()));
+    a.put("mine", Bytes::from_static(b"1")).await.unwrap();
+    assert_eq!(a.get("mine").await.unwrap(), Some(Bytes::from_static(b"1")));
 }

@@ -301,6 +301,64 @@ async fn create_segment(app: &TestApp, name: &str, expression: &str) -> pb::Segm
         .into_inner()
 }
 
+/// The revisions `StreamCustomerSummaries` sends after `after`.
+async fn summary_revisions(app: &TestApp, after: i64) -> Vec<i64> {
+    let mut stream = app
+        .feedback()
+        .stream_customer_summaries(patron_tests::pb::feedback::StreamCustomerSummariesRequest {
+            after_revision: after,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut revisions = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        revisions.extend(m.revisions);
+    }
+    revisions
+}
+
+/// The revisions `StreamScores` sends after `after`.
+async fn score_revisions(app: &TestApp, after: i64) -> Vec<i64> {
+    let mut stream = app
+        .scoring()
+        .stream_scores(scoring_pb::StreamScoresRequest {
+            after_revision: after,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut revisions = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        assert_eq!(m.scores.len(), m.revisions.len());
+        revisions.extend(m.revisions);
+    }
+    revisions
+}
+
+/// A follower passes the last revision it fully received: the stream then
+/// sends only later revisions (not that one again: a full recompute is one
+/// revision of every customer, re-sent on every sync before this was fixed).
+async fn assert_resumes_after_whole_revisions<F, Fut>(all: &[i64], stream_after: F)
+where
+    F: Fn(i64) -> Fut,
+    Fut: std::future::Future<Output = Vec<i64>>,
+{
+    let newest = *all.last().expect("some revisions");
+    assert_eq!(
+        stream_after(newest).await,
+        Vec::<i64>::new(),
+        "nothing after the newest"
+    );
+    let before = all.iter().rev().copied().find(|r| *r < newest).unwrap_or(0);
+    let tail: Vec<i64> = all.iter().copied().filter(|r| *r > before).collect();
+    assert_eq!(
+        stream_after(before).await,
+        tail,
+        "exactly the revisions after {before}"
+    );
+}
+
 backend_tests! {
     async fn segments_select_what_an_independent_evaluation_selects(app: TestApp) {
         let people = people(400, 11);
@@ -832,6 +890,7 @@ backend_tests! {
             }
         }
         assert!(revisions.windows(2).all(|w| w[0] <= w[1]));
+        assert_resumes_after_whole_revisions(&revisions, |after| summary_revisions(&app, after)).await;
         assert_eq!(latest.len(), nps.keys().chain(complainers.iter()).collect::<HashSet<_>>().len());
         for (id, score) in &nps {
             assert_eq!(latest[id].latest_nps, Some(*score));
@@ -854,6 +913,9 @@ backend_tests! {
         // and complaints open for 14 days or more (scored as of 20 days ahead).
         let buyers = people.iter().filter(|p| !p.purchases.is_empty()).count() as i64;
         score_everyone(&app, buyers).await;
+        let all = score_revisions(&app, 0).await;
+        assert_eq!(all.len() as i64, buyers);
+        assert_resumes_after_whole_revisions(&all, |after| score_revisions(&app, after)).await;
         let ahead = Timestamp { seconds: Utc::now().timestamp() + 20 * 86_400, nanos: 0 };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

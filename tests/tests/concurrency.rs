@@ -158,6 +158,10 @@ async fn a_stampede_on_one_hot_key_issues_one_store_read() {
         s.redis.key_prefix = prefix.clone();
         // Redis alone: the test evicts from Redis behind the cache's back.
         s.cache.near_ttl_ms = 0;
+        // Coalescing is under test, not the timeout fallback: on a loaded
+        // machine a Redis call can pass the 50 ms default, and a reader whose
+        // look into the cache times out rightly goes to the store itself.
+        s.redis.response_timeout_ms = 5_000;
         s.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
     })
     .await

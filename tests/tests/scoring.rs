@@ -357,7 +357,7 @@ backend_tests! {
         let before: Vec<ScoreRow> = ids(0..6).iter().map(|id| row(id, "old at 10")).collect();
         store.save_scores("m1", at, 10, &before).await.unwrap();
         store.save_scores("m1", at, 30, &[row("c-2", "online at 30")]).await.unwrap();
-        let head = store.scores_after((0, ""), 1_000).await.unwrap().iter().map(|r| r.0).max().unwrap();
+        let head = store.scores_after((0, None), 1_000).await.unwrap().iter().map(|r| r.0).max().unwrap();
 
         let Some(mut replacement) = store.begin_replacement("m2", at, 20).await.unwrap() else {
             assert_eq!(app.backend, patron_tests::Backend::Sqlite, "PostgreSQL replaces the table");
@@ -380,7 +380,7 @@ backend_tests! {
         assert_eq!(text("c-2"), "online at 30", "a later online score survives the recompute");
         assert_eq!(text("c-5"), "old at 10", "a customer the recompute did not score keeps its score");
         // The recompute is one new revision; the rows it kept keep theirs.
-        let mut changed = store.scores_after((head, ""), 1_000).await.unwrap();
+        let mut changed = store.scores_after((head, None), 1_000).await.unwrap();
         changed.retain(|r| r.0 > head);
         let changed_ids: Vec<&str> = changed.iter().map(|r| r.1.as_str()).collect();
         assert_eq!(changed_ids, ["c-0", "c-1", "c-3", "c-4", "c-6"]);

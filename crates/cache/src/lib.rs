@@ -22,6 +22,7 @@ use std::{
 
 use rand::Rng;
 
+pub use bytes::Bytes;
 pub use local::LocalCache;
 pub use redis_cache::RedisCache;
 pub use settings::{CacheSettings, RedisSettings};
@@ -39,26 +40,26 @@ pub enum CacheError {
 }
 
 /// Operations every cache backend offers. Values are opaque bytes (the
-/// encoded score); keys are the caller's, the backend adds its prefix.
+/// encoded score; `Bytes`, so a hit shares the cached buffer instead of
+/// copying it); keys are the caller's, the backend adds its prefix.
 pub trait ScoreCache: Send + Sync {
-    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, CacheError>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Bytes>, CacheError>> + Send;
     /// [`ScoreCache::get`] again by a caller whose first look was counted
     /// (a miss that waited to load): not counted a second time.
     fn look_again(
         &self,
         key: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, CacheError>> + Send;
+    ) -> impl Future<Output = Result<Option<Bytes>, CacheError>> + Send;
     /// One result per key, in order.
     fn get_many(
         &self,
         keys: &[String],
-    ) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, CacheError>> + Send;
-    fn put(&self, key: &str, value: Vec<u8>)
-    -> impl Future<Output = Result<(), CacheError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Option<Bytes>>, CacheError>> + Send;
+    fn put(&self, key: &str, value: Bytes) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Writes many entries in one round trip (pipelined on Redis).
     fn put_many(
         &self,
-        entries: Vec<(String, Vec<u8>)>,
+        entries: Vec<(String, Bytes)>,
     ) -> impl Future<Output = Result<(), CacheError>> + Send;
     fn invalidate(&self, key: &str) -> impl Future<Output = Result<(), CacheError>> + Send;
 }
@@ -121,35 +122,35 @@ impl Cache {
 }
 
 impl ScoreCache for Cache {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
         match self {
             Cache::Redis(c) => c.get(key).await,
             Cache::Local(c) => c.get(key).await,
         }
     }
 
-    async fn look_again(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+    async fn look_again(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
         match self {
             Cache::Redis(c) => c.look_again(key).await,
             Cache::Local(c) => c.look_again(key).await,
         }
     }
 
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
         match self {
             Cache::Redis(c) => c.get_many(keys).await,
             Cache::Local(c) => c.get_many(keys).await,
         }
     }
 
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), CacheError> {
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), CacheError> {
         match self {
             Cache::Redis(c) => c.put(key, value).await,
             Cache::Local(c) => c.put(key, value).await,
         }
     }
 
-    async fn put_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), CacheError> {
+    async fn put_many(&self, entries: Vec<(String, Bytes)>) -> Result<(), CacheError> {
         match self {
             Cache::Redis(c) => c.put_many(entries).await,
             Cache::Local(c) => c.put_many(entries).await,

@@ -1,40 +1,35 @@
-//! In-process cache (moka): the whole cache when no Redis is configured,
-//! and the short-lived near tier in front of Redis when one is.
+//! In-process cache: the whole cache when no Redis is configured, and the
+//! short-lived near tier in front of Redis when one is.
+//!
+//! Built on quick_cache (sharded, S3-FIFO eviction): a lookup is a hash, a
+//! shard's read lock and a reference-count increment on the `Bytes` value,
+//! where moka's per-read bookkeeping cost about a microsecond per key on the
+//! `BatchGetScores` path (BENCHMARKS.md). quick_cache has no time to live of
+//! its own, so each entry carries its deadline: a lookup past it removes the
+//! entry and answers a miss; entries nobody reads again leave by eviction.
 
 use std::{
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
-use moka::{Expiry, future::Cache as Moka};
+use bytes::Bytes;
+use quick_cache::sync::Cache as QuickCache;
 
 use crate::{CacheError, CacheSettings, CacheStats, ScoreCache, jittered};
 
 #[derive(Clone)]
-pub struct LocalCache {
-    entries: Moka<String, Arc<[u8]>>,
-    stats: Arc<CacheStats>,
+struct Entry {
+    value: Bytes,
+    expires: Instant,
 }
 
-struct JitteredTtl {
+#[derive(Clone)]
+pub struct LocalCache {
+    entries: Arc<QuickCache<String, Entry>>,
     ttl: Duration,
     jitter: f64,
-}
-
-impl Expiry<String, Arc<[u8]>> for JitteredTtl {
-    fn expire_after_create(&self, _: &String, _: &Arc<[u8]>, _: Instant) -> Option<Duration> {
-        Some(jittered(self.ttl, self.jitter))
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        _: &Arc<[u8]>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(jittered(self.ttl, self.jitter))
-    }
+    stats: Arc<CacheStats>,
 }
 
 impl LocalCache {
@@ -48,12 +43,11 @@ impl LocalCache {
 
     /// At most `capacity` entries, each living `ttl` (plus up to `jitter` x `ttl`).
     pub fn with_ttl(ttl: Duration, jitter: f64, capacity: u64) -> Self {
-        let entries = Moka::builder()
-            .max_capacity(capacity)
-            .expire_after(JitteredTtl { ttl, jitter })
-            .build();
+        let capacity = usize::try_from(capacity.max(1)).unwrap_or(usize::MAX);
         Self {
-            entries,
+            entries: Arc::new(QuickCache::new(capacity)),
+            ttl,
+            jitter,
             stats: Arc::default(),
         }
     }
@@ -64,52 +58,70 @@ impl LocalCache {
 
     /// Drops every entry.
     pub fn invalidate_all(&self) {
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 
-    fn count(&self, found: bool) {
-        let counter = if found {
-            &self.stats.hits
-        } else {
-            &self.stats.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// Drops one entry.
+    pub fn remove(&self, key: &str) {
+        self.entries.remove(key);
+    }
+
+    /// The live value under `key`, not counted in the stats.
+    pub(crate) fn lookup(&self, key: &str, now: Instant) -> Option<Bytes> {
+        let entry = self.entries.get(key)?;
+        if entry.expires > now {
+            return Some(entry.value);
+        }
+        // Expired: remove it, unless a writer has just replaced it.
+        self.entries.remove_if(key, |e| e.expires <= now);
+        None
+    }
+
+    /// Stores `value` under `key` for this cache's TTL (with jitter).
+    pub(crate) fn store(&self, key: String, value: Bytes) {
+        let expires = Instant::now() + jittered(self.ttl, self.jitter);
+        self.entries.insert(key, Entry { value, expires });
+    }
+
+    fn count(&self, hits: u64, misses: u64) {
+        self.stats.hits.fetch_add(hits, Ordering::Relaxed);
+        self.stats.misses.fetch_add(misses, Ordering::Relaxed);
     }
 }
 
 impl ScoreCache for LocalCache {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        let value = self.entries.get(key).await.map(|v| v.to_vec());
-        self.count(value.is_some());
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        let value = self.lookup(key, Instant::now());
+        self.count(value.is_some() as u64, value.is_none() as u64);
         Ok(value)
     }
 
-    async fn look_again(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        Ok(self.entries.get(key).await.map(|v| v.to_vec()))
+    async fn look_again(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        Ok(self.lookup(key, Instant::now()))
     }
 
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            out.push(self.get(key).await?);
-        }
-        Ok(out)
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
+        let now = Instant::now();
+        let values: Vec<Option<Bytes>> = keys.iter().map(|k| self.lookup(k, now)).collect();
+        let hits = values.iter().filter(|v| v.is_some()).count() as u64;
+        self.count(hits, keys.len() as u64 - hits);
+        Ok(values)
     }
 
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), CacheError> {
-        self.entries.insert(key.to_owned(), value.into()).await;
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), CacheError> {
+        self.store(key.to_owned(), value);
         Ok(())
     }
 
-    async fn put_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), CacheError> {
+    async fn put_many(&self, entries: Vec<(String, Bytes)>) -> Result<(), CacheError> {
         for (key, value) in entries {
-            self.entries.insert(key, value.into()).await;
+            self.store(key, value);
         }
         Ok(())
     }
 
     async fn invalidate(&self, key: &str) -> Result<(), CacheError> {
-        self.entries.invalidate(key).await;
+        self.remove(key);
         Ok(())
     }
 }
@@ -118,26 +130,59 @@ impl ScoreCache for LocalCache {
 mod tests {
     use super::*;
 
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
     #[tokio::test]
     async fn put_get_invalidate() {
         let cache = LocalCache::new(&CacheSettings::default());
         assert_eq!(cache.get("a").await.unwrap(), None);
-        cache.put("a", b"1".to_vec()).await.unwrap();
+        cache.put("a", b("1")).await.unwrap();
         cache
-            .put_many(vec![
-                ("b".into(), b"2".to_vec()),
-                ("c".into(), b"3".to_vec()),
-            ])
+            .put_many(vec![("b".into(), b("2")), ("c".into(), b("3"))])
             .await
             .unwrap();
         let got = cache
             .get_many(&["a".into(), "x".into(), "c".into()])
             .await
             .unwrap();
-        assert_eq!(got, vec![Some(b"1".to_vec()), None, Some(b"3".to_vec())]);
+        assert_eq!(got, vec![Some(b("1")), None, Some(b("3"))]);
         cache.invalidate("a").await.unwrap();
         assert_eq!(cache.get("a").await.unwrap(), None);
         let (hits, misses, errors) = cache.stats().snapshot();
         assert_eq!((hits, misses, errors), (2, 3, 0));
+    }
+
+    #[tokio::test]
+    async fn entries_expire_after_their_ttl_and_a_rewrite_restarts_it() {
+        let cache = LocalCache::with_ttl(Duration::from_millis(60), 0.0, 100);
+        cache.put("a", b("1")).await.unwrap();
+        cache.put("b", b("1")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        cache.put("b", b("2")).await.unwrap();
+        assert_eq!(cache.get("a").await.unwrap(), Some(b("1")));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(cache.get("a").await.unwrap(), None, "past its TTL");
+        assert_eq!(
+            cache.get("b").await.unwrap(),
+            Some(b("2")),
+            "rewritten later"
+        );
+        assert_eq!(cache.entries.len(), 1, "the expired entry was removed");
+    }
+
+    #[tokio::test]
+    async fn holds_about_its_capacity() {
+        let cache = LocalCache::with_ttl(Duration::from_secs(60), 0.0, 1_000);
+        for i in 0..10_000 {
+            cache.put(&format!("k{i}"), b("v")).await.unwrap();
+        }
+        assert!(cache.entries.len() <= 1_100, "{}", cache.entries.len());
+        assert_eq!(
+            cache.get("k9999").await.unwrap(),
+            Some(b("v")),
+            "the newest stays"
+        );
     }
 }

@@ -25,6 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use redis::{
     AsyncCommands, Client,
@@ -75,8 +76,9 @@ impl Near {
         self.live.load(Ordering::Acquire)
     }
 
-    /// Applies one invalidation message: `origin\n*` or `origin\nkey\nkey...`.
-    async fn apply(&self, message: &str) {
+    /// Applies one invalidation message: `origin\n*` or `origin\nkey\nkey...`
+    /// (the callers' keys: the channel already belongs to one key prefix).
+    fn apply(&self, message: &str) {
         let Some((origin, keys)) = message.split_once('\n') else {
             return;
         };
@@ -87,12 +89,12 @@ impl Near {
             self.entries.invalidate_all();
         } else {
             for key in keys.split('\n') {
-                let _ = self.entries.invalidate(key).await;
+                self.entries.remove(key);
             }
         }
     }
 
-    /// The message announcing a write of `keys` (prefixed keys).
+    /// The message announcing a write of `keys`.
     fn message<'a>(&self, keys: impl ExactSizeIterator<Item = &'a str>) -> String {
         let mut message = format!("{}\n", self.origin);
         if keys.len() > NAMED_KEYS_MAX {
@@ -278,7 +280,7 @@ async fn subscribe_forever(client: Client, near: Arc<Near>) {
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
                     if let Ok(text) = msg.get_payload::<String>() {
-                        near.apply(&text).await;
+                        near.apply(&text);
                     }
                 }
                 near.live.store(false, Ordering::Release);
@@ -320,17 +322,17 @@ impl RedisCache {
 }
 
 impl ScoreCache for RedisCache {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        let key = self.key(key);
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
         if let Some(near) = self.near()
-            && let Some(value) = near.entries.get(&key).await?
+            && let Some(value) = near.entries.lookup(key, Instant::now())
         {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             self.stats.near_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(value));
         }
         let mut conn = self.connected()?;
-        let value: Option<Vec<u8>> = self.run(conn.get(&key)).await?;
+        let value: Option<Vec<u8>> = self.run(conn.get(self.key(key))).await?;
+        let value = value.map(Bytes::from);
         let counter = if value.is_some() {
             &self.stats.hits
         } else {
@@ -338,29 +340,31 @@ impl ScoreCache for RedisCache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let (Some(near), Some(value)) = (self.near(), &value) {
-            near.entries.put(&key, value.clone()).await?;
+            near.entries.store(key.to_owned(), value.clone());
         }
         Ok(value)
     }
 
-    async fn look_again(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        let key = self.key(key);
+    async fn look_again(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
         if let Some(near) = self.near()
-            && let Some(value) = near.entries.look_again(&key).await?
+            && let Some(value) = near.entries.lookup(key, Instant::now())
         {
             return Ok(Some(value));
         }
         let mut conn = self.connected()?;
-        self.run(conn.get(&key)).await
+        let value: Option<Vec<u8>> = self.run(conn.get(self.key(key))).await?;
+        Ok(value.map(Bytes::from))
     }
 
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        let mut values: Vec<Option<Vec<u8>>> = match self.near() {
-            Some(near) => near.entries.get_many(&keys).await?,
+        let mut values: Vec<Option<Bytes>> = match self.near() {
+            Some(near) => {
+                let now = Instant::now();
+                keys.iter().map(|k| near.entries.lookup(k, now)).collect()
+            }
             None => vec![None; keys.len()],
         };
         let near_hits = values.iter().filter(|v| v.is_some()).count() as u64;
@@ -369,18 +373,18 @@ impl ScoreCache for RedisCache {
         let mut hits = near_hits;
         if !wanted.is_empty() {
             let mut conn = self.connected()?;
-            let far_keys: Vec<&String> = wanted.iter().map(|i| &keys[*i]).collect();
+            let far_keys: Vec<String> = wanted.iter().map(|i| self.key(&keys[*i])).collect();
             let far: Vec<Option<Vec<u8>>> = self.run(conn.mget(&far_keys)).await?;
-            let mut fill = Vec::new();
+            let near = self.near();
             for (i, value) in wanted.into_iter().zip(far) {
+                let value = value.map(Bytes::from);
                 if let Some(v) = &value {
                     hits += 1;
-                    fill.push((keys[i].clone(), v.clone()));
+                    if let Some(near) = near {
+                        near.entries.store(keys[i].clone(), v.clone());
+                    }
                 }
                 values[i] = value;
-            }
-            if let Some(near) = self.near() {
-                near.entries.put_many(fill).await?;
             }
         }
         self.stats.hits.fetch_add(hits, Ordering::Relaxed);
@@ -390,7 +394,7 @@ impl ScoreCache for RedisCache {
         Ok(values)
     }
 
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), CacheError> {
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), CacheError> {
         self.put_many(vec![(key.to_owned(), value)]).await
     }
 
@@ -398,14 +402,10 @@ impl ScoreCache for RedisCache {
     /// [`NAMED_KEYS_MAX`] keys names them to the other replicas' near tiers
     /// in the same round trip; a larger one (a recompute) tells them to
     /// start over once all of it is written.
-    async fn put_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), CacheError> {
+    async fn put_many(&self, entries: Vec<(String, Bytes)>) -> Result<(), CacheError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let entries: Vec<(String, Vec<u8>)> = entries
-            .into_iter()
-            .map(|(k, v)| (self.key(&k), v))
-            .collect();
         let bulk = entries.len() > NAMED_KEYS_MAX;
         let mut conn = self.connected()?;
         // A few pipelines in flight, so encoding the next one here overlaps
@@ -420,7 +420,8 @@ impl ScoreCache for RedisCache {
                     let chunk = &all[i * PIPELINE..((i + 1) * PIPELINE).min(all.len())];
                     let mut pipe = redis::pipe();
                     for (key, value) in chunk {
-                        pipe.pset_ex(key, value, self.ttl_ms()).ignore();
+                        pipe.pset_ex(self.key(key), value.as_ref(), self.ttl_ms())
+                            .ignore();
                     }
                     if !bulk {
                         self.announce(&mut pipe, chunk.iter().map(|(k, _)| k.as_str()));
@@ -446,21 +447,22 @@ impl ScoreCache for RedisCache {
             if written.is_err() || bulk {
                 near.entries.invalidate_all();
             } else if near.live() {
-                near.entries.put_many(entries).await?;
+                for (key, value) in entries {
+                    near.entries.store(key, value);
+                }
             }
         }
         written
     }
 
     async fn invalidate(&self, key: &str) -> Result<(), CacheError> {
-        let key = self.key(key);
         if let Some(near) = &self.near {
-            near.entries.invalidate(&key).await?;
+            near.entries.remove(key);
         }
         let mut conn = self.connected()?;
         let mut pipe = redis::pipe();
-        pipe.del(&key).ignore();
-        self.announce(&mut pipe, std::iter::once(key.as_str()));
+        pipe.del(self.key(key)).ignore();
+        self.announce(&mut pipe, std::iter::once(key));
         self.run(pipe.query_async::<()>(&mut conn)).await
     }
 }

@@ -312,10 +312,11 @@ impl FeedbackApi {
         let store = self.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::spawn(async move {
-            let mut after = (req.after_revision, String::new());
+            // Everything after the whole of `after_revision`, then page by page.
+            let mut after: (i64, Option<String>) = (req.after_revision, None);
             loop {
                 let page = match store
-                    .summaries_changed_after((after.0, &after.1), PAGE)
+                    .summaries_changed_after((after.0, after.1.as_deref()), PAGE)
                     .await
                 {
                     Ok(p) => p,
@@ -325,7 +326,7 @@ impl FeedbackApi {
                     }
                 };
                 let Some(last) = page.last() else { return };
-                after = last.clone();
+                after = (last.0, Some(last.1.clone()));
                 let full = page.len() as u64 == PAGE;
                 let mut msg = pb::StreamCustomerSummariesResponse::default();
                 for (revision, id) in page {

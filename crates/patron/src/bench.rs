@@ -702,8 +702,9 @@ pub(crate) async fn cache_refresh(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let value = vec![7u8; value_bytes];
-    let batch: Vec<(String, Vec<u8>)> = (0..entries)
-        .map(|i| (format!("score:{i:012}"), value.clone()))
+    // A buffer per score, as a recompute's are.
+    let batch: Vec<(String, patron_cache::Bytes)> = (0..entries)
+        .map(|i| (format!("score:{i:012}"), value.clone().into()))
         .collect();
     let started = Instant::now();
     cache.put_many(batch).await?;

@@ -158,16 +158,17 @@ pub const MISSING_IDS_FIELD: u32 = 2;
 pub struct BatchGetScoresResponse {
     pub scores: Vec<CustomerScore>,
     pub missing_ids: Vec<String>,
-    /// `scores` entries (field 1, length-delimited `CustomerScore`s).
-    encoded: Vec<u8>,
+    /// Encoded `CustomerScore`s, written as `scores` entries (field 1,
+    /// length-delimited). Shared buffers (the cache's), so nothing is
+    /// copied until the response is encoded into the transport's buffer.
+    encoded: Vec<Bytes>,
 }
 
 impl BatchGetScoresResponse {
-    /// An empty response with room for `n` encoded scores of about
-    /// `typical_len` bytes.
-    pub fn with_capacity(n: usize, typical_len: usize) -> Self {
+    /// An empty response with room for `n` encoded scores.
+    pub fn with_capacity(n: usize) -> Self {
         Self {
-            encoded: Vec::with_capacity(n * (typical_len + 4)),
+            encoded: Vec::with_capacity(n),
             ..Self::default()
         }
     }
@@ -175,10 +176,8 @@ impl BatchGetScoresResponse {
     /// Appends one score, given as an encoded `CustomerScore`, as is. The
     /// bytes are not checked: the caller vouches that they are a
     /// `CustomerScore` this server encoded.
-    pub fn push_encoded(&mut self, score: &[u8]) {
-        prost::encoding::encode_key(SCORES_FIELD, WireType::LengthDelimited, &mut self.encoded);
-        prost::encoding::encode_varint(score.len() as u64, &mut self.encoded);
-        self.encoded.extend_from_slice(score);
+    pub fn push_encoded(&mut self, score: Bytes) {
+        self.encoded.push(score);
     }
 }
 
@@ -187,7 +186,11 @@ impl Message for BatchGetScoresResponse {
         for score in &self.scores {
             message::encode(SCORES_FIELD, score, buf);
         }
-        buf.put_slice(&self.encoded);
+        for score in &self.encoded {
+            prost::encoding::encode_key(SCORES_FIELD, WireType::LengthDelimited, buf);
+            prost::encoding::encode_varint(score.len() as u64, buf);
+            buf.put_slice(score);
+        }
         prost::encoding::string::encode_repeated(MISSING_IDS_FIELD, &self.missing_ids, buf);
     }
 
@@ -217,7 +220,15 @@ impl Message for BatchGetScoresResponse {
 
     fn encoded_len(&self) -> usize {
         message::encoded_len_repeated(SCORES_FIELD, &self.scores)
-            + self.encoded.len()
+            + self
+                .encoded
+                .iter()
+                .map(|s| {
+                    prost::encoding::key_len(SCORES_FIELD)
+                        + prost::encoding::encoded_len_varint(s.len() as u64)
+                        + s.len()
+                })
+                .sum::<usize>()
             + prost::encoding::string::encoded_len_repeated(MISSING_IDS_FIELD, &self.missing_ids)
     }
 
@@ -347,9 +358,9 @@ mod tests {
             scores: scores.clone(),
             missing_ids: missing.clone(),
         };
-        let mut ours = BatchGetScoresResponse::with_capacity(scores.len(), 64);
+        let mut ours = BatchGetScoresResponse::with_capacity(scores.len());
         for s in &scores {
-            ours.push_encoded(&s.encode_to_vec());
+            ours.push_encoded(s.encode_to_vec().into());
         }
         ours.missing_ids = missing.clone();
         assert_eq!(ours.encode_to_vec(), generated.encode_to_vec());
@@ -361,7 +372,7 @@ mod tests {
             ..Default::default()
         };
         for s in &scores[2..] {
-            mixed.push_encoded(&s.encode_to_vec());
+            mixed.push_encoded(s.encode_to_vec().into());
         }
         let read = BatchGetScoresResponse::decode(mixed.encode_to_vec().as_slice()).unwrap();
         assert_eq!(read.scores, scores);

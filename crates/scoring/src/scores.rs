@@ -14,7 +14,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use patron_cache::{Cache, ScoreCache, SingleFlight};
+use patron_cache::{Bytes, Cache, ScoreCache, SingleFlight};
 use patron_domain::{
     ApiError, ErrorCode, Money, Violations,
     activity::check_id,
@@ -392,7 +392,7 @@ async fn refresh_cache(cache: &Cache, rows: &[ScoreRow]) {
     for chunk in rows.chunks(CHUNK) {
         let entries = chunk
             .iter()
-            .map(|r| (cache_key(&r.customer_id), r.score.clone()))
+            .map(|r| (cache_key(&r.customer_id), Bytes::from(r.score.clone())))
             .collect();
         if let Err(e) = cache.put_many(entries).await {
             tracing::warn!(error = %e, "could not refresh cached scores; they expire within the TTL");
@@ -491,7 +491,7 @@ fn decode(bytes: &[u8]) -> ApiResult<pb::CustomerScore> {
 
 /// A customer's encoded score: concurrent lookups of one customer share one
 /// cache read and, on a miss, one store read (which refills the cache).
-pub(crate) type Lookups = SingleFlight<ApiResult<Option<Vec<u8>>>>;
+pub(crate) type Lookups = SingleFlight<ApiResult<Option<Bytes>>>;
 
 pub(crate) async fn get(
     store: &ScoringStore,
@@ -525,8 +525,8 @@ pub(crate) async fn get(
                     .stats()
                     .loads
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let stored = store.scores(std::slice::from_ref(&id)).await?;
-                let bytes = stored.get(&id).cloned();
+                let mut stored = store.scores(std::slice::from_ref(&id)).await?;
+                let bytes = stored.remove(&id).map(Bytes::from);
                 if let Some(bytes) = &bytes {
                     let _ = cache.put(&key, bytes.clone()).await;
                 }
@@ -575,10 +575,14 @@ pub(crate) async fn batch_get(
         .filter(|(_, c)| c.is_none())
         .map(|(id, _)| id.clone())
         .collect();
-    let stored: HashMap<String, Vec<u8>> = if misses.is_empty() {
+    let stored: HashMap<String, Bytes> = if misses.is_empty() {
         HashMap::new()
     } else {
-        store.scores(&misses).await?
+        let stored = store.scores(&misses).await?;
+        stored
+            .into_iter()
+            .map(|(id, b)| (id, Bytes::from(b)))
+            .collect()
     };
     if !stored.is_empty() {
         let _ = cache
@@ -591,10 +595,10 @@ pub(crate) async fn batch_get(
             .await;
     }
     // Stored scores go out as they are, without a decode and re-encode.
-    let mut response = pb::BatchGetScoresResponse::with_capacity(keys.len(), 320);
+    let mut response = pb::BatchGetScoresResponse::with_capacity(keys.len());
     for (id, hit) in req.customer_ids.iter().zip(&cached) {
         match hit.as_ref().or_else(|| stored.get(id)) {
-            Some(bytes) => response.push_encoded(bytes),
+            Some(bytes) => response.push_encoded(bytes.clone()),
             None => response.missing_ids.push(id.clone()),
         }
     }
@@ -638,9 +642,13 @@ pub(crate) fn stream(store: ScoringStore, req: pb::StreamScoresRequest) -> ApiRe
     }
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
-        let mut after = (req.after_revision, String::new());
+        // Everything after the whole of `after_revision`, then page by page.
+        let mut after: (i64, Option<String>) = (req.after_revision, None);
         loop {
-            let page = match store.scores_after((after.0, &after.1), STREAM_PAGE).await {
+            let page = match store
+                .scores_after((after.0, after.1.as_deref()), STREAM_PAGE)
+                .await
+            {
                 Ok(page) => page,
                 Err(e) => {
                     let _ = tx.send(Err(to_status(e))).await;
@@ -648,7 +656,7 @@ pub(crate) fn stream(store: ScoringStore, req: pb::StreamScoresRequest) -> ApiRe
                 }
             };
             let Some(last) = page.last() else { return };
-            after = (last.0, last.1.clone());
+            after = (last.0, Some(last.1.clone()));
             let mut msg = pb::StreamScoresResponse::default();
             for (revision, _, bytes) in &page {
                 match decode(bytes) {

@@ -774,9 +774,11 @@ impl FeedbackStore {
 
     /// Up to `limit` customers whose summary changed after `after`
     /// (revision, customer id), in that order, with their revisions.
+    /// `(r, None)` starts after all of revision `r`; `(r, Some(id))` resumes
+    /// within revision `r` after customer `id` (the next page).
     pub async fn summaries_changed_after(
         &self,
-        after: (i64, &str),
+        after: (i64, Option<&str>),
         limit: u64,
     ) -> Result<Vec<(i64, String)>, ApiError> {
         let rows = self
@@ -785,11 +787,12 @@ impl FeedbackStore {
                 Query::select()
                     .columns(["revision", "customer_id"])
                     .from("feedback_summary_revisions")
-                    .cond_where(
-                        Expr::col("revision").gt(after.0).or(Expr::col("revision")
+                    .cond_where(match after.1 {
+                        None => Expr::col("revision").gt(after.0),
+                        Some(id) => Expr::col("revision").gt(after.0).or(Expr::col("revision")
                             .eq(after.0)
-                            .and(Expr::col("customer_id").gt(after.1))),
-                    )
+                            .and(Expr::col("customer_id").gt(id))),
+                    })
                     .order_by("revision", sea_orm::Order::Asc)
                     .order_by("customer_id", sea_orm::Order::Asc)
                     .limit(limit),

@@ -834,9 +834,11 @@ impl ScoringStore {
 
     /// Up to `limit` encoded scores saved after `after` (revision, customer
     /// id), in that order, with their revisions.
+    /// `(r, None)` starts after all of revision `r`; `(r, Some(id))` resumes
+    /// within revision `r` after customer `id` (the next page).
     pub async fn scores_after(
         &self,
-        after: (i64, &str),
+        after: (i64, Option<&str>),
         limit: u64,
     ) -> Result<Vec<(i64, String, Vec<u8>)>, ApiError> {
         let rows = self
@@ -845,11 +847,12 @@ impl ScoringStore {
                 Query::select()
                     .columns(["revision", "customer_id", "score"])
                     .from("scoring_scores")
-                    .cond_where(
-                        Expr::col("revision").gt(after.0).or(Expr::col("revision")
+                    .cond_where(match after.1 {
+                        None => Expr::col("revision").gt(after.0),
+                        Some(id) => Expr::col("revision").gt(after.0).or(Expr::col("revision")
                             .eq(after.0)
-                            .and(Expr::col("customer_id").gt(after.1))),
-                    )
+                            .and(Expr::col("customer_id").gt(id))),
+                    })
                     .order_by("revision", sea_orm::sea_query::Order::Asc)
                     .order_by("customer_id", sea_orm::sea_query::Order::Asc)
                     .limit(limit),
