@@ -69,7 +69,7 @@ async fn redis_round_trip_with_jittered_ttl() {
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let pttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{}b", settings.key_prefix))
+        .arg(settings.hash_of("b"))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -188,8 +188,9 @@ async fn a_write_on_one_replica_evicts_the_near_tier_of_the_others() {
     );
     let redis = redis::Client::open(url.as_str()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("SET")
-        .arg(format!("{}other", settings.key_prefix))
+    let _: () = redis::cmd("HSET")
+        .arg(settings.hash_of("other"))
+        .arg("other")
         .arg("new")
         .query_async(&mut conn)
         .await
@@ -207,4 +208,100 @@ async fn a_write_on_one_replica_evicts_the_near_tier_of_the_others() {
     // The writer's own near tier never serves what it did not write last.
     a.put("mine", Bytes::from_static(b"1")).await.unwrap();
     assert_eq!(a.get("mine").await.unwrap(), Some(Bytes::from_static(b"1")));
+}
+
+#[tokio::test]
+async fn entries_share_hashes_whose_ttl_a_later_write_does_not_extend() {
+    let Some(url) = redis_url() else {
+        return skip("Redis cache test", "REDIS_URL is not set");
+    };
+    let settings = RedisSettings {
+        buckets: 3,
+        ..redis_settings(&url)
+    };
+    let cache_settings = CacheSettings {
+        ttl_secs: 100,
+        ttl_jitter: 0.0,
+        near_ttl_ms: 0,
+        ..CacheSettings::default()
+    };
+    let cache = connected(&settings, &cache_settings).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+
+    // A bulk write (more keys than are named to other replicas, several
+    // round trips, hashes split over several HSETs), then a mixed read.
+    let entries: Vec<(String, Bytes)> = (0..2_600)
+        .map(|i| (format!("k{i}"), Bytes::from(format!("v{i}"))))
+        .collect();
+    cache.put_many(entries).await.unwrap();
+    let keys: Vec<String> = (0..2_610).rev().map(|i| format!("k{i}")).collect();
+    let got = cache.get_many(&keys).await.unwrap();
+    for (key, value) in keys.iter().zip(&got) {
+        let i: usize = key[1..].parse().unwrap();
+        let expected = (i < 2_600).then(|| Bytes::from(format!("v{i}")));
+        assert_eq!(value, &expected, "{key}");
+    }
+    let hashes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", settings.key_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(hashes.len(), 3, "{hashes:?}");
+
+    // A hash's TTL is set when it is created and never extended: an entry
+    // lives at most the TTL after it was written.
+    let hash = settings.hash_of("k1");
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&hash)
+        .arg(5_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    cache.put("k1", Bytes::from_static(b"newer")).await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&hash)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1..=5_000).contains(&pttl), "pttl {pttl}");
+    assert_eq!(
+        cache.get("k1").await.unwrap(),
+        Some(Bytes::from_static(b"newer"))
+    );
+
+    // A hash that expired comes back with a TTL of its own.
+    let _: () = redis::cmd("DEL")
+        .arg(&hash)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    cache.put("k1", Bytes::from_static(b"again")).await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&hash)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((99_000..=100_000).contains(&pttl), "pttl {pttl}");
+
+    let sibling = (2..2_600)
+        .map(|i| format!("k{i}"))
+        .find(|k| settings.hash_of(k) == hash)
+        .unwrap();
+    cache
+        .put(&sibling, Bytes::from_static(b"sib"))
+        .await
+        .unwrap();
+    cache.invalidate("k1").await.unwrap();
+    assert_eq!(cache.get("k1").await.unwrap(), None);
+    assert_eq!(
+        cache.get(&sibling).await.unwrap(),
+        Some(Bytes::from_static(b"sib")),
+        "an invalidation takes one entry out of its hash, not the hash"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&hashes)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }

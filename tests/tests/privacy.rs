@@ -156,22 +156,35 @@ async fn dump_database(url: &str) -> Vec<(String, String)> {
     rows
 }
 
-/// Every key under `prefix` and its value.
+/// Every entry under `prefix`: `key field value` for the hashes the score
+/// cache keeps its entries in, `key value` for any other key.
 async fn dump_redis(url: &str, prefix: &str) -> Vec<String> {
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
     let (mut conn, keys) = patron_tests::redis_keys(url, prefix).await;
     let mut out = Vec::new();
     for key in keys {
-        let value: Option<Vec<u8>> = redis::cmd("GET")
+        let kind: String = redis::cmd("TYPE")
             .arg(&key)
             .query_async(&mut conn)
             .await
-            .unwrap_or(None);
-        let hex: String = value
-            .unwrap_or_default()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        out.push(format!("{key} {hex}"));
+            .unwrap();
+        if kind == "hash" {
+            let fields: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            for (field, value) in fields {
+                out.push(format!("{key} {field} {}", hex(&value)));
+            }
+        } else {
+            let value: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(None);
+            out.push(format!("{key} {}", hex(&value.unwrap_or_default())));
+        }
     }
     out
 }

@@ -618,9 +618,15 @@ async fn scores_are_cached_in_redis_and_refilled_after_eviction() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let key = format!("{prefix}score:{}", ids[5]);
-    let cached: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(&key)
+    let field = format!("score:{}", ids[5]);
+    let hash = patron_cache::RedisSettings {
+        key_prefix: prefix.clone(),
+        ..Default::default()
+    }
+    .hash_of(&field);
+    let cached: Option<Vec<u8>> = redis::cmd("HGET")
+        .arg(&hash)
+        .arg(&field)
         .query_async(&mut redis)
         .await
         .unwrap();
@@ -637,8 +643,9 @@ async fn scores_are_cached_in_redis_and_refilled_after_eviction() {
         .await
         .unwrap()
         .into_inner();
-    let _: () = redis::cmd("DEL")
-        .arg(&key)
+    let _: () = redis::cmd("HDEL")
+        .arg(&hash)
+        .arg(&field)
         .query_async(&mut redis)
         .await
         .unwrap();
@@ -651,8 +658,9 @@ async fn scores_are_cached_in_redis_and_refilled_after_eviction() {
         .unwrap()
         .into_inner();
     assert_eq!(first, again, "served from the store after eviction");
-    let refilled: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(&key)
+    let refilled: Option<Vec<u8>> = redis::cmd("HGET")
+        .arg(&hash)
+        .arg(&field)
         .query_async(&mut redis)
         .await
         .unwrap();

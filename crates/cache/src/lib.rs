@@ -113,6 +113,17 @@ impl Cache {
         }
     }
 
+    /// A sort key for a large write split over several
+    /// [`ScoreCache::put_many`] calls: entries sent in this order are
+    /// written with fewer, larger Redis commands (see
+    /// [`RedisCache::bulk_write_order`]). Any order is correct.
+    pub fn bulk_write_order(&self, key: &str) -> u32 {
+        match self {
+            Cache::Redis(c) => c.bulk_write_order(key),
+            Cache::Local(_) => 0,
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self {
             Cache::Redis(_) => "redis",

@@ -12,6 +12,31 @@ pub struct RedisSettings {
     pub connect_timeout_ms: u64,
     /// Prefix of every key, so several deployments can share one Redis.
     pub key_prefix: String,
+    /// Redis hashes the entries are spread over (see [`RedisSettings::hash_of`]).
+    pub buckets: u32,
+}
+
+impl RedisSettings {
+    /// The Redis hash holding `key`'s entry (its field is `key` itself):
+    /// `<key_prefix>bucket:<n>`, n = FNV-1a(`key`) mod `buckets`. The hash
+    /// function is written here, not taken from a library or seeded, so
+    /// every replica and every release agree on where a key lives.
+    pub fn hash_of(&self, key: &str) -> String {
+        hash_name(&self.key_prefix, bucket_of(key, self.buckets))
+    }
+}
+
+pub(crate) fn bucket_of(key: &str, buckets: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(buckets.max(1))) as u32
+}
+
+pub(crate) fn hash_name(prefix: &str, bucket: u32) -> String {
+    format!("{prefix}bucket:{bucket}")
 }
 
 impl Default for RedisSettings {
@@ -21,6 +46,7 @@ impl Default for RedisSettings {
             response_timeout_ms: 50,
             connect_timeout_ms: 1_000,
             key_prefix: "patron:".to_owned(),
+            buckets: 1_024,
         }
     }
 }

@@ -309,7 +309,14 @@ async fn run(
     let (chunks, mut encoded) = mpsc::channel::<Vec<ScoreRow>>(2);
     let encoder = {
         let version = model_version.clone();
+        let cache = cache.clone();
         tokio::task::spawn_blocking(move || {
+            // In the cache's bulk-write order, so each chunk's refresh fills
+            // whole Redis hashes (the store does not care about the order).
+            let mut scores = scores;
+            scores.sort_by_cached_key(|s| {
+                cache.bulk_write_order(&cache_key(&snapshot.ids[s.customer as usize]))
+            });
             for part in scores.chunks(CHUNK) {
                 let rows = part
                     .iter()
