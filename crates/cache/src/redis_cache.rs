@@ -21,10 +21,10 @@
 //! Entries live in a fixed number of Redis hashes (`redis.buckets`): the
 //! entry for key `k` is field `k` of [`RedisSettings::hash_of`]`(k)`. A
 //! recompute writes a million entries at once, and per-key `SET ... PX`
-//! cost Redis about 3 µs of CPU per key on the benchmark machine (4.5 µs
-//! for new keys); `HSET` with hundreds of fields per command costs about
-//! 0.7 µs (1 µs for new ones), see BENCHMARKS.md. The price: a lookup is
-//! `HGET`, about 15% more Redis CPU than `GET`, and a TTL belongs to a
+//! cost Redis 3 to 4 µs of CPU per key on the benchmark machine (4.5 to
+//! 5.7 µs for new keys); `HSET` with 64 fields per command costs 0.7 to
+//! 1 µs (1 to 1.9 µs for new ones), see BENCHMARKS.md. The price: a lookup is
+//! `HGET`, 1.2 to 1.5 times the Redis CPU of `GET`, and a TTL belongs to a
 //! hash, not an entry. It is set when the hash is created (`PEXPIRE ...
 //! NX`, with jitter) and never extended, so an entry still lives at most
 //! the TTL (plus jitter) after it was written, and sometimes less (it goes

@@ -81,3 +81,31 @@ impl Default for CacheSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replicas of different releases must agree on where a key lives, so
+    /// the function is pinned: FNV-1a's published value for "a" is
+    /// 0xaf63dc4c8601ec8c.
+    #[test]
+    fn a_key_always_lives_in_the_same_hash() {
+        assert_eq!(
+            bucket_of("a", u32::MAX),
+            (0xaf63_dc4c_8601_ec8c_u64 % u64::from(u32::MAX)) as u32
+        );
+        assert_eq!(bucket_of("a", 1_024), 140);
+        assert_eq!(bucket_of("", 1_024), 805);
+        assert_eq!(
+            bucket_of("score:0190a4b2-7c1e-7a2b-9f00-123456789abc", 1_024),
+            442
+        );
+        assert_eq!(bucket_of("anything", 0), 0, "0 buckets means one");
+        let settings = RedisSettings {
+            key_prefix: "p:".into(),
+            ..RedisSettings::default()
+        };
+        assert_eq!(settings.hash_of("a"), "p:bucket:140");
+    }
+}

@@ -587,20 +587,16 @@ impl Snapshot {
     ) -> Result<(Vec<ViewRow>, Option<ChangeCursor>), ApiError> {
         let mut q = view_select();
         q.column((Alias::new("c"), Alias::new("revision")));
-        match after {
-            // One lower bound only, so the index range starts at the cursor
-            // (the cursor's revision is above `since` already).
-            Some(a) => {
-                q.and_where(col("revision").gte(a.revision)).and_where(
-                    col("revision")
-                        .gt(a.revision)
-                        .or(col("customer_id").gt(a.customer_id.as_str())),
-                );
-            }
-            None => {
-                q.and_where(col("revision").gt(since));
-            }
-        }
+        // One lower bound only, so the index range starts at the cursor
+        // (the cursor's revision is above `since` already).
+        q.and_where(crate::query::after_position(
+            col("revision"),
+            col("customer_id"),
+            match after {
+                Some(a) => (a.revision, Some(a.customer_id.as_str())),
+                None => (since, None),
+            },
+        ));
         q.order_by((Alias::new("c"), Alias::new("revision")), Order::Asc)
             .order_by((Alias::new("c"), Alias::new("customer_id")), Order::Asc)
             .limit(limit);

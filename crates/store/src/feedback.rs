@@ -787,12 +787,11 @@ impl FeedbackStore {
                 Query::select()
                     .columns(["revision", "customer_id"])
                     .from("feedback_summary_revisions")
-                    .cond_where(match after.1 {
-                        None => Expr::col("revision").gt(after.0),
-                        Some(id) => Expr::col("revision").gt(after.0).or(Expr::col("revision")
-                            .eq(after.0)
-                            .and(Expr::col("customer_id").gt(id))),
-                    })
+                    .cond_where(crate::query::after_position(
+                        Expr::col("revision"),
+                        Expr::col("customer_id"),
+                        after,
+                    ))
                     .order_by("revision", sea_orm::Order::Asc)
                     .order_by("customer_id", sea_orm::Order::Asc)
                     .limit(limit),
