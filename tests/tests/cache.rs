@@ -210,6 +210,13 @@ async fn a_write_on_one_replica_evicts_the_near_tier_of_the_others() {
     assert_eq!(a.get("mine").await.unwrap(), Some(Bytes::from_static(b"1")));
 }
 
+async fn query<T: redis::FromRedisValue>(
+    conn: &mut redis::aio::MultiplexedConnection,
+    cmd: &redis::Cmd,
+) -> T {
+    cmd.query_async(conn).await.unwrap()
+}
+
 #[tokio::test]
 async fn entries_share_hashes_whose_ttl_a_later_write_does_not_extend() {
     let Some(url) = redis_url() else {
@@ -242,28 +249,19 @@ async fn entries_share_hashes_whose_ttl_a_later_write_does_not_extend() {
         let expected = (i < 2_600).then(|| Bytes::from(format!("v{i}")));
         assert_eq!(value, &expected, "{key}");
     }
-    let hashes: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", settings.key_prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let hashes: Vec<String> = query(
+        &mut conn,
+        redis::cmd("KEYS").arg(format!("{}*", settings.key_prefix)),
+    )
+    .await;
     assert_eq!(hashes.len(), 3, "{hashes:?}");
 
     // A hash's TTL is set when it is created and never extended: an entry
     // lives at most the TTL after it was written.
     let hash = settings.hash_of("k1");
-    let _: () = redis::cmd("PEXPIRE")
-        .arg(&hash)
-        .arg(5_000)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: () = query(&mut conn, redis::cmd("PEXPIRE").arg(&hash).arg(5_000)).await;
     cache.put("k1", Bytes::from_static(b"newer")).await.unwrap();
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(&hash)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let pttl: i64 = query(&mut conn, redis::cmd("PTTL").arg(&hash)).await;
     assert!((1..=5_000).contains(&pttl), "pttl {pttl}");
     assert_eq!(
         cache.get("k1").await.unwrap(),
@@ -271,17 +269,9 @@ async fn entries_share_hashes_whose_ttl_a_later_write_does_not_extend() {
     );
 
     // A hash that expired comes back with a TTL of its own.
-    let _: () = redis::cmd("DEL")
-        .arg(&hash)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: () = query(&mut conn, redis::cmd("DEL").arg(&hash)).await;
     cache.put("k1", Bytes::from_static(b"again")).await.unwrap();
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(&hash)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let pttl: i64 = query(&mut conn, redis::cmd("PTTL").arg(&hash)).await;
     assert!((99_000..=100_000).contains(&pttl), "pttl {pttl}");
 
     let sibling = (2..2_600)
@@ -299,9 +289,5 @@ async fn entries_share_hashes_whose_ttl_a_later_write_does_not_extend() {
         Some(Bytes::from_static(b"sib")),
         "an invalidation takes one entry out of its hash, not the hash"
     );
-    let _: () = redis::cmd("DEL")
-        .arg(&hashes)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: () = query(&mut conn, redis::cmd("DEL").arg(&hashes)).await;
 }
