@@ -198,12 +198,27 @@ impl ScoreReplacement {
             .iter()
             .map(|c| format!("{c} = EXCLUDED.{c}"))
             .collect();
+        // Every new row is of feed position `data_seq`. The takeover is two
+        // statements, not one upsert of the whole old table: an upsert locks
+        // (and so rewrites) every new row it conflicts with, a million at a
+        // million customers (9.8 s against 1.4 s for these two on 1M rows
+        // on the benchmark machine). The anti-join gets the memory to hash
+        // the new ids instead of probing the index once per old row.
         let statements = [
             format!("ALTER TABLE {next} ADD CONSTRAINT {next}_pkey PRIMARY KEY (customer_id)"),
+            "SET LOCAL work_mem = '256MB'".to_owned(),
+            // Customers the recompute did not score.
+            format!(
+                "INSERT INTO {next} ({columns}) SELECT {columns} FROM scoring_scores o \
+                 WHERE NOT EXISTS (SELECT 1 FROM {next} n WHERE n.customer_id = o.customer_id)"
+            ),
+            // Scores of a later feed position than the recompute read.
             format!(
                 "INSERT INTO {next} ({columns}) SELECT {columns} FROM scoring_scores \
+                 WHERE data_seq > {} \
                  ON CONFLICT (customer_id) DO UPDATE SET {} \
                  WHERE {next}.data_seq < EXCLUDED.data_seq",
+                self.data_seq,
                 sets.join(", ")
             ),
             format!("CREATE INDEX {next}_by_revision ON {next} (revision, customer_id)"),
