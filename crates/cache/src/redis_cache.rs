@@ -164,7 +164,7 @@ impl RedisCache {
             breaker: Arc::default(),
             since: Instant::now(),
             prefix: redis.key_prefix.as_str().into(),
-            buckets: redis.buckets.max(1),
+            buckets: redis.buckets,
             ttl: Duration::from_secs(cache.ttl_secs.max(1)),
             jitter: cache.ttl_jitter,
             timeout: Duration::from_millis(redis.response_timeout_ms.max(1)),

@@ -587,8 +587,8 @@ impl Snapshot {
     ) -> Result<(Vec<ViewRow>, Option<ChangeCursor>), ApiError> {
         let mut q = view_select();
         q.column((Alias::new("c"), Alias::new("revision")));
-        // One lower bound only, so the index range starts at the cursor
-        // (the cursor's revision is above `since` already).
+        // The cursor alone bounds the page (its revision is above `since`
+        // already), so the index range starts at it.
         q.and_where(crate::query::after_position(
             col("revision"),
             col("customer_id"),
