@@ -97,7 +97,7 @@ pub(crate) async fn channel(target: &Target) -> anyhow::Result<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(target.endpoint.clone())?
         .connect_timeout(std::time::Duration::from_secs(3));
     let channel = endpoint
-        .connect()
+        .connect_with_connector(patron_runtime::cork::connector())
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", target.endpoint))?;
     Ok(Channel::new(channel, target.token.as_deref())?)

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod cork;
 pub mod error;
 pub mod feed;
 pub mod guard;

@@ -118,13 +118,16 @@ impl TraceContext {
     }
 
     /// The header value naming this context as the parent.
+    /// Built on every call to a peer, so without `format!` (measured: the
+    /// per-byte formatting was 2% of the load generator's CPU).
     pub fn to_traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            to_hex(&self.trace_id),
-            to_hex(&self.span_id),
-            u8::from(self.sampled)
-        )
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, &self.trace_id);
+        out.push('-');
+        push_hex(&mut out, &self.span_id);
+        out.push_str(if self.sampled { "-01" } else { "-00" });
+        out
     }
 
     /// Runs `future` with this as the current context.
@@ -161,7 +164,17 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 }
 
 fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +187,8 @@ mod tests {
         let ctx = TraceContext::parse(value).unwrap();
         assert!(ctx.sampled);
         assert_eq!(ctx.to_traceparent(), value);
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert_eq!(TraceContext::parse(unsampled).unwrap().to_traceparent(), unsampled);
     }
 
     #[test]
