@@ -161,21 +161,24 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
     }
 }
 
+/// What [`connector`] connects: a corked TCP stream, for hyper.
+pub type CorkedTcp = hyper_util::rt::TokioIo<Corked<tokio::net::TcpStream>>;
+
 /// A connector for [`tonic::transport::Endpoint::connect_with_connector`]:
 /// plain TCP with Nagle off, corked, so a client with many calls in flight
 /// on one connection sends the requests that are ready together. TLS, when
 /// the endpoint has it, goes on top.
 pub fn connector() -> impl tower::Service<
     http::Uri,
-    Response = hyper_util::rt::TokioIo<Corked<tokio::net::TcpStream>>,
+    Response = CorkedTcp,
     Error = io::Error,
-    Future = impl Future<Output = io::Result<hyper_util::rt::TokioIo<Corked<tokio::net::TcpStream>>>>
-                 + Send,
+    Future = impl Future<Output = io::Result<CorkedTcp>> + Send,
 > + Clone
 + Send
 + 'static {
     tower::service_fn(|uri: http::Uri| async move {
-        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} in {uri}"));
+        let invalid =
+            |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} in {uri}"));
         let host = uri.host().ok_or_else(|| invalid("no host"))?;
         // An IPv6 literal keeps its brackets in the URI.
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -246,7 +249,10 @@ mod tests {
         corked.write_all(b"headers").await.unwrap();
         let slices = [io::IoSlice::new(b"-data"), io::IoSlice::new(b"-trailers")];
         assert_eq!(corked.write_vectored(&slices).await.unwrap(), 14);
-        assert!(inner.writes().is_empty(), "nothing is written before a flush");
+        assert!(
+            inner.writes().is_empty(),
+            "nothing is written before a flush"
+        );
         corked.flush().await.unwrap();
         assert_eq!(inner.writes(), vec![b"headers-data-trailers".to_vec()]);
         assert_eq!(*inner.flushes.lock().unwrap(), 1);
@@ -261,8 +267,8 @@ mod tests {
         let inner = Recorder::default();
         let mut corked = Corked::new(inner.clone());
         corked.write_all(b"one").await.unwrap();
-        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut corked).poll_flush(cx)))
-            .await;
+        let first =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut corked).poll_flush(cx))).await;
         assert!(first.is_pending(), "the first flush of a batch yields");
         assert!(inner.writes().is_empty());
         corked.write_all(b"two").await.unwrap();
@@ -270,8 +276,8 @@ mod tests {
         assert_eq!(inner.writes(), vec![b"onetwo".to_vec()]);
         // The next batch yields again.
         corked.write_all(b"three").await.unwrap();
-        let again = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut corked).poll_flush(cx)))
-            .await;
+        let again =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut corked).poll_flush(cx))).await;
         assert!(again.is_pending());
         corked.flush().await.unwrap();
         assert_eq!(inner.bytes(), b"onetwothree");

@@ -188,7 +188,10 @@ mod tests {
         assert!(ctx.sampled);
         assert_eq!(ctx.to_traceparent(), value);
         let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
-        assert_eq!(TraceContext::parse(unsampled).unwrap().to_traceparent(), unsampled);
+        assert_eq!(
+            TraceContext::parse(unsampled).unwrap().to_traceparent(),
+            unsampled
+        );
     }
 
     #[test]
