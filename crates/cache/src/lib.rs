@@ -116,12 +116,20 @@ impl Cache {
     /// A sort key for a large write split over several
     /// [`ScoreCache::put_many`] calls: entries sent in this order are
     /// written with fewer, larger Redis commands (see
-    /// [`RedisCache::bulk_write_order`]). Any order is correct.
+    /// [`RedisCache::bulk_write_order`]). Any order is correct; see
+    /// [`Self::orders_bulk_writes`].
     pub fn bulk_write_order(&self, key: &str) -> u32 {
         match self {
             Cache::Redis(c) => c.bulk_write_order(key),
             Cache::Local(_) => 0,
         }
+    }
+
+    /// Whether [`Self::bulk_write_order`] tells entries apart (the
+    /// in-process cache takes any order as well as another, so a caller
+    /// need not sort at all).
+    pub fn orders_bulk_writes(&self) -> bool {
+        matches!(self, Cache::Redis(_))
     }
 
     pub fn backend_name(&self) -> &'static str {

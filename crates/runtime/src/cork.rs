@@ -27,6 +27,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// a write this large goes straight through).
 const LIMIT: usize = 64 * 1024;
 
+/// The largest buffer an idle connection keeps (a batch of small responses
+/// fits).
+const KEEP: usize = 16 * 1024;
+
 type Yield = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 pub struct Corked<T> {
@@ -70,8 +74,14 @@ impl<T: AsyncWrite + Unpin> Corked<T> {
             }
             self.written += n;
         }
-        self.pending.clear();
         self.written = 0;
+        if self.pending.capacity() > KEEP {
+            // A burst of large writes: do not keep its buffer for the life
+            // of an idle connection.
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -303,6 +313,26 @@ mod tests {
         expected.extend(&small);
         assert_eq!(inner.bytes(), expected);
         assert!(inner.writes().iter().all(|w| w.len() <= 10_000));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_does_not_keep_a_bursts_buffer() {
+        let inner = Recorder::default();
+        let mut corked = Corked::new(inner.clone());
+        for _ in 0..3 {
+            corked.write_all(&[7u8; 20_000]).await.unwrap();
+        }
+        assert!(corked.pending.capacity() > KEEP);
+        corked.flush().await.unwrap();
+        assert_eq!(
+            inner.writes().len(),
+            1,
+            "three writes under the limit leave together"
+        );
+        assert_eq!(corked.pending.capacity(), 0);
+        corked.write_all(b"small").await.unwrap();
+        corked.flush().await.unwrap();
+        assert!(corked.pending.capacity() <= KEEP);
     }
 
     #[tokio::test]

@@ -314,9 +314,11 @@ async fn run(
             // In the cache's bulk-write order, so each chunk's refresh fills
             // whole Redis hashes (the store does not care about the order).
             let mut scores = scores;
-            scores.sort_by_cached_key(|s| {
-                cache.bulk_write_order(&cache_key(&snapshot.ids[s.customer as usize]))
-            });
+            if cache.orders_bulk_writes() {
+                scores.sort_by_cached_key(|s| {
+                    cache.bulk_write_order(&cache_key(&snapshot.ids[s.customer as usize]))
+                });
+            }
             for part in scores.chunks(CHUNK) {
                 let rows = part
                     .iter()
