@@ -55,10 +55,6 @@ impl<T> Corked<T> {
         }
     }
 
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
     fn buffered(&self) -> usize {
         self.pending.len() - self.written
     }
