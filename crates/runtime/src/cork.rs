@@ -8,7 +8,8 @@
 //! loopback TCP. Profiling `GetScore` at 64 calls in flight showed one
 //! `writev` per call and 42% of the server's CPU inside them (BENCHMARKS.md).
 //!
-//! [`Corked`] accepts writes into a buffer. On the first flush of a batch it
+//! [`Corked`] accepts small writes into a buffer (large ones, such as a
+//! stream's DATA frames, go straight through). On the first flush of a batch it
 //! yields once (`tokio::task::yield_now`: the task runs again only after
 //! the tasks already runnable on this worker, i.e. the other calls that are
 //! about to finish), then writes everything buffered in one call. No timer
