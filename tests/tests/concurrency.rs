@@ -142,18 +142,15 @@ backend_tests! {
     }
 }
 
-/// A cache stampede: a hot customer's cached score is gone, and 64 reads
-/// for it arrive at once. They share one store read (which refills the
-/// cache); the next reads are cache hits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stampede_on_one_hot_key_issues_one_store_read() {
-    use patron_tests::{metric, pb::scoring as spb};
+/// A server on PostgreSQL and Redis (no near tier) with 200 scored buyers,
+/// their cached scores deleted from Redis behind its back (as if expired).
+async fn scored_with_cache_emptied() -> Option<(patron_tests::TestApp, Vec<String>)> {
     let Some(redis) = patron_tests::redis_url() else {
         patron_tests::skip("stampede test", "REDIS_URL is not set");
-        return;
+        return None;
     };
     let prefix = format!("patron-stampede-{}:", uuid::Uuid::new_v4().simple());
-    let Some(app) = patron_tests::TestApp::spawn_with(patron_tests::Backend::Postgres, |s| {
+    let app = patron_tests::TestApp::spawn_with(patron_tests::Backend::Postgres, |s| {
         s.redis.url = Some(redis.clone().into());
         s.redis.key_prefix = prefix.clone();
         // Redis alone: the test evicts from Redis behind the cache's back.
@@ -164,14 +161,9 @@ async fn a_stampede_on_one_hot_key_issues_one_store_read() {
         s.redis.response_timeout_ms = 5_000;
         s.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
     })
-    .await
-    else {
-        return;
-    };
+    .await?;
     let ids = patron_tests::seed_buyers(&app, 200, 11).await;
-    let hot = ids[0].clone();
     patron_tests::score_everyone(&app, &ids[..1]).await;
-    // The entry expires (here: is deleted).
     let (mut conn, keys) = patron_tests::redis_keys(&redis, &prefix).await;
     assert!(!keys.is_empty());
     let _: () = redis::cmd("DEL")
@@ -179,9 +171,24 @@ async fn a_stampede_on_one_hot_key_issues_one_store_read() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    Some((app, ids))
+}
 
-    let loads = |text: &str| metric(text, "patron_cache_store_loads_total").unwrap_or(0.0);
-    let before = loads(&app.metrics().await);
+fn store_loads(metrics: &str) -> f64 {
+    patron_tests::metric(metrics, "patron_cache_store_loads_total").unwrap_or(0.0)
+}
+
+/// A cache stampede: a hot customer's cached score is gone, and 64 reads
+/// for it arrive at once. They share one store read (which refills the
+/// cache); the next reads are cache hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_on_one_hot_key_issues_one_store_read() {
+    use patron_tests::pb::scoring as spb;
+    let Some((app, ids)) = scored_with_cache_emptied().await else {
+        return;
+    };
+    let hot = ids[0].clone();
+    let before = store_loads(&app.metrics().await);
     let reads = join_all((0..64).map(|_| {
         let mut scoring = app.scoring();
         let id = hot.clone();
@@ -200,7 +207,7 @@ async fn a_stampede_on_one_hot_key_issues_one_store_read() {
             .all(|r| *r.as_ref().unwrap().get_ref() == first),
         "all see the same score"
     );
-    let after = loads(&app.metrics().await);
+    let after = store_loads(&app.metrics().await);
     assert_eq!(after - before, 1.0, "64 concurrent misses, one store read");
     // Refilled: more reads are hits.
     for _ in 0..5 {
@@ -212,8 +219,61 @@ async fn a_stampede_on_one_hot_key_issues_one_store_read() {
             .unwrap();
     }
     assert_eq!(
-        loads(&app.metrics().await),
+        store_loads(&app.metrics().await),
         after,
         "later reads hit the cache"
+    );
+}
+
+/// The same for batches: 24 concurrent `BatchGetScores` of two overlapping
+/// ranges of 100 ids (0-99 and 50-149) after the scores left the cache.
+/// However the calls interleave, each score is read from the store once:
+/// two store reads in all (one per range's ids that the other does not
+/// cover), and every call gets its 100 scores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_overlapping_batches_read_each_score_once() {
+    use patron_tests::pb::scoring as spb;
+    let Some((app, ids)) = scored_with_cache_emptied().await else {
+        return;
+    };
+    let before = store_loads(&app.metrics().await);
+    let ranges = [&ids[0..100], &ids[50..150]];
+    let reads = join_all((0..24).map(|i| {
+        let mut scoring = app.scoring();
+        let customer_ids = ranges[i % 2].to_vec();
+        async move {
+            scoring
+                .batch_get_scores(spb::BatchGetScoresRequest {
+                    customer_ids: customer_ids.clone(),
+                })
+                .await
+                .map(|r| (customer_ids, r.into_inner()))
+        }
+    }))
+    .await;
+    for read in reads {
+        let (asked, got) = read.expect("every batch succeeds");
+        assert!(got.missing_ids.is_empty(), "{:?}", got.missing_ids);
+        let returned: Vec<&str> = got.scores.iter().map(|s| s.customer_id.as_str()).collect();
+        assert_eq!(
+            returned,
+            asked.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+    }
+    let after = store_loads(&app.metrics().await);
+    assert_eq!(after - before, 2.0, "two ranges, each score read once");
+    // Refilled: the same batches again are cache hits.
+    for range in ranges {
+        app.scoring()
+            .batch_get_scores(spb::BatchGetScoresRequest {
+                customer_ids: range.to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store_loads(&app.metrics().await),
+        after,
+        "later batches hit the cache"
     );
 }

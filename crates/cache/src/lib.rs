@@ -48,8 +48,8 @@ pub trait ScoreCache: Send + Sync {
     /// (a miss that waited to load): not counted a second time.
     fn look_again(
         &self,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<Bytes>, CacheError>> + Send;
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Bytes>>, CacheError>> + Send;
     /// One result per key, in order.
     fn get_many(
         &self,
@@ -148,10 +148,10 @@ impl ScoreCache for Cache {
         }
     }
 
-    async fn look_again(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+    async fn look_again(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
         match self {
-            Cache::Redis(c) => c.look_again(key).await,
-            Cache::Local(c) => c.look_again(key).await,
+            Cache::Redis(c) => c.look_again(keys).await,
+            Cache::Local(c) => c.look_again(keys).await,
         }
     }
 

@@ -96,8 +96,9 @@ impl ScoreCache for LocalCache {
         Ok(value)
     }
 
-    async fn look_again(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        Ok(self.lookup(key, Instant::now()))
+    async fn look_again(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
+        let now = Instant::now();
+        Ok(keys.iter().map(|k| self.lookup(k, now)).collect())
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {

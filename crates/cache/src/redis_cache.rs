@@ -292,6 +292,66 @@ impl RedisCache {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         })
     }
+
+    /// One value per key, in order: near tier first, then one `HMGET` per
+    /// hash in one pipeline; `counted` adds the lookups to the stats.
+    async fn fetch_many(
+        &self,
+        keys: &[String],
+        counted: bool,
+    ) -> Result<Vec<Option<Bytes>>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut values: Vec<Option<Bytes>> = match self.near() {
+            Some(near) => {
+                let now = Instant::now();
+                keys.iter().map(|k| near.entries.lookup(k, now)).collect()
+            }
+            None => vec![None; keys.len()],
+        };
+        let near_hits = values.iter().filter(|v| v.is_some()).count() as u64;
+        let wanted: Vec<usize> = (0..keys.len()).filter(|i| values[*i].is_none()).collect();
+        let mut hits = near_hits;
+        if !wanted.is_empty() {
+            let mut conn = self.connected()?;
+            // One HMGET per hash; `order` is the keys in reply order.
+            let mut by_bucket: Vec<(u32, usize)> =
+                wanted.iter().map(|&i| (self.bucket(&keys[i]), i)).collect();
+            by_bucket.sort_unstable_by_key(|&(bucket, _)| bucket);
+            let mut pipe = redis::pipe();
+            let mut order = Vec::with_capacity(by_bucket.len());
+            for run in by_bucket.chunk_by(|a, b| a.0 == b.0) {
+                let mut hmget = redis::cmd("HMGET");
+                hmget.arg(hash_name(&self.prefix, run[0].0));
+                for &(_, i) in run {
+                    hmget.arg(&keys[i]);
+                    order.push(i);
+                }
+                pipe.add_command(hmget);
+            }
+            let far: Vec<Vec<Option<Vec<u8>>>> = self.run(pipe.query_async(&mut conn)).await?;
+            let near = self.near();
+            for (i, value) in order.into_iter().zip(far.into_iter().flatten()) {
+                let value = value.map(Bytes::from);
+                if let Some(v) = &value {
+                    hits += 1;
+                    if let Some(near) = near {
+                        near.entries.store(keys[i].clone(), v.clone());
+                    }
+                }
+                values[i] = value;
+            }
+        }
+        if counted {
+            self.stats.near_hits.fetch_add(near_hits, Ordering::Relaxed);
+            self.stats.hits.fetch_add(hits, Ordering::Relaxed);
+            self.stats
+                .misses
+                .fetch_add(values.len() as u64 - hits, Ordering::Relaxed);
+        }
+        Ok(values)
+    }
 }
 
 /// Keeps the near tier subscribed to invalidations, re-subscribing after
@@ -378,67 +438,12 @@ impl ScoreCache for RedisCache {
         Ok(value)
     }
 
-    async fn look_again(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        if let Some(near) = self.near()
-            && let Some(value) = near.entries.lookup(key, Instant::now())
-        {
-            return Ok(Some(value));
-        }
-        let mut conn = self.connected()?;
-        let value: Option<Vec<u8>> = self.run(conn.hget(self.hash_of(key), key)).await?;
-        Ok(value.map(Bytes::from))
+    async fn look_again(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
+        self.fetch_many(keys, false).await
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut values: Vec<Option<Bytes>> = match self.near() {
-            Some(near) => {
-                let now = Instant::now();
-                keys.iter().map(|k| near.entries.lookup(k, now)).collect()
-            }
-            None => vec![None; keys.len()],
-        };
-        let near_hits = values.iter().filter(|v| v.is_some()).count() as u64;
-        self.stats.near_hits.fetch_add(near_hits, Ordering::Relaxed);
-        let wanted: Vec<usize> = (0..keys.len()).filter(|i| values[*i].is_none()).collect();
-        let mut hits = near_hits;
-        if !wanted.is_empty() {
-            let mut conn = self.connected()?;
-            // One HMGET per hash; `order` is the keys in reply order.
-            let mut by_bucket: Vec<(u32, usize)> =
-                wanted.iter().map(|&i| (self.bucket(&keys[i]), i)).collect();
-            by_bucket.sort_unstable_by_key(|&(bucket, _)| bucket);
-            let mut pipe = redis::pipe();
-            let mut order = Vec::with_capacity(by_bucket.len());
-            for run in by_bucket.chunk_by(|a, b| a.0 == b.0) {
-                let mut hmget = redis::cmd("HMGET");
-                hmget.arg(hash_name(&self.prefix, run[0].0));
-                for &(_, i) in run {
-                    hmget.arg(&keys[i]);
-                    order.push(i);
-                }
-                pipe.add_command(hmget);
-            }
-            let far: Vec<Vec<Option<Vec<u8>>>> = self.run(pipe.query_async(&mut conn)).await?;
-            let near = self.near();
-            for (i, value) in order.into_iter().zip(far.into_iter().flatten()) {
-                let value = value.map(Bytes::from);
-                if let Some(v) = &value {
-                    hits += 1;
-                    if let Some(near) = near {
-                        near.entries.store(keys[i].clone(), v.clone());
-                    }
-                }
-                values[i] = value;
-            }
-        }
-        self.stats.hits.fetch_add(hits, Ordering::Relaxed);
-        self.stats
-            .misses
-            .fetch_add(values.len() as u64 - hits, Ordering::Relaxed);
-        Ok(values)
+        self.fetch_many(keys, true).await
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<(), CacheError> {

@@ -301,7 +301,7 @@ impl Collector for ScrapeTime {
             ),
             (
                 "patron_cache_store_loads",
-                "Store reads after cache misses (concurrent misses of one key share one)",
+                "Store reads after cache misses (concurrent misses of a key share one; a batch's misses are one)",
                 self.cache.loads.load(std::sync::atomic::Ordering::Relaxed),
             ),
         ] {

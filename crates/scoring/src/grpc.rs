@@ -57,9 +57,14 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::BatchGetScoresRequest>,
     ) -> Result<Response<pb::BatchGetScoresResponse>, Status> {
-        scores::batch_get(&self.store, &self.cache, request.into_inner())
-            .await
-            .into_grpc()
+        scores::batch_get(
+            &self.store,
+            &self.cache,
+            &self.lookups,
+            request.into_inner(),
+        )
+        .await
+        .into_grpc()
     }
 
     #[tracing::instrument(skip_all)]

@@ -498,9 +498,78 @@ fn decode(bytes: &[u8]) -> ApiResult<pb::CustomerScore> {
     pb::CustomerScore::decode(bytes).map_err(|e| ApiError::internal(format!("stored score: {e}")))
 }
 
-/// A customer's encoded score: concurrent lookups of one customer share one
-/// cache read and, on a miss, one store read (which refills the cache).
-pub(crate) type Lookups = SingleFlight<ApiResult<Option<Bytes>>>;
+/// Store reads of encoded scores after cache misses, by customer id: a
+/// load's result holds the scores it found (ids without one are absent).
+pub(crate) type Lookups = SingleFlight<ApiResult<Arc<HashMap<String, Bytes>>>>;
+
+/// The encoded scores of `ids` (each a cache miss) that the store holds,
+/// written back to the cache. Concurrent calls share loads: an id another
+/// call is loading waits for that load, and the rest are read in one query,
+/// so a stampede of reads (single or batched) on expired entries reads
+/// each score once.
+async fn load_missing(
+    store: &ScoringStore,
+    cache: &Cache,
+    lookups: &Lookups,
+    ids: &[String],
+) -> ApiResult<HashMap<String, Bytes>> {
+    let loads = lookups
+        .run(ids, |ids| {
+            let (store, cache) = (store.clone(), cache.clone());
+            async move {
+                // A load that just finished may have refilled the cache.
+                let keys: Vec<String> = ids.iter().map(|id| cache_key(id)).collect();
+                let again = cache
+                    .look_again(&keys)
+                    .await
+                    .unwrap_or_else(|_| vec![None; keys.len()]);
+                let mut found = HashMap::with_capacity(ids.len());
+                let mut wanted = Vec::new();
+                for (id, hit) in ids.into_iter().zip(again) {
+                    match hit {
+                        Some(bytes) => {
+                            found.insert(id, bytes);
+                        }
+                        None => wanted.push(id),
+                    }
+                }
+                if !wanted.is_empty() {
+                    cache
+                        .stats()
+                        .loads
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let stored: Vec<(String, Bytes)> = store
+                        .scores(&wanted)
+                        .await?
+                        .into_iter()
+                        .map(|(id, b)| (id, Bytes::from(b)))
+                        .collect();
+                    let _ = cache
+                        .put_many(
+                            stored
+                                .iter()
+                                .map(|(id, b)| (cache_key(id), b.clone()))
+                                .collect(),
+                        )
+                        .await;
+                    found.extend(stored);
+                }
+                Ok(Arc::new(found))
+            }
+        })
+        .await;
+    let mut out = HashMap::with_capacity(ids.len());
+    for load in loads {
+        let load = load?;
+        // A shared load may cover more ids than this call asked for.
+        for id in ids {
+            if let Some(bytes) = load.get(id) {
+                out.insert(id.clone(), bytes.clone());
+            }
+        }
+    }
+    Ok(out)
+}
 
 pub(crate) async fn get(
     store: &ScoringStore,
@@ -511,38 +580,15 @@ pub(crate) async fn get(
     let mut v = Violations::new();
     check_id(&mut v, "customer_id", &req.customer_id);
     v.finish()?;
-    let key = cache_key(&req.customer_id);
     // Hits, the common case, go straight to the cache; only misses pay for
     // coalescing.
-    if let Ok(Some(bytes)) = cache.get(&key).await {
+    if let Ok(Some(bytes)) = cache.get(&cache_key(&req.customer_id)).await {
         return decode(&bytes);
     }
-    let bytes = lookups
-        .run(&key, || {
-            let (store, cache, id, key) = (
-                store.clone(),
-                cache.clone(),
-                req.customer_id.clone(),
-                key.clone(),
-            );
-            async move {
-                // A load that just finished may have refilled the cache.
-                if let Ok(Some(bytes)) = cache.look_again(&key).await {
-                    return Ok(Some(bytes));
-                }
-                cache
-                    .stats()
-                    .loads
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut stored = store.scores(std::slice::from_ref(&id)).await?;
-                let bytes = stored.remove(&id).map(Bytes::from);
-                if let Some(bytes) = &bytes {
-                    let _ = cache.put(&key, bytes.clone()).await;
-                }
-                Ok(bytes)
-            }
-        })
+    let id = std::slice::from_ref(&req.customer_id);
+    let bytes = load_missing(store, cache, lookups, id)
         .await?
+        .remove(&req.customer_id)
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotFound,
@@ -559,6 +605,7 @@ pub(crate) async fn get(
 pub(crate) async fn batch_get(
     store: &ScoringStore,
     cache: &Cache,
+    lookups: &Lookups,
     req: pb::BatchGetScoresRequest,
 ) -> ApiResult<pb::BatchGetScoresResponse> {
     if req.customer_ids.len() > MAX_BATCH_IDS {
@@ -584,25 +631,11 @@ pub(crate) async fn batch_get(
         .filter(|(_, c)| c.is_none())
         .map(|(id, _)| id.clone())
         .collect();
-    let stored: HashMap<String, Bytes> = if misses.is_empty() {
+    let stored = if misses.is_empty() {
         HashMap::new()
     } else {
-        let stored = store.scores(&misses).await?;
-        stored
-            .into_iter()
-            .map(|(id, b)| (id, Bytes::from(b)))
-            .collect()
+        load_missing(store, cache, lookups, &misses).await?
     };
-    if !stored.is_empty() {
-        let _ = cache
-            .put_many(
-                stored
-                    .iter()
-                    .map(|(id, b)| (cache_key(id), b.clone()))
-                    .collect(),
-            )
-            .await;
-    }
     // Stored scores go out as they are, without a decode and re-encode.
     let mut response = pb::BatchGetScoresResponse::with_capacity(keys.len());
     for (id, hit) in req.customer_ids.iter().zip(&cached) {
