@@ -510,23 +510,27 @@ pub(crate) type Lookups = SingleFlight<ApiResult<Arc<HashMap<String, Bytes>>>>;
 /// written back to the cache. Concurrent calls share loads: an id another
 /// call is loading waits for that load, and the rest are read in one query,
 /// so a stampede of reads (single or batched) on expired entries reads
-/// each score once.
+/// each score once. `cache_answered`: the caller's cache read did not fail
+/// (a failed or timed-out cache is not asked again before the store).
 async fn load_missing(
     store: &ScoringStore,
     cache: &Cache,
     lookups: &Lookups,
     ids: &[String],
+    cache_answered: bool,
 ) -> ApiResult<HashMap<String, Bytes>> {
     let loads = lookups
         .run(ids, |ids| {
             let (store, cache) = (store.clone(), cache.clone());
             async move {
                 // A load that just finished may have refilled the cache.
-                let keys: Vec<String> = ids.iter().map(|id| cache_key(id)).collect();
-                let again = cache
-                    .look_again(&keys)
-                    .await
-                    .unwrap_or_else(|_| vec![None; keys.len()]);
+                let again = if cache_answered {
+                    let keys: Vec<String> = ids.iter().map(|id| cache_key(id)).collect();
+                    cache.look_again(&keys).await.ok()
+                } else {
+                    None
+                };
+                let again = again.unwrap_or_else(|| vec![None; ids.len()]);
                 let mut found = HashMap::with_capacity(ids.len());
                 let mut wanted = Vec::new();
                 for (id, hit) in ids.into_iter().zip(again) {
@@ -586,11 +590,13 @@ pub(crate) async fn get(
     v.finish()?;
     // Hits, the common case, go straight to the cache; only misses pay for
     // coalescing.
-    if let Ok(Some(bytes)) = cache.get(&cache_key(&req.customer_id)).await {
-        return decode(&bytes);
-    }
+    let cache_answered = match cache.get(&cache_key(&req.customer_id)).await {
+        Ok(Some(bytes)) => return decode(&bytes),
+        Ok(None) => true,
+        Err(_) => false,
+    };
     let id = std::slice::from_ref(&req.customer_id);
-    let bytes = load_missing(store, cache, lookups, id)
+    let bytes = load_missing(store, cache, lookups, id, cache_answered)
         .await?
         .remove(&req.customer_id)
         .ok_or_else(|| {
@@ -624,10 +630,10 @@ pub(crate) async fn batch_get(
     }
     v.finish()?;
     let keys: Vec<String> = req.customer_ids.iter().map(|id| cache_key(id)).collect();
-    let cached = cache
-        .get_many(&keys)
-        .await
-        .unwrap_or_else(|_| vec![None; keys.len()]);
+    let (cached, cache_answered) = match cache.get_many(&keys).await {
+        Ok(cached) => (cached, true),
+        Err(_) => (vec![None; keys.len()], false),
+    };
     let misses: Vec<String> = req
         .customer_ids
         .iter()
@@ -638,7 +644,7 @@ pub(crate) async fn batch_get(
     let stored = if misses.is_empty() {
         HashMap::new()
     } else {
-        load_missing(store, cache, lookups, &misses).await?
+        load_missing(store, cache, lookups, &misses, cache_answered).await?
     };
     // Stored scores go out as they are, without a decode and re-encode.
     let mut response = pb::BatchGetScoresResponse::with_capacity(keys.len());
