@@ -28,6 +28,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         descriptors.encode_to_vec(),
     )?;
 
+    // `GetScore` answers a `CustomerScore`. The Rust code answers it as a
+    // hand-written wrapper (`wire::ScoreReply`, the same bytes on the wire)
+    // so that a cached score goes out as it is stored instead of being
+    // decoded and encoded again. Only the code generator sees the renamed
+    // output type: the descriptor set written above (what reflection serves)
+    // and the contract keep `CustomerScore`.
+    let mut codegen = descriptors;
+    let get_score = codegen
+        .file
+        .iter_mut()
+        .filter(|f| f.package() == "patron.scoring.v1")
+        .flat_map(|f| f.service.iter_mut())
+        .filter(|s| s.name() == "ScoringService")
+        .flat_map(|s| s.method.iter_mut())
+        .find(|m| m.name() == "GetScore")
+        .ok_or("scoring.proto has no ScoringService.GetScore")?;
+    if get_score.output_type() != ".patron.scoring.v1.CustomerScore" {
+        return Err("GetScore no longer answers a CustomerScore: revisit wire::ScoreReply".into());
+    }
+    get_score.output_type = Some(".patron.scoring.v1.GetScoreReply".into());
+
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
@@ -35,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .generate_default_stubs(true)
         // Hand-written (src/wire.rs), same wire format: the server can send
         // targets and scores it encoded itself, without building a message
-        // per row.
+        // per row or per call.
         .extern_path(
             ".patron.campaign.v1.StreamTargetsResponse",
             "crate::wire::StreamTargetsResponse",
@@ -44,6 +65,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".patron.scoring.v1.BatchGetScoresResponse",
             "crate::wire::BatchGetScoresResponse",
         )
-        .compile_fds(descriptors)?;
+        .extern_path(
+            ".patron.scoring.v1.GetScoreReply",
+            "crate::wire::ScoreReply",
+        )
+        .compile_fds(codegen)?;
     Ok(())
 }

@@ -240,7 +240,7 @@ backend_tests! {
         let domain = score_population(&summaries, None, &model, &ModelSettings::default(), END_DAY as i32);
         for c in [0usize, 7, 123, 499] {
             let want = domain.iter().find(|s| s.customer as usize == c).unwrap();
-            let got = app.scoring().get_score(pb::GetScoreRequest { customer_id: ids[c].clone() }).await.unwrap().into_inner();
+            let got = app.scoring().get_score(pb::GetScoreRequest { customer_id: ids[c].clone() }).await.unwrap().into_inner().score;
             let rfm = got.rfm.unwrap();
             assert_eq!((rfm.r_score, rfm.f_score, rfm.m_score), (i32::from(want.r_score), i32::from(want.f_score), i32::from(want.m_score)));
             assert_eq!(rfm.segment, want.segment.as_str());
@@ -490,7 +490,7 @@ backend_tests! {
         let get = |c: usize| {
             let mut client = app.scoring();
             let id = ids[c].clone();
-            async move { client.get_score(pb::GetScoreRequest { customer_id: id }).await.unwrap().into_inner() }
+            async move { client.get_score(pb::GetScoreRequest { customer_id: id }).await.unwrap().into_inner().score }
         };
         // The repeat buyer with the most purchase occasions (so T and t_x are long).
         let c = (0..n).max_by_key(|c| purchases.iter().filter(|p| p.0 == *c).count()).unwrap();
@@ -642,7 +642,8 @@ async fn scores_are_cached_in_redis_and_refilled_after_eviction() {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .score;
     let _: () = redis::cmd("HDEL")
         .arg(&hash)
         .arg(&field)
@@ -656,7 +657,8 @@ async fn scores_are_cached_in_redis_and_refilled_after_eviction() {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .score;
     assert_eq!(first, again, "served from the store after eviction");
     let refilled: Option<Vec<u8>> = redis::cmd("HGET")
         .arg(&hash)

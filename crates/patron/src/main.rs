@@ -466,7 +466,8 @@ async fn main() -> ExitCode {
                         let score = ScoringServiceClient::new(client::channel(&target).await?)
                             .get_score(GetScoreRequest { customer_id: id })
                             .await?
-                            .into_inner();
+                            .into_inner()
+                            .score;
                         println!("{}", serde_json::to_string_pretty(&render::score(&score))?);
                     }
                     ScoreCommand::Recompute { as_of, target } => {

@@ -1,6 +1,6 @@
 //! Generated protobuf and gRPC code for the Patron contract (`proto/`).
 //!
-//! Generated code, plus two hand-written messages ([`wire`]) whose encoding
+//! Generated code, plus three hand-written messages ([`wire`]) whose encoding
 //! the server controls. Each package is re-exported under a short name:
 //! `patron_proto::profile::CustomerProfileServiceClient`, ...
 
@@ -28,7 +28,7 @@ pub mod patron {
     pub mod scoring {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/patron.scoring.v1.rs"));
-            pub use crate::wire::BatchGetScoresResponse;
+            pub use crate::wire::{BatchGetScoresResponse, ScoreReply};
         }
     }
     pub mod feedback {

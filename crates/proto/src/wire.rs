@@ -1,5 +1,6 @@
-//! Messages written by hand: `patron.campaign.v1.StreamTargetsResponse` and
-//! `patron.scoring.v1.BatchGetScoresResponse`.
+//! Messages written by hand: `patron.campaign.v1.StreamTargetsResponse`,
+//! `patron.scoring.v1.BatchGetScoresResponse`, and [`ScoreReply`], the
+//! `CustomerScore` that `GetScore` answers.
 //!
 //! On the wire each is exactly the generated message, so every client, in
 //! any language, sees no difference. In Rust they can also carry entries that
@@ -10,7 +11,8 @@
 //!   throw it away;
 //! - a batch of scores is written from the encoded scores the cache and the
 //!   store hold, instead of decoding each into a `CustomerScore` only to
-//!   encode it again.
+//!   encode it again; `GetScore` answers the one score it looked up the
+//!   same way.
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::{
@@ -239,6 +241,72 @@ impl Message for BatchGetScoresResponse {
     }
 }
 
+/// `GetScore`'s answer: a `CustomerScore`, either decoded in `score` (what a
+/// client reads) or, on the server, already encoded
+/// ([`from_encoded`](Self::from_encoded)) and sent as it is. The generated
+/// code uses this type wherever `GetScore` answers (proto/build.rs), so a
+/// Rust client reads `response.into_inner().score`.
+#[derive(Clone, Default, Debug)]
+pub struct ScoreReply {
+    pub score: CustomerScore,
+    /// An encoded `CustomerScore`; when set, it is the whole message and
+    /// `score` is not sent.
+    encoded: Option<Bytes>,
+}
+
+impl ScoreReply {
+    /// A reply of one encoded `CustomerScore`. The bytes are not checked:
+    /// the caller vouches that they are a `CustomerScore` this server
+    /// encoded.
+    pub fn from_encoded(score: Bytes) -> Self {
+        Self {
+            score: CustomerScore::default(),
+            encoded: Some(score),
+        }
+    }
+}
+
+impl From<CustomerScore> for ScoreReply {
+    fn from(score: CustomerScore) -> Self {
+        Self {
+            score,
+            encoded: None,
+        }
+    }
+}
+
+impl Message for ScoreReply {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        match &self.encoded {
+            Some(encoded) => buf.put_slice(encoded),
+            None => self.score.encode_raw(buf),
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        // Decoding (a client's side) only ever fills `score`.
+        self.score.merge_field(tag, wire_type, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        match &self.encoded {
+            Some(encoded) => encoded.len(),
+            None => self.score.encoded_len(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.score.clear();
+        self.encoded = None;
+    }
+}
+
 fn string_len(tag: u32, value: &str) -> usize {
     if value.is_empty() {
         0
@@ -378,5 +446,49 @@ mod tests {
         assert_eq!(read.scores, scores);
         assert_eq!(read.missing_ids, missing);
         assert_eq!(read.encoded_len(), mixed.encoded_len());
+    }
+
+    #[test]
+    fn a_score_reply_is_a_customer_score_on_the_wire() {
+        use crate::scoring::{ChurnScore, ClvScore, RfmScore};
+        let score = CustomerScore {
+            customer_id: "c-42".into(),
+            model_version: "m-3".into(),
+            rfm: Some(RfmScore {
+                recency_days: 12,
+                segment: "Champions".into(),
+                ..Default::default()
+            }),
+            clv: Some(ClvScore {
+                p_alive: 0.8,
+                ..Default::default()
+            }),
+            churn: Some(ChurnScore {
+                probability: 0.125,
+                reasons: vec!["LONG_SILENCE".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let generated = score.encode_to_vec();
+        // Sent as stored, and sent decoded: the same bytes as prost writes.
+        let passed = ScoreReply::from_encoded(generated.clone().into());
+        assert_eq!(passed.encode_to_vec(), generated);
+        assert_eq!(passed.encoded_len(), generated.len());
+        let built = ScoreReply::from(score.clone());
+        assert_eq!(built.encode_to_vec(), generated);
+        assert_eq!(built.encoded_len(), generated.len());
+        // A client reads it back whole.
+        assert_eq!(
+            ScoreReply::decode(generated.as_slice()).unwrap().score,
+            score
+        );
+        // An empty score is an empty message, either way.
+        assert!(
+            ScoreReply::from_encoded(Bytes::new())
+                .encode_to_vec()
+                .is_empty()
+        );
+        assert!(ScoreReply::default().encode_to_vec().is_empty());
     }
 }

@@ -42,7 +42,7 @@ impl ScoringService for ScoringApi {
     async fn get_score(
         &self,
         request: Request<pb::GetScoreRequest>,
-    ) -> Result<Response<pb::CustomerScore>, Status> {
+    ) -> Result<Response<pb::ScoreReply>, Status> {
         scores::get(
             &self.store,
             &self.cache,

@@ -584,14 +584,15 @@ pub(crate) async fn get(
     cache: &Cache,
     lookups: &Lookups,
     req: pb::GetScoreRequest,
-) -> ApiResult<pb::CustomerScore> {
+) -> ApiResult<pb::ScoreReply> {
     let mut v = Violations::new();
     check_id(&mut v, "customer_id", &req.customer_id);
     v.finish()?;
     // Hits, the common case, go straight to the cache; only misses pay for
-    // coalescing.
+    // coalescing. Either way the score goes out as stored (this server
+    // encoded it), not decoded and encoded again.
     let cache_answered = match cache.get(&cache_key(&req.customer_id)).await {
-        Ok(Some(bytes)) => return decode(&bytes),
+        Ok(Some(bytes)) => return Ok(pb::ScoreReply::from_encoded(bytes)),
         Ok(None) => true,
         Err(_) => false,
     };
@@ -609,7 +610,7 @@ pub(crate) async fn get(
                 ),
             )
         })?;
-    decode(&bytes)
+    Ok(pb::ScoreReply::from_encoded(bytes))
 }
 
 pub(crate) async fn batch_get(
