@@ -9,7 +9,7 @@
 //! they carry the same `ErrorInfo` / `RetryInfo` details as handler errors.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     convert::Infallible,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use crate::{
     config::{AuthSettings, JwtSettings, LimitSettings},
-    metrics::{MethodLabels, Metrics, Rejection},
+    metrics::{MethodLabels, MethodMetrics, Metrics, Rejection},
     to_status,
     trace::TraceContext,
 };
@@ -73,9 +73,9 @@ impl GuardLayer {
         };
         Ok(Self {
             shared: Arc::new(Shared {
+                methods: MethodTable::new(&metrics),
                 metrics,
                 default_timeout,
-                methods: MethodTable::new(),
                 auth,
                 limiter: (limits.rate_per_client > 0.0)
                     .then(|| RateLimiter::new(limits.rate_per_client, limits.burst)),
@@ -128,39 +128,29 @@ where
         let shared = self.shared.clone();
         Box::pin(async move {
             let start = Instant::now();
-            let method = shared.methods.labels(req.uri().path());
-            shared.metrics.started(&method);
+            let method = shared.methods.get(req.uri().path());
+            method.started();
             let finish = |response: Response<ResBody>, permit| {
-                Metered::wrap(
-                    response,
-                    shared.metrics.clone(),
-                    method.clone(),
-                    start,
-                    permit,
-                )
+                Metered::wrap(response, method.clone(), start, permit)
             };
 
-            let admitted = shared.admit(&req, &method);
+            let admitted = shared.admit(&req, method.labels());
             let permit = match admitted {
                 Ok(permit) => permit,
                 Err(status) => return Ok(finish(status.into_http(), None)),
             };
-            let caller = TraceContext::from_headers(req.headers());
-            let span = tracing::info_span!(
-                "grpc",
-                method = %req.uri().path(),
-                trace_id = tracing::field::Empty,
-            );
-            let trace = TraceContext::enter_call(&span, caller);
-            span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+            let (span, trace) = TraceContext::call_span(req.uri().path(), req.headers());
             let deadline = call_deadline(req.headers(), shared.default_timeout);
-            let handled =
-                tokio::time::timeout(deadline, trace.scope(inner.call(req)).instrument(span)).await;
+            let handled = within(
+                start + deadline,
+                trace.scope(inner.call(req)).instrument(span),
+            )
+            .await;
             let response = match handled {
-                Ok(response) => response.unwrap_or_else(|never| match never {}),
+                Some(response) => response.unwrap_or_else(|never| match never {}),
                 // Dropping the handler cancels its work (a database query
                 // in flight gives its connection back closed).
-                Err(_) => to_status(ApiError::new(
+                None => to_status(ApiError::new(
                     ErrorCode::DeadlineExceeded,
                     "DEADLINE_EXCEEDED",
                     format!(
@@ -227,6 +217,23 @@ impl Shared {
             },
         }
     }
+}
+
+/// Runs `call` until `deadline`; `None` when the deadline passed first.
+///
+/// The timer is armed only if the call has to wait: most calls (a cached
+/// score) finish in their first poll, and a tokio timer reads the clock when
+/// it is made and takes the runtime's timer-wheel lock when it is dropped,
+/// armed or not. With the call span's fields written once (see
+/// [`TraceContext::call_span`]) this took 5% of the server's instructions
+/// off a cached `GetScore` (callgrind, BENCHMARKS.md, session 11).
+async fn within<F: Future>(deadline: Instant, call: F) -> Option<F::Output> {
+    let mut call = std::pin::pin!(call);
+    if let Poll::Ready(done) = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
+    {
+        return Some(done);
+    }
+    tokio::time::timeout_at(deadline.into(), call).await.ok()
 }
 
 /// How long a call may take: the caller's `grpc-timeout`, capped by the
@@ -473,18 +480,29 @@ impl RateLimiter {
     }
 }
 
-/// RPC names for metric labels: the methods this server knows (from the
-/// descriptor sets it serves), so that random paths from a client cannot
-/// grow the label set; anything else is `unknown`.
+/// The metrics of each RPC this server knows (from the descriptor sets it
+/// serves), by path, so that random paths from a client cannot grow the
+/// label set: anything else is `unknown`. Built once; a call looks up its
+/// path without allocating.
 struct MethodTable {
-    methods: HashSet<(String, String)>,
-    streaming: HashMap<(String, String), &'static str>,
+    methods: HashMap<String, Arc<MethodMetrics>, foldhash::fast::RandomState>,
+    unknown: Arc<MethodMetrics>,
 }
 
 impl MethodTable {
-    fn new() -> Self {
-        let mut methods = HashSet::new();
-        let mut streaming = HashMap::new();
+    fn new(metrics: &Metrics) -> Self {
+        let mut methods = HashMap::default();
+        let mut add = |service: &str, method: &str, kind: &'static str| {
+            let labels = MethodLabels {
+                grpc_type: kind,
+                grpc_service: service.to_owned(),
+                grpc_method: method.to_owned(),
+            };
+            methods.insert(
+                format!("/{service}/{method}"),
+                Arc::new(metrics.method(labels)),
+            );
+        };
         for encoded in [
             patron_proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -493,53 +511,36 @@ impl MethodTable {
                 continue;
             };
             for file in set.file {
-                let package = file.package.unwrap_or_default();
-                for service in file.service {
-                    let service_name = format!("{package}.{}", service.name.unwrap_or_default());
-                    for m in service.method {
-                        let key = (service_name.clone(), m.name.unwrap_or_default());
-                        let kind = match (
-                            m.client_streaming.unwrap_or(false),
-                            m.server_streaming.unwrap_or(false),
-                        ) {
+                let package = file.package();
+                for service in &file.service {
+                    let service_name = format!("{package}.{}", service.name());
+                    for m in &service.method {
+                        let kind = match (m.client_streaming(), m.server_streaming()) {
                             (false, false) => "unary",
                             (false, true) => "server_stream",
                             (true, false) => "client_stream",
                             (true, true) => "bidi_stream",
                         };
-                        streaming.insert(key.clone(), kind);
-                        methods.insert(key);
+                        add(&service_name, m.name(), kind);
                     }
                 }
             }
         }
-        let reflection = (
-            "grpc.reflection.v1.ServerReflection".to_owned(),
-            "ServerReflectionInfo".to_owned(),
+        add(
+            "grpc.reflection.v1.ServerReflection",
+            "ServerReflectionInfo",
+            "bidi_stream",
         );
-        streaming.insert(reflection.clone(), "bidi_stream");
-        methods.insert(reflection);
-        Self { methods, streaming }
+        let unknown = Arc::new(metrics.method(MethodLabels {
+            grpc_type: "unknown",
+            grpc_service: "unknown".into(),
+            grpc_method: "unknown".into(),
+        }));
+        Self { methods, unknown }
     }
 
-    fn labels(&self, path: &str) -> MethodLabels {
-        let mut parts = path.trim_start_matches('/').splitn(2, '/');
-        let key = (
-            parts.next().unwrap_or_default().to_owned(),
-            parts.next().unwrap_or_default().to_owned(),
-        );
-        match self.streaming.get(&key) {
-            Some(kind) if self.methods.contains(&key) => MethodLabels {
-                grpc_type: kind,
-                grpc_service: key.0,
-                grpc_method: key.1,
-            },
-            _ => MethodLabels {
-                grpc_type: "unknown",
-                grpc_service: "unknown".into(),
-                grpc_method: "unknown".into(),
-            },
-        }
+    fn get(&self, path: &str) -> Arc<MethodMetrics> {
+        self.methods.get(path).unwrap_or(&self.unknown).clone()
     }
 }
 
@@ -552,29 +553,25 @@ pub struct Metered<B> {
 }
 
 struct Pending {
-    metrics: Metrics,
-    method: MethodLabels,
+    method: Arc<MethodMetrics>,
     start: Instant,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Pending {
     fn finish(self, code: tonic::Code) {
-        self.metrics
-            .handled(&self.method, code, self.start.elapsed());
+        self.method.handled(code, self.start.elapsed());
     }
 }
 
 impl<B> Metered<B> {
     fn wrap(
         response: Response<B>,
-        metrics: Metrics,
-        method: MethodLabels,
+        method: Arc<MethodMetrics>,
         start: Instant,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Response<Self> {
         let pending = Pending {
-            metrics,
             method,
             start,
             _permit: permit,
@@ -691,16 +688,53 @@ mod tests {
         assert!(limiter.check("b").is_ok());
     }
 
+    #[tokio::test]
+    async fn method_labels_are_bounded_to_known_rpcs() {
+        let table = MethodTable::new(&crate::metrics::tests::metrics().await);
+        let known = table.get("/patron.scoring.v1.ScoringService/GetScore");
+        assert_eq!(
+            known.labels().grpc_service,
+            "patron.scoring.v1.ScoringService"
+        );
+        assert_eq!(known.labels().grpc_method, "GetScore");
+        assert_eq!(known.labels().grpc_type, "unary");
+        let stream = table.get("/patron.campaign.v1.CampaignService/StreamTargets");
+        assert_eq!(stream.labels().grpc_type, "server_stream");
+        let health = table.get("/grpc.health.v1.Health/Check");
+        assert_eq!(health.labels().grpc_service, HEALTH_SERVICE);
+        for junk in [
+            "/made.up.Service/Whatever",
+            "/patron.scoring.v1.ScoringService/",
+            "patron.scoring.v1.ScoringService/GetScore",
+            "",
+        ] {
+            assert_eq!(table.get(junk).labels().grpc_service, "unknown", "{junk}");
+        }
+    }
+
     #[test]
-    fn method_labels_are_bounded_to_known_rpcs() {
-        let table = MethodTable::new();
-        let known = table.labels("/patron.scoring.v1.ScoringService/GetScore");
-        assert_eq!(known.grpc_method, "GetScore");
-        assert_eq!(known.grpc_type, "unary");
-        let stream = table.labels("/patron.campaign.v1.CampaignService/StreamTargets");
-        assert_eq!(stream.grpc_type, "server_stream");
-        let junk = table.labels("/made.up.Service/Whatever");
-        assert_eq!(junk.grpc_service, "unknown");
+    fn a_call_that_finishes_at_once_arms_no_timer() {
+        // This runtime has no timer: arming one would panic.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        assert_eq!(runtime.block_on(within(deadline, async { 7 })), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_call_that_waits_ends_at_its_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let slow = within(deadline, std::future::pending::<()>());
+        assert_eq!(slow.await, None);
+        assert!(Instant::now() >= deadline);
+        // One that finishes after waiting, within its deadline.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let waits = within(deadline, async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            "done"
+        });
+        assert_eq!(waits.await, Some("done"));
     }
 
     #[test]

@@ -46,10 +46,34 @@ impl TraceContext {
         }
     }
 
+    /// The span of a server call to `path` (not yet entered), with the
+    /// call's `trace_id` on it, and the call's own context: the child of the
+    /// caller's `traceparent` in `headers`, or the root of a new trace.
+    ///
+    /// The span gets its fields when it is created: recording one later
+    /// makes the JSON log layer parse the span's fields and write them
+    /// again, on every call. Only with span export on and no caller does the
+    /// trace id come from the exporter, after the span exists, and get
+    /// recorded then.
+    pub fn call_span(path: &str, headers: &HeaderMap) -> (tracing::Span, Self) {
+        let caller = Self::from_headers(headers);
+        let ours = Self::child_of(caller);
+        let span = tracing::info_span!(
+            "grpc",
+            method = %path,
+            trace_id = %Hex(&ours.trace_id),
+        );
+        let call = Self::enter_call(&span, caller).unwrap_or(ours);
+        if call.trace_id != ours.trace_id {
+            span.record("trace_id", tracing::field::display(Hex(&call.trace_id)));
+        }
+        (span, call)
+    }
+
     /// Makes `span` (a server call's, not yet entered) the child of
-    /// `caller` and returns the call's own context: the exported span's ids
-    /// when span export is on, otherwise a new span id in the caller's trace.
-    pub fn enter_call(span: &tracing::Span, caller: Option<Self>) -> Self {
+    /// `caller` and returns the exported span's ids; `None` when spans are
+    /// not exported.
+    fn enter_call(span: &tracing::Span, caller: Option<Self>) -> Option<Self> {
         if let Some(c) = caller {
             let flags = if c.sampled {
                 TraceFlags::SAMPLED
@@ -66,14 +90,11 @@ impl TraceContext {
             let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
         }
         let exported = span.context().span().span_context().clone();
-        if exported.is_valid() {
-            return Self {
-                trace_id: exported.trace_id().to_bytes(),
-                span_id: exported.span_id().to_bytes(),
-                sampled: exported.is_sampled(),
-            };
-        }
-        Self::child_of(caller)
+        exported.is_valid().then(|| Self {
+            trace_id: exported.trace_id().to_bytes(),
+            span_id: exported.span_id().to_bytes(),
+            sampled: exported.is_sampled(),
+        })
     }
 
     pub fn new_root() -> Self {
@@ -163,6 +184,27 @@ fn hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Lower-case hex of an id, written straight into a log field.
+struct Hex<'a>(&'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        // Ids are 8 or 16 bytes; a chunk at a time, without allocating.
+        for chunk in self.0.chunks(16) {
+            let mut out = [0u8; 32];
+            for (i, b) in chunk.iter().enumerate() {
+                out[2 * i] = DIGITS[usize::from(b >> 4)];
+                out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+            }
+            let digits =
+                std::str::from_utf8(&out[..2 * chunk.len()]).map_err(|_| std::fmt::Error)?;
+            f.write_str(digits)?;
+        }
+        Ok(())
+    }
+}
+
 fn to_hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     push_hex(&mut out, bytes);
@@ -209,6 +251,73 @@ mod tests {
         }
     }
 
+    /// JSON log lines written while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink(Arc::default());
+        let settings = crate::config::LogSettings {
+            format: crate::config::LogFormat::Json,
+            filter: "info".into(),
+        };
+        let writer = sink.clone();
+        let subscriber = crate::telemetry::subscriber(&settings, move || writer.clone(), None);
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_calls_log_lines_carry_its_method_and_trace_id() {
+        let path = "/patron.scoring.v1.ScoringService/GetScore";
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        let mut own = None;
+        let logs = logged(|| {
+            let (span, call) = TraceContext::call_span(path, &headers);
+            span.in_scope(|| tracing::info!("inside the caller's trace"));
+            let (span, root) = TraceContext::call_span(path, &HeaderMap::new());
+            span.in_scope(|| tracing::info!("inside a new trace"));
+            assert_eq!(call.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            own = Some(root);
+        });
+        let lines: Vec<serde_json::Value> = logs
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{logs}");
+        let span_field =
+            |line: &serde_json::Value, key: &str| line["spans"][0][key].as_str().map(str::to_owned);
+        assert_eq!(span_field(&lines[0], "method").as_deref(), Some(path));
+        assert_eq!(
+            span_field(&lines[0], "trace_id").as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{logs}"
+        );
+        // Without a caller: the new trace's id, the one the call's peers get.
+        let own = own.unwrap();
+        assert_ne!(own.trace_id, [0; 16]);
+        assert_eq!(
+            span_field(&lines[1], "trace_id"),
+            Some(own.trace_id_hex()),
+            "{logs}"
+        );
+    }
+
     #[test]
     fn a_call_keeps_the_callers_trace_with_a_new_span() {
         let mut headers = HeaderMap::new();
@@ -221,6 +330,7 @@ mod tests {
         let caller = TraceContext::from_headers(&headers);
         let ctx = TraceContext::child_of(caller);
         assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(Hex(&ctx.trace_id).to_string(), ctx.trace_id_hex());
         assert_ne!(to_hex(&ctx.span_id), "00f067aa0ba902b7");
         assert_eq!(TraceContext::from_headers(&HeaderMap::new()), None);
         assert_ne!(TraceContext::child_of(None).trace_id, [0; 16]);
