@@ -58,14 +58,17 @@ impl TraceContext {
     pub fn call_span(path: &str, headers: &HeaderMap) -> (tracing::Span, Self) {
         let caller = Self::from_headers(headers);
         let ours = Self::child_of(caller);
+        // Both fields are plain `&str`s, which a subscriber records as they
+        // are (`%` values go through the formatting machinery).
+        let mut hex = [0u8; 32];
         let span = tracing::info_span!(
             "grpc",
-            method = %path,
-            trace_id = %Hex(&ours.trace_id),
+            method = path,
+            trace_id = trace_id_str(&ours.trace_id, &mut hex),
         );
         let call = Self::enter_call(&span, caller).unwrap_or(ours);
         if call.trace_id != ours.trace_id {
-            span.record("trace_id", tracing::field::display(Hex(&call.trace_id)));
+            span.record("trace_id", trace_id_str(&call.trace_id, &mut hex));
         }
         (span, call)
     }
@@ -184,25 +187,15 @@ fn hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Lower-case hex of an id, written straight into a log field.
-struct Hex<'a>(&'a [u8]);
-
-impl std::fmt::Display for Hex<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        // Ids are 8 or 16 bytes; a chunk at a time, without allocating.
-        for chunk in self.0.chunks(16) {
-            let mut out = [0u8; 32];
-            for (i, b) in chunk.iter().enumerate() {
-                out[2 * i] = DIGITS[usize::from(b >> 4)];
-                out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
-            }
-            let digits =
-                std::str::from_utf8(&out[..2 * chunk.len()]).map_err(|_| std::fmt::Error)?;
-            f.write_str(digits)?;
-        }
-        Ok(())
+/// Lower-case hex of a trace id, written into `buf`, without allocating.
+fn trace_id_str<'a>(id: &[u8; 16], buf: &'a mut [u8; 32]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in id.iter().enumerate() {
+        buf[2 * i] = DIGITS[usize::from(b >> 4)];
+        buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
     }
+    // Hex digits are ASCII.
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 fn to_hex(bytes: &[u8]) -> String {
@@ -330,7 +323,10 @@ mod tests {
         let caller = TraceContext::from_headers(&headers);
         let ctx = TraceContext::child_of(caller);
         assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(Hex(&ctx.trace_id).to_string(), ctx.trace_id_hex());
+        assert_eq!(
+            trace_id_str(&ctx.trace_id, &mut [0; 32]),
+            ctx.trace_id_hex()
+        );
         assert_ne!(to_hex(&ctx.span_id), "00f067aa0ba902b7");
         assert_eq!(TraceContext::from_headers(&HeaderMap::new()), None);
         assert_ne!(TraceContext::child_of(None).trace_id, [0; 16]);
