@@ -320,13 +320,20 @@ pub fn init(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
 
+    /// A log writer that keeps what it is given.
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Sink {
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
 
     impl std::io::Write for Sink {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -345,8 +352,8 @@ mod tests {
         f: impl Fn(),
     ) -> Vec<serde_json::Value> {
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        text.lines()
+        sink.text()
+            .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["spans"].clone())
             .collect()
     }

@@ -246,19 +246,7 @@ mod tests {
 
     /// JSON log lines written while `f` runs.
     fn logged(f: impl FnOnce()) -> String {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = Sink(Arc::default());
+        let sink = crate::telemetry::tests::Sink::default();
         let settings = crate::config::LogSettings {
             format: crate::config::LogFormat::Json,
             filter: "info".into(),
@@ -266,12 +254,11 @@ mod tests {
         let writer = sink.clone();
         let subscriber = crate::telemetry::subscriber(&settings, move || writer.clone(), None);
         tracing::subscriber::with_default(subscriber, f);
-        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+        sink.text()
     }
 
-    #[test]
-    fn a_calls_log_lines_carry_its_method_and_trace_id() {
-        let path = "/patron.scoring.v1.ScoringService/GetScore";
+    /// Headers carrying the W3C spec's example `traceparent`.
+    fn with_caller() -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(
             "traceparent",
@@ -279,6 +266,13 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
+        headers
+    }
+
+    #[test]
+    fn a_calls_log_lines_carry_its_method_and_trace_id() {
+        let path = "/patron.scoring.v1.ScoringService/GetScore";
+        let headers = with_caller();
         let mut own = None;
         let logs = logged(|| {
             let (span, call) = TraceContext::call_span(path, &headers);
@@ -313,13 +307,7 @@ mod tests {
 
     #[test]
     fn a_call_keeps_the_callers_trace_with_a_new_span() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
+        let headers = with_caller();
         let caller = TraceContext::from_headers(&headers);
         let ctx = TraceContext::child_of(caller);
         assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
