@@ -382,66 +382,6 @@ async fn measure_targets(
     Ok(())
 }
 
-/// Latency percentiles of sorted samples.
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    sorted
-        .get(((sorted.len().max(1) - 1) as f64 * q) as usize)
-        .copied()
-        .unwrap_or_default()
-}
-
-/// A cheap deterministic index sequence (xorshift), so the generator's own
-/// cost stays out of the figures.
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-/// Runs `in_flight` loops of `call` for `duration` over `channels` (round
-/// robin); returns (calls, items, elapsed, sorted latencies).
-async fn closed_loop<F, Fut>(
-    channels: &[Channel],
-    in_flight: usize,
-    duration: Duration,
-    call: F,
-) -> anyhow::Result<(u64, u64, Duration, Vec<Duration>)>
-where
-    F: Fn(Channel, u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<u64, tonic::Status>> + Send,
-{
-    let started = Instant::now();
-    let until = started + duration;
-    let mut tasks = Vec::new();
-    for worker in 0..in_flight {
-        let channel = channels[worker % channels.len()].clone();
-        let call = call.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut items = 0u64;
-            let mut seed =
-                0x9E37_79B9_7F4A_7C15u64 ^ (worker as u64 + 1).wrapping_mul(0x1234_5678_9ABC);
-            while Instant::now() < until {
-                let t = Instant::now();
-                items += call(channel.clone(), xorshift(&mut seed)).await?;
-                latencies.push(t.elapsed());
-            }
-            Ok::<_, tonic::Status>((latencies, items))
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut items = 0;
-    for task in tasks {
-        let (l, i) = task.await??;
-        latencies.extend(l);
-        items += i;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    Ok((latencies.len() as u64, items, elapsed, latencies))
-}
-
 /// The hot path: seeds `customers` buyers (unless `reuse`), fits and
 /// recomputes, then times GetScore with 1 and `in_flight` calls in flight
 /// and BatchGetScores of 100 ids, each for `seconds`.
@@ -454,10 +394,16 @@ pub(crate) async fn scores(
     seconds: u64,
     drop_from: f64,
 ) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
     use patron_proto::scoring::{
-        BatchGetScoresRequest, FitModelRequest, GetScoreRequest, RecomputeScoresRequest,
-        scoring_service_client::ScoringServiceClient,
+        BatchGetScoresRequest, BatchGetScoresResponse, CustomerScore, FitModelRequest,
+        GetScoreRequest, RecomputeScoresRequest, scoring_service_client::ScoringServiceClient,
     };
+    use prost::Message;
+
+    use crate::load;
     let channel = crate::client::channel(target).await?;
     let run = reuse.clone().unwrap_or_else(|| {
         let id = uuid::Uuid::now_v7().simple().to_string();
@@ -591,24 +537,6 @@ pub(crate) async fn scores(
         "RecomputeScores of {total} customers (read, score, store, cache): {:.2} s",
         started.elapsed().as_secs_f64()
     );
-    let ids = std::sync::Arc::new(ids);
-    let mut channels = Vec::new();
-    for _ in 0..connections.max(1) {
-        channels.push(crate::client::channel(target).await?);
-    }
-    let duration = Duration::from_secs(seconds.max(1));
-    let get = {
-        let ids = ids.clone();
-        move |channel: Channel, r: u64| {
-            let id = ids[(r % ids.len() as u64) as usize].clone();
-            async move {
-                ScoringServiceClient::new(channel)
-                    .get_score(GetScoreRequest { customer_id: id })
-                    .await?;
-                Ok(1)
-            }
-        }
-    };
     // Warm every score into the cache first (the figures are for hits).
     for chunk in ids.chunks(1_000) {
         scoring
@@ -617,61 +545,105 @@ pub(crate) async fn scores(
             })
             .await?;
     }
+    let duration = Duration::from_secs(seconds.max(1));
+    let invalid =
+        |e: prost::DecodeError| tonic::Status::internal(format!("undecodable answer: {e}"));
     // The transport's floor on this machine: the cheapest call there is.
-    let health = |channel: Channel, _| async move {
-        tonic_health::pb::health_client::HealthClient::new(channel)
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await?;
-        Ok(1)
+    let health = {
+        let method = load::Method::new(target, "/grpc.health.v1.Health/Check")?;
+        let request = load::frame(&tonic_health::pb::HealthCheckRequest::default());
+        async move |connection: &mut load::Connection, _| {
+            let answer = connection.call(&method, request.clone()).await?;
+            tonic_health::pb::HealthCheckResponse::decode(answer).map_err(invalid)?;
+            Ok(1)
+        }
     };
-    let (calls, _, elapsed, latencies) = closed_loop(&channels, 1, duration, health).await?;
+    let floor = load::closed_loop(target, connections, 1, duration, health).await?;
     println!(
         "floor: grpc.health.v1 Check, 1 in flight: {:.0} calls/s; p50 {:?} p99 {:?}",
-        calls as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
+        floor.per_second(floor.calls),
+        floor.percentile(0.5),
+        floor.percentile(0.99),
     );
+    // Every request is encoded before the clock starts; each answer is
+    // decoded and must be the score asked for.
+    let get = {
+        let method = load::Method::new(target, "/patron.scoring.v1.ScoringService/GetScore")?;
+        let requests: Arc<Vec<(String, Bytes)>> = Arc::new(
+            ids.iter()
+                .map(|id| {
+                    let request = GetScoreRequest {
+                        customer_id: id.clone(),
+                    };
+                    (id.clone(), load::frame(&request))
+                })
+                .collect(),
+        );
+        async move |connection: &mut load::Connection, r: u64| {
+            let (id, request) = &requests[(r % requests.len() as u64) as usize];
+            let answer = connection.call(&method, request.clone()).await?;
+            let score = CustomerScore::decode(answer).map_err(invalid)?;
+            if score.customer_id != *id {
+                return Err(tonic::Status::internal(format!(
+                    "asked for {id}, answered {}",
+                    score.customer_id
+                )));
+            }
+            Ok(1)
+        }
+    };
     for in_flight in [1, in_flight] {
-        let (calls, _, elapsed, latencies) =
-            closed_loop(&channels, in_flight, duration, get.clone()).await?;
+        let run = load::closed_loop(target, connections, in_flight, duration, get.clone()).await?;
         println!(
-            "GetScore, {in_flight} in flight over {} connections, {} customers: {calls} calls in {:.1} s = {:.0} calls/s; p50 {:?} p99 {:?} p99.9 {:?}",
-            channels.len(),
+            "GetScore, {in_flight} in flight over {} connections, {} customers: {} calls in {:.1} s = {:.0} calls/s; p50 {:?} p99 {:?} p99.9 {:?}",
+            connections.max(1),
             ids.len(),
-            elapsed.as_secs_f64(),
-            calls as f64 / elapsed.as_secs_f64(),
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
-            percentile(&latencies, 0.999),
+            run.calls,
+            run.elapsed.as_secs_f64(),
+            run.per_second(run.calls),
+            run.percentile(0.5),
+            run.percentile(0.99),
+            run.percentile(0.999),
         );
     }
     let batch = {
-        let ids = ids.clone();
-        move |channel: Channel, r: u64| {
-            let start = (r % ids.len() as u64) as usize;
-            let customer_ids: Vec<String> = (0..100)
-                .map(|k| ids[(start + k * 7_919) % ids.len()].clone())
-                .collect();
-            async move {
-                let r = ScoringServiceClient::new(channel)
-                    .batch_get_scores(BatchGetScoresRequest { customer_ids })
-                    .await?
-                    .into_inner();
-                Ok(r.scores.len() as u64)
+        let method = load::Method::new(target, "/patron.scoring.v1.ScoringService/BatchGetScores")?;
+        // 1,024 different batches of 100 ids spread over the population.
+        let requests: Arc<Vec<Bytes>> = Arc::new(
+            (0..1_024)
+                .map(|b| {
+                    let start = b * 7_907 % ids.len();
+                    let customer_ids = (0..100)
+                        .map(|k| ids[(start + k * 7_919) % ids.len()].clone())
+                        .collect();
+                    load::frame(&BatchGetScoresRequest { customer_ids })
+                })
+                .collect(),
+        );
+        async move |connection: &mut load::Connection, r: u64| {
+            let request = &requests[(r % requests.len() as u64) as usize];
+            let answer = connection.call(&method, request.clone()).await?;
+            let answer = BatchGetScoresResponse::decode(answer).map_err(invalid)?;
+            if answer.scores.len() + answer.missing_ids.len() != 100 {
+                return Err(tonic::Status::internal(format!(
+                    "asked for 100 scores, answered {} and {} missing",
+                    answer.scores.len(),
+                    answer.missing_ids.len()
+                )));
             }
+            Ok(answer.scores.len() as u64)
         }
     };
     let batch_in_flight = 8;
-    let (calls, scores, elapsed, latencies) =
-        closed_loop(&channels, batch_in_flight, duration, batch).await?;
+    let run = load::closed_loop(target, connections, batch_in_flight, duration, batch).await?;
     println!(
-        "BatchGetScores of 100 ids, {batch_in_flight} in flight: {calls} calls, {scores} scores in {:.1} s = {:.0} scores/s; per call p50 {:?} p99 {:?}",
-        elapsed.as_secs_f64(),
-        scores as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
+        "BatchGetScores of 100 ids, {batch_in_flight} in flight: {} calls, {} scores in {:.1} s = {:.0} scores/s; per call p50 {:?} p99 {:?}",
+        run.calls,
+        run.items,
+        run.elapsed.as_secs_f64(),
+        run.per_second(run.items),
+        run.percentile(0.5),
+        run.percentile(0.99),
     );
     Ok(())
 }

@@ -6,6 +6,7 @@ mod campaign;
 mod client;
 mod demo;
 mod import;
+mod load;
 mod render;
 mod report;
 

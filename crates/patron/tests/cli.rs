@@ -428,3 +428,40 @@ fn sigterm_under_load_drains_in_flight_calls_and_exits_zero() {
     assert_eq!(stored, acknowledged, "stored vs acknowledged customers");
     assert!(server.terminate(Duration::from_secs(25)).success());
 }
+
+/// `patron bench scores` end to end on a small population: it seeds, fits,
+/// recomputes, then measures every read path with its own HTTP/2 client,
+/// which fails the run if any answer is not the score asked for.
+#[test]
+fn bench_scores_seeds_measures_and_checks_every_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let out = run(
+        dir.path(),
+        &[
+            "bench",
+            "scores",
+            "--customers",
+            "300",
+            "--seconds",
+            "1",
+            "--in-flight",
+            "8",
+            "--endpoint",
+            &server.endpoint,
+        ],
+    );
+    let out = stdout(&out);
+    for line in [
+        "seeded 300 customers",
+        "RecomputeScores of 300 customers",
+        "floor: grpc.health.v1 Check, 1 in flight",
+        "GetScore, 1 in flight",
+        "GetScore, 8 in flight",
+        "BatchGetScores of 100 ids",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    // Every measurement made calls.
+    assert!(!out.contains(": 0 calls"), "{out}");
+}
