@@ -596,7 +596,7 @@ pub(crate) async fn scores(
         let run = load::closed_loop(target, connections, in_flight, duration, get.clone()).await?;
         println!(
             "GetScore, {in_flight} in flight over {} connections, {} customers: {} calls in {:.1} s = {:.0} calls/s; p50 {:?} p99 {:?} p99.9 {:?}",
-            connections.max(1),
+            run.connections,
             ids.len(),
             run.calls,
             run.elapsed.as_secs_f64(),

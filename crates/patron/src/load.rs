@@ -187,6 +187,8 @@ fn transport(e: h2::Error) -> tonic::Status {
 
 /// What a closed-loop run measured.
 pub(crate) struct Outcome {
+    /// Connections used: at least one per thread.
+    pub(crate) connections: usize,
     pub(crate) calls: u64,
     /// What the calls returned in all (scores, for a batch call).
     pub(crate) items: u64,
@@ -304,6 +306,7 @@ where
     })
     .await??;
     let mut outcome = Outcome {
+        connections,
         calls: 0,
         items: 0,
         elapsed: Duration::ZERO,
@@ -416,6 +419,8 @@ mod tests {
         .await
         .unwrap();
         assert!(run.calls > 8, "{} calls", run.calls);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(run.connections, 3.max(cores.min(8)));
         assert_eq!(run.items, 2 * run.calls);
         assert_eq!(run.latencies.len() as u64, run.calls);
         assert!(run.latencies.windows(2).all(|w| w[0] <= w[1]), "sorted");

@@ -269,7 +269,7 @@ enum BenchCommand {
         reuse: Option<String>,
         #[arg(long, default_value_t = 64)]
         in_flight: usize,
-        /// HTTP/2 connections the calls are spread over.
+        /// HTTP/2 connections the calls are spread over (at least one per core).
         #[arg(long, default_value_t = 4)]
         connections: usize,
         /// Length of each measurement.
