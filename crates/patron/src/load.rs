@@ -401,23 +401,29 @@ mod tests {
         assert_ne!(status.code(), tonic::Code::Ok);
     }
 
-    #[tokio::test]
-    async fn a_closed_loop_counts_every_call_and_spreads_over_the_threads() {
+    /// A closed loop of health checks of `service`, each counting `items`.
+    async fn checks(
+        service: &str,
+        connections: usize,
+        in_flight: usize,
+        duration: Duration,
+        items: u64,
+    ) -> anyhow::Result<Outcome> {
         let target = health_server().await;
         let method = Method::new(&target, "/grpc.health.v1.Health/Check").unwrap();
-        let request = check("");
-        let run = closed_loop(
-            &target,
-            3,
-            8,
-            Duration::from_millis(300),
-            async move |connection: &mut Connection, _| {
-                connection.call(&method, request.clone()).await?;
-                Ok(2)
-            },
-        )
-        .await
-        .unwrap();
+        let request = check(service);
+        let call = async move |connection: &mut Connection, _| {
+            connection.call(&method, request.clone()).await?;
+            Ok(items)
+        };
+        closed_loop(&target, connections, in_flight, duration, call).await
+    }
+
+    #[tokio::test]
+    async fn a_closed_loop_counts_every_call_and_spreads_over_the_threads() {
+        let run = checks("", 3, 8, Duration::from_millis(300), 2)
+            .await
+            .unwrap();
         assert!(run.calls > 8, "{} calls", run.calls);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(run.connections, 3.max(cores.min(8)));
@@ -430,22 +436,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_call_ends_the_run_with_its_status() {
-        let target = health_server().await;
-        let method = Method::new(&target, "/grpc.health.v1.Health/Check").unwrap();
-        let request = check("no.such.Service");
-        let failed = closed_loop(
-            &target,
-            2,
-            4,
-            Duration::from_secs(5),
-            async move |connection: &mut Connection, _| {
-                connection.call(&method, request.clone()).await?;
-                Ok(1)
-            },
-        )
-        .await
-        .err()
-        .expect("the run fails");
+        let failed = checks("no.such.Service", 2, 4, Duration::from_secs(5), 1)
+            .await
+            .err()
+            .expect("the run fails");
         let status = failed.downcast_ref::<tonic::Status>().expect("a status");
         assert_eq!(status.code(), tonic::Code::NotFound);
     }
