@@ -243,6 +243,42 @@ async fn redis_faults_on_postgres() {
     redis_hung_killed_and_restarted_under_traffic(Backend::Postgres).await;
 }
 
+/// A `GetScore` miss whose cache read failed goes to the store without
+/// asking the cache again (the second look is for a load another call just
+/// finished, and a cache that failed has nothing to show): with Redis
+/// unreachable one call costs the failed read and the failed write-back,
+/// two fallbacks, not three.
+#[tokio::test]
+async fn a_score_read_asks_a_failed_cache_once() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.redis.url = Some(format!("redis://127.0.0.1:{}", free_port()).into());
+        s.cache.near_ttl_ms = 0;
+        s.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+    else {
+        return;
+    };
+    // Enough buyers for the models to fit.
+    let ids = patron_tests::seed_buyers(&app, 200, 3).await;
+    patron_tests::score_everyone(&app, &ids).await;
+    let fallbacks = async || cache_counters(&app.metrics().await).1;
+    for id in &ids[..5] {
+        let before = fallbacks().await;
+        let score = app
+            .scoring()
+            .get_score(spb::GetScoreRequest {
+                customer_id: id.clone(),
+            })
+            .await
+            .expect("the store answers")
+            .into_inner()
+            .score;
+        assert_eq!(&score.customer_id, id);
+        assert_eq!(fallbacks().await - before, 2.0, "read and write-back only");
+    }
+}
+
 /// A throwaway PostgreSQL cluster (initdb + pg_ctl) on its own port, run
 /// as the `postgres` user when the tests run as root (PostgreSQL refuses
 /// root).
