@@ -404,6 +404,12 @@ pub(crate) async fn scores(
     use prost::Message;
 
     use crate::load;
+    // The measured RPCs (refused here, before seeding, if the load client
+    // cannot reach the endpoint: it speaks plain http:// only).
+    let check = load::Method::new(target, "/grpc.health.v1.Health/Check")?;
+    let get_score = load::Method::new(target, "/patron.scoring.v1.ScoringService/GetScore")?;
+    let batch_get_scores =
+        load::Method::new(target, "/patron.scoring.v1.ScoringService/BatchGetScores")?;
     let channel = crate::client::channel(target).await?;
     let run = reuse.clone().unwrap_or_else(|| {
         let id = uuid::Uuid::now_v7().simple().to_string();
@@ -550,10 +556,9 @@ pub(crate) async fn scores(
         |e: prost::DecodeError| tonic::Status::internal(format!("undecodable answer: {e}"));
     // The transport's floor on this machine: the cheapest call there is.
     let health = {
-        let method = load::Method::new(target, "/grpc.health.v1.Health/Check")?;
         let request = load::frame(&tonic_health::pb::HealthCheckRequest::default());
         async move |connection: &mut load::Connection, _| {
-            let answer = connection.call(&method, request.clone()).await?;
+            let answer = connection.call(&check, request.clone()).await?;
             tonic_health::pb::HealthCheckResponse::decode(answer).map_err(invalid)?;
             Ok(1)
         }
@@ -568,7 +573,6 @@ pub(crate) async fn scores(
     // Every request is encoded before the clock starts; each answer is
     // decoded and must be the score asked for.
     let get = {
-        let method = load::Method::new(target, "/patron.scoring.v1.ScoringService/GetScore")?;
         let requests: Arc<Vec<(String, Bytes)>> = Arc::new(
             ids.iter()
                 .map(|id| {
@@ -581,7 +585,7 @@ pub(crate) async fn scores(
         );
         async move |connection: &mut load::Connection, r: u64| {
             let (id, request) = &requests[(r % requests.len() as u64) as usize];
-            let answer = connection.call(&method, request.clone()).await?;
+            let answer = connection.call(&get_score, request.clone()).await?;
             let score = CustomerScore::decode(answer).map_err(invalid)?;
             if score.customer_id != *id {
                 return Err(tonic::Status::internal(format!(
@@ -607,7 +611,6 @@ pub(crate) async fn scores(
         );
     }
     let batch = {
-        let method = load::Method::new(target, "/patron.scoring.v1.ScoringService/BatchGetScores")?;
         // 1,024 different batches of 100 ids spread over the population.
         let requests: Arc<Vec<Bytes>> = Arc::new(
             (0..1_024)
@@ -622,7 +625,7 @@ pub(crate) async fn scores(
         );
         async move |connection: &mut load::Connection, r: u64| {
             let request = &requests[(r % requests.len() as u64) as usize];
-            let answer = connection.call(&method, request.clone()).await?;
+            let answer = connection.call(&batch_get_scores, request.clone()).await?;
             let answer = BatchGetScoresResponse::decode(answer).map_err(invalid)?;
             if answer.scores.len() + answer.missing_ids.len() != 100 {
                 return Err(tonic::Status::internal(format!(
