@@ -8,7 +8,8 @@
 #
 # Usage: bench/getscore_cost.sh BINARY DATABASE_URL [CALLS]
 # The database must hold scored customers (`patron bench scores` seeds
-# one); REDIS_URL is used if set. Port 50990 must be free.
+# one); REDIS_URL is used if set. Port 50990 must be free. NEAR_TTL_MS=0
+# turns the in-process tier off, so Redis serves every read.
 set -euo pipefail
 bin=$1 db=$2 calls=${3:-5000}
 addr=127.0.0.1:50990
@@ -26,7 +27,7 @@ open(sys.argv[2], "wb").write(b"\x00" + struct.pack(">I", len(msg)) + msg)
 PY
 h2() { h2load -d "$work/request" -H 'content-type: application/grpc' -H 'te: trailers' "$@" "$url"; }
 serve() {
-  PATRON_CACHE__NEAR_TTL_MS=600000 DATABASE_URL=$db "$@" serve --addr $addr >"$work/log" 2>&1 &
+  PATRON_CACHE__NEAR_TTL_MS=${NEAR_TTL_MS:-600000} DATABASE_URL=$db "$@" serve --addr $addr >"$work/log" 2>&1 &
   for _ in $(seq 120); do
     [[ $(h2 -n 10 -c 1 2>/dev/null || true) == *"10 succeeded"* ]] && return
     sleep 1
