@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The server's instructions per cached GetScore under callgrind (valgrind),
-# 64 calls in flight (4 connections x 16 streams) from a C client (h2load,
+# 64 calls in flight (4 connections x 16 streams; ONE=1: one call in flight
+# on one connection) from a C client (h2load,
 # Debian package nghttp2-client), so the load generator's own cost is not
 # in the figure. Deterministic: the same for the same binary whatever else
 # the machine is doing (within 1%: background followers also run), so it
@@ -38,9 +39,11 @@ serve() {
 # Instructions: only the measured calls are instrumented.
 serve valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg" "$bin"
 vg=$!
-h2 -n 2000 -c 4 -m 16 >/dev/null
+load=(-c 4 -m 16)
+[[ ${ONE:-0} == 1 ]] && load=(-c 1 -m 1)
+h2 -n 2000 "${load[@]}" >/dev/null
 callgrind_control -i on $vg >/dev/null 2>&1
-[[ $(h2 -n "$calls" -c 4 -m 16) == *"$calls succeeded"* ]] || { echo "calls failed" >&2; exit 1; }
+[[ $(h2 -n "$calls" "${load[@]}") == *"$calls succeeded"* ]] || { echo "calls failed" >&2; exit 1; }
 callgrind_control -i off $vg >/dev/null 2>&1
 callgrind_control -d $vg >/dev/null 2>&1
 kill $vg; wait $vg 2>/dev/null || true

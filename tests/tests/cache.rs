@@ -291,3 +291,43 @@ async fn entries_share_hashes_whose_ttl_a_later_write_does_not_extend() {
     );
     let _: () = query(&mut conn, redis::cmd("DEL").arg(&hashes)).await;
 }
+
+#[tokio::test]
+async fn concurrent_reads_share_round_trips_and_each_gets_its_own_value() {
+    let Some(url) = redis_url() else {
+        return skip("Redis cache test", "REDIS_URL is not set");
+    };
+    let settings = redis_settings(&url);
+    let cache_settings = CacheSettings {
+        near_ttl_ms: 0, // every read goes to Redis
+        ..CacheSettings::default()
+    };
+    let cache = connected(&settings, &cache_settings).await;
+    let entries: Vec<(String, Bytes)> = (0..300)
+        .map(|i| (format!("k{i}"), Bytes::from(format!("v{i}"))))
+        .collect();
+    cache.put_many(entries).await.unwrap();
+    let stats = cache.stats().clone();
+    let trips = || stats.redis_reads.load(std::sync::atomic::Ordering::Relaxed);
+    let before = trips();
+
+    // 400 reads at once (one task, so all are queued before any answer
+    // comes back): keys of many hashes, repeated keys and absent ones.
+    let keys: Vec<String> = (0..400).map(|i| format!("k{}", (i * 7) % 350)).collect();
+    let got = futures::future::join_all(keys.iter().map(|k| cache.get(k))).await;
+    for (key, value) in keys.iter().zip(got) {
+        let i: usize = key[1..].parse().unwrap();
+        let expected = (i < 300).then(|| Bytes::from(format!("v{i}")));
+        assert_eq!(value.unwrap(), expected, "{key}");
+    }
+    // The first read went alone; the 399 that queued behind it shared the
+    // next round trip.
+    assert_eq!(trips() - before, 2);
+    // One read in flight at a time goes alone, each in its own round trip.
+    for key in ["k1", "k2", "nothing"] {
+        cache.get(key).await.unwrap();
+    }
+    assert_eq!(trips() - before, 5);
+    let (hits, misses, errors) = stats.snapshot();
+    assert_eq!((hits + misses, errors), (403, 0));
+}

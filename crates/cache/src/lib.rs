@@ -7,6 +7,7 @@
 //! [`CacheStats`] so operators can see them.
 
 mod local;
+mod read_batch;
 mod redis_cache;
 mod settings;
 mod single_flight;
@@ -77,6 +78,10 @@ pub struct CacheStats {
     /// Reads the callers made from the store after a miss (concurrent
     /// misses for one key count once: they share a load).
     pub loads: AtomicU64,
+    /// Read round trips to Redis (concurrent reads share them: lookups
+    /// that reached Redis, `hits + misses - near_hits`, over this is the
+    /// keys per round trip).
+    pub redis_reads: AtomicU64,
 }
 
 impl CacheStats {

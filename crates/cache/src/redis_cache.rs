@@ -24,8 +24,9 @@
 //! cost Redis 3 to 4 µs of CPU per key on the benchmark machine (4.5 to
 //! 5.7 µs for new keys); `HSET` with 64 fields per command costs 0.7 to
 //! 1 µs (1 to 1.9 µs for new ones), see BENCHMARKS.md. The price: a lookup is
-//! `HGET`, 1.2 to 1.5 times the Redis CPU of `GET`, and a TTL belongs to a
-//! hash, not an entry. It is set when the hash is created (`PEXPIRE ...
+//! a field of an `HMGET` (concurrent lookups share one pipelined round trip,
+//! see `read_batch`), a command that costs Redis more than `GET`, and a TTL
+//! belongs to a hash, not an entry. It is set when the hash is created (`PEXPIRE ...
 //! NX`, with jitter) and never extended, so an entry still lives at most
 //! the TTL (plus jitter) after it was written, and sometimes less (it goes
 //! with its hash). Each write is one `MULTI`/`EXEC`, so no hash exists
@@ -43,7 +44,7 @@ use std::{
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use redis::{
-    AsyncCommands, Client,
+    Client,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 use secrecy::ExposeSecret;
@@ -51,6 +52,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     CacheError, CacheSettings, CacheStats, LocalCache, RedisSettings, ScoreCache, jittered,
+    read_batch::ReadBatcher,
     settings::{bucket_of, hash_name},
 };
 
@@ -141,6 +143,7 @@ pub struct RedisCache {
     jitter: f64,
     timeout: Duration,
     stats: Arc<CacheStats>,
+    reads: Arc<ReadBatcher>,
 }
 
 impl RedisCache {
@@ -169,6 +172,7 @@ impl RedisCache {
             jitter: cache.ttl_jitter,
             timeout: Duration::from_millis(redis.response_timeout_ms.max(1)),
             stats: Arc::default(),
+            reads: Arc::default(),
         };
         let url = redis
             .url
@@ -293,8 +297,8 @@ impl RedisCache {
         })
     }
 
-    /// One value per key, in order: near tier first, then one `HMGET` per
-    /// hash in one pipeline; `counted` adds the lookups to the stats.
+    /// One value per key, in order: near tier first, then Redis (see
+    /// [`Self::far`]); `counted` adds the lookups to the stats.
     async fn fetch_many(
         &self,
         keys: &[String],
@@ -314,32 +318,10 @@ impl RedisCache {
         let wanted: Vec<usize> = (0..keys.len()).filter(|i| values[*i].is_none()).collect();
         let mut hits = near_hits;
         if !wanted.is_empty() {
-            let mut conn = self.connected()?;
-            // One HMGET per hash; `order` is the keys in reply order.
-            let mut by_bucket: Vec<(u32, usize)> =
-                wanted.iter().map(|&i| (self.bucket(&keys[i]), i)).collect();
-            by_bucket.sort_unstable_by_key(|&(bucket, _)| bucket);
-            let mut pipe = redis::pipe();
-            let mut order = Vec::with_capacity(by_bucket.len());
-            for run in by_bucket.chunk_by(|a, b| a.0 == b.0) {
-                let mut hmget = redis::cmd("HMGET");
-                hmget.arg(hash_name(&self.prefix, run[0].0));
-                for &(_, i) in run {
-                    hmget.arg(&keys[i]);
-                    order.push(i);
-                }
-                pipe.add_command(hmget);
-            }
-            let far: Vec<Vec<Option<Vec<u8>>>> = self.run(pipe.query_async(&mut conn)).await?;
-            let near = self.near();
-            for (i, value) in order.into_iter().zip(far.into_iter().flatten()) {
-                let value = value.map(Bytes::from);
-                if let Some(v) = &value {
-                    hits += 1;
-                    if let Some(near) = near {
-                        near.entries.store(keys[i].clone(), v.clone());
-                    }
-                }
+            let asked: Vec<&String> = wanted.iter().map(|&i| &keys[i]).collect();
+            let far = self.far(&asked, self.timeout).await?;
+            for (i, value) in wanted.into_iter().zip(far) {
+                hits += u64::from(value.is_some());
                 values[i] = value;
             }
         }
@@ -349,6 +331,48 @@ impl RedisCache {
             self.stats
                 .misses
                 .fetch_add(values.len() as u64 - hits, Ordering::Relaxed);
+        }
+        Ok(values)
+    }
+
+    /// One value per key, in order, from Redis in one round trip (one
+    /// `HMGET` per hash, pipelined) within `limit`; the near tier keeps the
+    /// values found.
+    async fn far<K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        limit: Duration,
+    ) -> Result<Vec<Option<Bytes>>, CacheError> {
+        let mut conn = self.connected()?;
+        // `order` is the keys' positions in reply order.
+        let mut by_bucket: Vec<(u32, usize)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (self.bucket(key.as_ref()), i))
+            .collect();
+        by_bucket.sort_unstable_by_key(|&(bucket, _)| bucket);
+        let mut pipe = redis::pipe();
+        let mut order = Vec::with_capacity(by_bucket.len());
+        for run in by_bucket.chunk_by(|a, b| a.0 == b.0) {
+            let mut hmget = redis::cmd("HMGET");
+            hmget.arg(hash_name(&self.prefix, run[0].0));
+            for &(_, i) in run {
+                hmget.arg(keys[i].as_ref());
+                order.push(i);
+            }
+            pipe.add_command(hmget);
+        }
+        self.stats.redis_reads.fetch_add(1, Ordering::Relaxed);
+        let replies: Vec<Vec<Option<Vec<u8>>>> =
+            self.run_within(limit, pipe.query_async(&mut conn)).await?;
+        let mut values = vec![None; order.len()];
+        let near = self.near();
+        for (i, value) in order.into_iter().zip(replies.into_iter().flatten()) {
+            let value = value.map(Bytes::from);
+            if let (Some(near), Some(v)) = (near, &value) {
+                near.entries.store(keys[i].as_ref().to_owned(), v.clone());
+            }
+            values[i] = value;
         }
         Ok(values)
     }
@@ -423,18 +447,26 @@ impl ScoreCache for RedisCache {
             self.stats.near_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(value));
         }
-        let mut conn = self.connected()?;
-        let value: Option<Vec<u8>> = self.run(conn.hget(self.hash_of(key), key)).await?;
-        let value = value.map(Bytes::from);
+        // Concurrent reads share round trips; see `read_batch`.
+        let value = self
+            .reads
+            .read(key, self.timeout, |keys, left| async move {
+                let values = self.far(&keys, left).await;
+                if values.is_err() && keys.len() > 1 {
+                    // Counted once in `run_within`: count the others too,
+                    // each fell back to the store.
+                    let others = keys.len() as u64 - 1;
+                    self.stats.errors.fetch_add(others, Ordering::Relaxed);
+                }
+                values
+            })
+            .await?;
         let counter = if value.is_some() {
             &self.stats.hits
         } else {
             &self.stats.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if let (Some(near), Some(value)) = (self.near(), &value) {
-            near.entries.store(key.to_owned(), value.clone());
-        }
         Ok(value)
     }
 

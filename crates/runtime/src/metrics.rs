@@ -356,6 +356,13 @@ impl Collector for ScrapeTime {
                 "Store reads after cache misses (concurrent misses of a key share one; a batch's misses are one)",
                 self.cache.loads.load(std::sync::atomic::Ordering::Relaxed),
             ),
+            (
+                "patron_cache_redis_reads",
+                "Read round trips to Redis (concurrent lookups share them)",
+                self.cache
+                    .redis_reads
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
         ] {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
