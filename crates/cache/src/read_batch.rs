@@ -405,4 +405,106 @@ mod tests {
             .await;
         assert!(matches!(late, Err(CacheError::Timeout)));
     }
+
+    /// One caller of a random schedule: when it arrives, and when (if
+    /// ever) its request is cancelled, in virtual milliseconds.
+    #[derive(Debug, Clone)]
+    struct Caller {
+        arrives: u64,
+        cancelled_at: Option<u64>,
+    }
+
+    fn callers() -> impl proptest::strategy::Strategy<Value = Vec<Caller>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (0..40u64, proptest::option::weighted(0.3, 0..60u64)).prop_map(|(arrives, cancel)| {
+                Caller {
+                    arrives,
+                    cancelled_at: cancel.map(|c| arrives + c),
+                }
+            }),
+            1..30,
+        )
+    }
+
+    proptest::proptest! {
+        /// Whatever the arrivals, round-trip times, failures and
+        /// cancellations: at most one round trip is in flight, every caller
+        /// that was not cancelled gets an answer (its own key's value, or
+        /// its trip's failure), and the lead is free at the end.
+        #[test]
+        fn every_caller_that_stays_gets_its_own_answer(
+            callers in callers(),
+            trips in proptest::collection::vec((1..20u64, proptest::bool::weighted(0.2)), 64),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let batcher = Arc::new(ReadBatcher::default());
+                let trip = Arc::new(AtomicUsize::new(0));
+                let in_flight = Arc::new(AtomicUsize::new(0));
+                let trips = Arc::new(trips);
+                let mut handles = Vec::new();
+                for (i, caller) in callers.iter().enumerate() {
+                    let (batcher, trip, in_flight, trips) =
+                        (batcher.clone(), trip.clone(), in_flight.clone(), trips.clone());
+                    let arrives = caller.arrives;
+                    let read = tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(arrives)).await;
+                        let key = format!("k{i}");
+                        let answer = batcher
+                            .read(&key, Duration::from_secs(60), |keys, _| async move {
+                                struct Flying(Arc<AtomicUsize>);
+                                impl Drop for Flying {
+                                    fn drop(&mut self) {
+                                        self.0.fetch_sub(1, Ordering::SeqCst);
+                                    }
+                                }
+                                let before = in_flight.fetch_add(1, Ordering::SeqCst);
+                                assert_eq!(before, 0, "two round trips in flight");
+                                let _flying = Flying(in_flight.clone());
+                                let n = trip.fetch_add(1, Ordering::SeqCst);
+                                let (millis, fails) = trips[n % trips.len()];
+                                tokio::time::sleep(Duration::from_millis(millis)).await;
+                                if fails {
+                                    Err(CacheError::Timeout)
+                                } else {
+                                    Ok(keys.into_iter().map(|k| Some(Bytes::from(k))).collect())
+                                }
+                            })
+                            .await;
+                        (key, answer)
+                    });
+                    let cancel = caller.cancelled_at.map(|at| {
+                        let abort = read.abort_handle();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(at)).await;
+                            abort.abort();
+                        })
+                    });
+                    handles.push((read, cancel));
+                }
+                for (read, cancel) in handles {
+                    let outcome = tokio::time::timeout(Duration::from_secs(3_600), read)
+                        .await
+                        .expect("a caller was left waiting");
+                    match outcome {
+                        Ok((key, Ok(value))) => {
+                            assert_eq!(value, Some(Bytes::from(key)));
+                        }
+                        Ok((_, Err(e))) => assert!(matches!(e, CacheError::Timeout), "{e:?}"),
+                        Err(join) => {
+                            assert!(join.is_cancelled());
+                            assert!(cancel.is_some(), "only a cancelled caller ends without an answer");
+                        }
+                    }
+                }
+                let state = lock(&batcher.state);
+                assert!(!state.led && state.queue.is_empty());
+            });
+        }
+    }
 }
