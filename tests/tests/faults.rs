@@ -980,3 +980,61 @@ async fn a_feed_consumer_resumes_across_a_server_restart() {
         .collect();
     assert_eq!(ids.len(), 60, "every transaction exactly once");
 }
+
+/// With Redis hung, reads queued behind a round trip that never returns
+/// share its deadline: each caller fails once, within the response
+/// timeout of its arrival, and is counted once as a fallback.
+#[tokio::test]
+async fn a_hung_redis_costs_each_queued_read_one_timeout() {
+    use patron_cache::{CacheError, CacheSettings, RedisCache, RedisSettings, ScoreCache};
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip("Redis fault test", "redis-server is not installed");
+        return;
+    }
+    let port = free_port();
+    let redis = RedisProcess::start(port).expect("start redis-server");
+    let settings = RedisSettings {
+        url: Some(format!("redis://127.0.0.1:{port}").into()),
+        response_timeout_ms: 1_000,
+        ..RedisSettings::default()
+    };
+    let cache = RedisCache::connect_in_background(
+        &settings,
+        &CacheSettings {
+            near_ttl_ms: 0,
+            ..CacheSettings::default()
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cache.is_connected() {
+        assert!(Instant::now() < deadline, "redis did not connect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cache.get("warm").await.unwrap(), None);
+
+    redis.signal("-STOP");
+    let started = Instant::now();
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    let answers = futures::future::join_all(keys.iter().map(|k| cache.get(k))).await;
+    let took = started.elapsed();
+    redis.signal("-CONT");
+    for answer in &answers {
+        assert!(matches!(answer, Err(CacheError::Timeout)), "{answer:?}");
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        stats.errors.load(Ordering::Relaxed),
+        50,
+        "one fallback per caller"
+    );
+    // The first read's trip, and at most one more (for the queued reads,
+    // with what was left of their time).
+    assert!(stats.redis_reads.load(Ordering::Relaxed) <= 3);
+    // A bound, not a benchmark: one timeout (1 s) for all. Queued reads
+    // given a fresh timeout of their own would take 2 s.
+    assert!(took < Duration::from_millis(1_800), "took {took:?}");
+}

@@ -266,11 +266,17 @@ impl RedisCache {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             return Err(CacheError::NotConnected);
         }
-        let result = match tokio::time::timeout(limit, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.is_timeout() => Err(CacheError::Timeout),
-            Ok(Err(e)) => Err(CacheError::Backend(e.to_string())),
-            Err(_) => Err(CacheError::Timeout),
+        // No time left (a read that queued for all of it): a timeout,
+        // without sending anything.
+        let result = if limit.is_zero() {
+            Err(CacheError::Timeout)
+        } else {
+            match tokio::time::timeout(limit, f).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) if e.is_timeout() => Err(CacheError::Timeout),
+                Ok(Err(e)) => Err(CacheError::Backend(e.to_string())),
+                Err(_) => Err(CacheError::Timeout),
+            }
         };
         match &result {
             Ok(_) => self.breaker.failures.store(0, Ordering::Relaxed),
@@ -362,7 +368,9 @@ impl RedisCache {
             }
             pipe.add_command(hmget);
         }
-        self.stats.redis_reads.fetch_add(1, Ordering::Relaxed);
+        if !limit.is_zero() {
+            self.stats.redis_reads.fetch_add(1, Ordering::Relaxed);
+        }
         let replies: Vec<Vec<Option<Vec<u8>>>> =
             self.run_within(limit, pipe.query_async(&mut conn)).await?;
         let mut values = vec![None; order.len()];
