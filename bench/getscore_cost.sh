@@ -15,6 +15,10 @@ set -euo pipefail
 bin=$1 db=$2 calls=${3:-5000}
 addr=127.0.0.1:50990
 url=http://$addr/patron.scoring.v1.ScoringService/GetScore
+# A server already there would answer uninstrumented (and the figure be 0).
+if (exec 3<>"/dev/tcp/127.0.0.1/50990") 2>/dev/null; then
+  echo "port 50990 is in use; stop what listens there first" >&2; exit 1
+fi
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
