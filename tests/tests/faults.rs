@@ -76,6 +76,21 @@ impl Drop for RedisProcess {
     }
 }
 
+/// A throwaway Redis on a free port, or `None` (the test skipped, saying
+/// so) where `redis-server` is not installed.
+fn private_redis() -> Option<(RedisProcess, u16)> {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip("Redis fault test", "redis-server is not installed");
+        return None;
+    }
+    let port = free_port();
+    Some((RedisProcess::start(port).expect("start redis-server"), port))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -139,16 +154,9 @@ fn cache_counters(text: &str) -> (f64, f64) {
 }
 
 async fn redis_hung_killed_and_restarted_under_traffic(backend: Backend) {
-    if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        skip("Redis fault test", "redis-server is not installed");
+    let Some((mut redis, port)) = private_redis() else {
         return;
-    }
-    let port = free_port();
-    let mut redis = RedisProcess::start(port).expect("start redis-server");
+    };
     let Some(app) = TestApp::spawn_with(backend, |s| {
         s.redis.url = Some(format!("redis://127.0.0.1:{port}").into());
         s.redis.response_timeout_ms = 50;
@@ -987,16 +995,9 @@ async fn a_feed_consumer_resumes_across_a_server_restart() {
 #[tokio::test]
 async fn a_hung_redis_costs_each_queued_read_one_timeout() {
     use patron_cache::{CacheError, CacheSettings, RedisCache, RedisSettings, ScoreCache};
-    if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        skip("Redis fault test", "redis-server is not installed");
+    let Some((redis, port)) = private_redis() else {
         return;
-    }
-    let port = free_port();
-    let redis = RedisProcess::start(port).expect("start redis-server");
+    };
     let settings = RedisSettings {
         url: Some(format!("redis://127.0.0.1:{port}").into()),
         response_timeout_ms: 1_000,
