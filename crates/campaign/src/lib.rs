@@ -58,10 +58,8 @@ fn register(ctx: &ServiceContext, routes: &mut RoutesBuilder) {
             () = ctx.shutdown.cancelled() => {}
         }
     });
-    let limit = ctx.max_message_bytes();
-    routes.add_service(
+    routes.add_service(patron_runtime::with_codec_settings!(
+        ctx,
         CampaignServiceServer::new(CampaignApi::new(ctx, memory))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
-    );
+    ));
 }

@@ -25,10 +25,8 @@ pub fn module() -> ServiceModule {
 }
 
 fn register(ctx: &ServiceContext, routes: &mut RoutesBuilder) {
-    let limit = ctx.max_message_bytes();
-    routes.add_service(
+    routes.add_service(patron_runtime::with_codec_settings!(
+        ctx,
         FeedbackServiceServer::new(FeedbackApi::new(ctx))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
-    );
+    ));
 }

@@ -131,6 +131,7 @@ where
             let method = shared.methods.get(req.uri().path());
             method.started();
             let finish = |response: Response<ResBody>, permit| {
+                let response = undecodable_is_invalid_argument(response);
                 Metered::wrap(response, method.clone(), start, permit)
             };
 
@@ -606,6 +607,40 @@ fn oversized_is_resource_exhausted(headers: &mut HeaderMap) {
     }
 }
 
+/// How tonic's codec begins its message for a request it cannot read:
+/// bytes that are not the request's protobuf message, and compressed bytes
+/// that do not inflate (tests/tests/hostile.rs pins both, so a tonic
+/// upgrade that rewords them fails there, not in production).
+const UNDECODABLE: [&str; 2] = ["failed to decode Protobuf message", "Error decompressing"];
+
+/// tonic answers a request whose message does not decode with INTERNAL (as
+/// gRPC's status-code table has it). Here INTERNAL means a fault of ours,
+/// the code operators are paged for; bytes a client sent that cannot be
+/// read are the client's mistake, so they get INVALID_ARGUMENT (reason
+/// `MALFORMED_REQUEST`) with the library's explanation. Only the codec's
+/// answers match: trailers-only, without the details every status of ours
+/// carries, and with one of the [`UNDECODABLE`] messages.
+fn undecodable_is_invalid_argument<B: Default>(response: Response<B>) -> Response<B> {
+    let headers = response.headers();
+    if grpc_status(headers) != Some(tonic::Code::Internal)
+        || headers.contains_key("grpc-status-details-bin")
+    {
+        return response;
+    }
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return response;
+    };
+    if !UNDECODABLE.iter().any(|m| status.message().starts_with(m)) {
+        return response;
+    }
+    to_status(ApiError::new(
+        ErrorCode::InvalidArgument,
+        "MALFORMED_REQUEST",
+        format!("the request message cannot be read: {}", status.message()),
+    ))
+    .into_http()
+}
+
 fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
     headers
         .get("grpc-status")
@@ -672,6 +707,43 @@ impl<B> Drop for Metered<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_codecs_undecodable_requests_become_invalid_argument() {
+        let rewritten = |status: tonic::Status| {
+            let response: Response<tonic::body::Body> =
+                undecodable_is_invalid_argument(status.into_http());
+            tonic::Status::from_header_map(response.headers()).expect("a status")
+        };
+        let codec = rewritten(tonic::Status::internal(
+            "failed to decode Protobuf message: invalid varint",
+        ));
+        assert_eq!(codec.code(), tonic::Code::InvalidArgument);
+        assert!(codec.message().ends_with("invalid varint"), "{codec:?}");
+        use tonic_types::StatusExt;
+        let reason = codec
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.clone());
+        assert_eq!(reason.as_deref(), Some("MALFORMED_REQUEST"));
+        let inflate = rewritten(tonic::Status::internal(
+            "Error decompressing: corrupt deflate stream",
+        ));
+        assert_eq!(inflate.code(), tonic::Code::InvalidArgument);
+        // Other INTERNALs, ours (they carry details) and the library's, stay.
+        let ours = rewritten(to_status(ApiError::new(
+            ErrorCode::Internal,
+            "STORE",
+            "failed to decode Protobuf message from the store",
+        )));
+        assert_eq!(ours.code(), tonic::Code::Internal);
+        let other = rewritten(tonic::Status::internal("Missing request message."));
+        assert_eq!(other.code(), tonic::Code::Internal);
+        let not_internal = rewritten(tonic::Status::not_found(
+            "failed to decode Protobuf message",
+        ));
+        assert_eq!(not_internal.code(), tonic::Code::NotFound);
+    }
 
     #[test]
     fn rate_limiter_allows_the_burst_then_says_when_to_retry() {

@@ -25,3 +25,6 @@ pub use config::{ServiceKind, Settings};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use error::{ApiResult, to_status};
 pub use server::{Application, ServiceContext, ServiceModule};
+// For `with_codec_settings!`, so its callers need not name tonic themselves.
+#[doc(hidden)]
+pub use tonic as __tonic;

@@ -55,6 +55,33 @@ impl ServiceContext {
     }
 }
 
+/// A generated tonic service with the server's codec settings, the same for
+/// every service (`with_codec_settings!(ctx, FooServiceServer::new(api))`):
+///
+/// - `server.max_message_bytes` as the limit on requests and answers; for a
+///   compressed request it bounds the decompressed size, so a small
+///   "zip bomb" is refused with RESOURCE_EXHAUSTED before it is inflated.
+/// - Requests compressed with gzip or deflate are accepted. They are the
+///   encodings every gRPC implementation offers, and a client configured
+///   to compress (one option in grpc-go, grpc-java, grpc-python) would
+///   otherwise get UNIMPLEMENTED from every call.
+/// - Answers go uncompressed (identity, which every client accepts): most
+///   answers are small and latency-bound, and compressing them would cost
+///   the CPU the hot paths are measured by.
+///
+/// A macro because the generated servers share no trait for these methods.
+#[macro_export]
+macro_rules! with_codec_settings {
+    ($ctx:expr, $service:expr) => {{
+        let limit = $ctx.max_message_bytes();
+        $service
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+            .accept_compressed($crate::__tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed($crate::__tonic::codec::CompressionEncoding::Deflate)
+    }};
+}
+
 /// How a service plugs into a server.
 #[derive(Clone, Copy)]
 pub struct ServiceModule {
@@ -190,7 +217,9 @@ impl Application {
             .map_err(|e| StartupError::Reflection(e.to_string()))?;
 
         let mut routes = RoutesBuilder::default();
-        routes.add_service(health_service).add_service(reflection);
+        routes
+            .add_service(with_codec_settings!(ctx, health_service))
+            .add_service(with_codec_settings!(ctx, reflection));
         for m in modules {
             (m.register)(&ctx, &mut routes);
         }
