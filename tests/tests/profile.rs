@@ -386,6 +386,62 @@ backend_tests! {
         assert_eq!(err.code(), Code::NotFound);
     }
 
+    async fn a_customers_transactions_share_one_currency(app: TestApp) {
+        let mut profile = app.profile();
+        let in_currency = |id: &str, customer: &str, currency: &str| {
+            let mut t = tx(id, customer, 1_700_000_000);
+            t.amount = Some(Money { currency_code: currency.into(), units: 3, nanos: 0 });
+            t
+        };
+        let record = |transactions: Vec<pb::Transaction>| {
+            let mut profile = app.profile();
+            async move { profile.record_transactions(pb::RecordTransactionsRequest { transactions }).await }
+        };
+        let a = create(&app, customer("cur-a")).await;
+        let b = create(&app, customer("cur-b")).await;
+        record(vec![in_currency("cur-a-1", &a.id, "EUR")]).await.unwrap();
+        // A later purchase in another currency names the field and the
+        // customer's currency.
+        let err = record(vec![in_currency("cur-a-2", &a.id, "USD")]).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&err), ["transactions[0].amount.currency_code"]);
+        assert!(err.message().contains("EUR"), "{err:?}");
+        // Within one batch: the first purchase sets it, and nothing of a
+        // rejected batch is stored.
+        let err = record(vec![
+            in_currency("cur-b-1", &b.id, "GBP"),
+            in_currency("cur-a-3", &a.id, "EUR"),
+            in_currency("cur-b-2", &b.id, "EUR"),
+        ])
+        .await
+        .unwrap_err();
+        assert_eq!(violated_fields(&err), ["transactions[2].amount.currency_code"]);
+        let listed = profile
+            .list_transactions(pb::ListTransactionsRequest { customer_id: b.id.clone(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(listed.transactions.is_empty(), "{listed:?}");
+        let r = record(vec![in_currency("cur-b-1", &b.id, "GBP"), in_currency("cur-a-3", &a.id, "EUR")])
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((r.accepted, r.duplicates), (2, 0));
+
+        // Two batches giving a new customer its first purchase at once, in
+        // different currencies: exactly one is stored, every time.
+        for round in 0..8 {
+            let c = create(&app, customer(&format!("cur-race-{round}"))).await;
+            let (eur, usd) = tokio::join!(
+                record(vec![in_currency(&format!("race-{round}-eur"), &c.id, "EUR")]),
+                record(vec![in_currency(&format!("race-{round}-usd"), &c.id, "USD")]),
+            );
+            assert!(eur.is_ok() != usd.is_ok(), "round {round}: {eur:?} {usd:?}");
+            let failed = eur.err().or(usd.err()).unwrap();
+            assert_eq!(failed.code(), Code::InvalidArgument, "{failed:?}");
+        }
+    }
+
     async fn concurrent_replays_have_one_effect(app: TestApp) {
         let c = create(&app, customer("r1")).await;
         let head_before = read_feed(&app, 0, 1).await.last().unwrap().sequence;

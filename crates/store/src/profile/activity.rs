@@ -43,6 +43,7 @@ impl ProfileStore {
         now: DateTime<Utc>,
     ) -> Result<BatchOutcome, ApiError> {
         let refs: Vec<&str> = batch.iter().map(|t| t.customer_id.as_str()).collect();
+        let currencies: Vec<&str> = batch.iter().map(|t| t.amount.currency.as_str()).collect();
         let rows = batch
             .iter()
             .map(|t| Row {
@@ -84,6 +85,7 @@ impl ProfileStore {
             ],
             ChangeKind::Transaction,
             &refs,
+            Some(&currencies),
             rows,
             now,
         )
@@ -127,6 +129,7 @@ impl ProfileStore {
             ],
             ChangeKind::Event,
             &refs,
+            None,
             rows,
             now,
         )
@@ -172,6 +175,7 @@ impl ProfileStore {
             ],
             ChangeKind::Interaction,
             &refs,
+            None,
             rows,
             now,
         )
@@ -189,6 +193,7 @@ impl ProfileStore {
         columns: &[&'static str],
         kind: ChangeKind,
         customer_ids: &[&str],
+        currencies: Option<&[&str]>,
         rows: Vec<Row>,
         now: DateTime<Utc>,
     ) -> Result<BatchOutcome, ApiError> {
@@ -196,7 +201,8 @@ impl ProfileStore {
             return Ok(BatchOutcome::default());
         }
         let txn = crate::begin_write(&self.db).await?;
-        self.check_customers(&txn, field, customer_ids).await?;
+        self.check_customers(&txn, field, customer_ids, currencies)
+            .await?;
 
         let mut seen_in_batch = HashSet::with_capacity(rows.len());
         let unique: Vec<&Row> = rows
@@ -236,44 +242,89 @@ impl ProfileStore {
     }
 
     /// Every referenced customer must exist and not be erased.
+    ///
+    /// With `currencies` (a transaction batch: each row's currency), each
+    /// purchase must also be in the currency of the customer's earlier
+    /// ones (or of its first in this batch): scoring adds up a customer's
+    /// amounts (RFM monetary, CLV, profitability) and reports the sum in
+    /// that currency, so a second currency would make every one of those
+    /// figures wrong without a word.
     async fn check_customers<C: ConnectionTrait>(
         &self,
         txn: &C,
         field: &str,
         customer_ids: &[&str],
+        currencies: Option<&[&str]>,
     ) -> Result<(), ApiError> {
-        let unique: Vec<String> = customer_ids
+        let mut unique: Vec<String> = customer_ids
             .iter()
             .copied()
             .collect::<HashSet<_>>()
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let mut state: HashMap<String, bool> = HashMap::with_capacity(unique.len());
+        unique.sort_unstable();
+        let purchases = currencies.is_some();
+        // id -> (erased, the currency of its purchases so far)
+        let mut state: HashMap<String, (bool, Option<String>)> =
+            HashMap::with_capacity(unique.len());
         for chunk in unique.chunks(1_000) {
-            let found: Vec<(String, Option<DateTime<Utc>>)> = customer::Entity::find()
-                .select_only()
-                .column(customer::Column::Id)
-                .column(customer::Column::EraseTime)
-                .filter(customer::Column::Id.is_in(crate::query::padded(chunk)))
-                .into_tuple()
-                .all(txn)
-                .await
-                .map_err(db_error)?;
-            state.extend(found.into_iter().map(|(id, erased)| (id, erased.is_some())));
+            state.extend(
+                customer_states(txn, chunk, purchases, false)
+                    .await?
+                    .into_iter()
+                    .map(|(id, erased, currency)| (id, (erased.is_some(), currency))),
+            );
+        }
+        // A customer without purchases yet gets its currency from this
+        // batch, and two batches at once must not give it two. So those
+        // customers' rows are locked (in id order: two batches cannot
+        // deadlock), and their purchases read again in a statement of its
+        // own: in PostgreSQL's read committed mode it sees what a batch
+        // that held the lock before committed. (SQLite runs one writer at a
+        // time.) Customers who have bought before need no lock: their
+        // currency cannot change.
+        if purchases {
+            let first: Vec<String> = unique
+                .iter()
+                .filter(|id| matches!(state.get(*id), Some((false, None))))
+                .cloned()
+                .collect();
+            for chunk in first.chunks(1_000) {
+                for (id, _, currency) in customer_states(txn, chunk, true, true).await? {
+                    if let Some(s) = state.get_mut(&id) {
+                        s.1 = currency;
+                    }
+                }
+            }
         }
         let mut v = Violations::new();
         for (i, id) in customer_ids.iter().enumerate() {
-            match state.get(*id) {
+            match state.get_mut(*id) {
                 None => v.add(
                     format!("{field}[{i}].customer_id"),
                     format!("unknown customer {id:?}"),
                 ),
-                Some(true) => v.add(
+                Some((true, _)) => v.add(
                     format!("{field}[{i}].customer_id"),
                     format!("customer {id:?} was erased"),
                 ),
-                Some(false) => {}
+                Some((false, known)) => {
+                    let Some(currency) = currencies.map(|c| c[i]) else {
+                        continue;
+                    };
+                    match known {
+                        Some(k) if k != currency => v.add(
+                            format!("{field}[{i}].amount.currency_code"),
+                            format!(
+                                "customer {id:?} buys in {k}, not {currency}: one \
+                                 customer's transactions share one currency"
+                            ),
+                        ),
+                        Some(_) => {}
+                        None => *known = Some(currency.to_owned()),
+                    }
+                }
             }
         }
         v.finish()
@@ -416,4 +467,53 @@ fn interaction_from_model(m: interaction::Model) -> Result<Interaction, ApiError
         outcome: m.outcome,
         notes: m.notes,
     })
+}
+
+/// (id, erase time, the currency of one of its purchases when `purchases`)
+/// of the customers `ids` that exist; `lock` first locks their rows (then
+/// reads in a second statement, see `check_customers`).
+async fn customer_states<C: ConnectionTrait>(
+    txn: &C,
+    ids: &[String],
+    purchases: bool,
+    lock: bool,
+) -> Result<Vec<(String, Option<DateTime<Utc>>, Option<String>)>, ApiError> {
+    let select = || {
+        customer::Entity::find()
+            .select_only()
+            .column(customer::Column::Id)
+            .column(customer::Column::EraseTime)
+            .filter(customer::Column::Id.is_in(crate::query::padded(ids)))
+    };
+    if lock {
+        select()
+            .order_by_asc(customer::Column::Id)
+            .lock_exclusive()
+            .into_tuple::<(String, Option<DateTime<Utc>>)>()
+            .all(txn)
+            .await
+            .map_err(db_error)?;
+    }
+    let currency = if purchases {
+        // One row per customer, through the (customer_id, occurred_at)
+        // index, however many purchases it has.
+        let first = Query::select()
+            .column((transaction::Entity, transaction::Column::Currency))
+            .from(transaction::Entity)
+            .and_where(
+                Expr::col((transaction::Entity, transaction::Column::CustomerId))
+                    .equals((customer::Entity, customer::Column::Id)),
+            )
+            .limit(1)
+            .to_owned();
+        Expr::SubQuery(None, Box::new(first.into()))
+    } else {
+        Expr::val(None::<String>)
+    };
+    select()
+        .expr_as(currency, "currency")
+        .into_tuple()
+        .all(txn)
+        .await
+        .map_err(db_error)
 }
