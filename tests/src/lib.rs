@@ -359,6 +359,17 @@ macro_rules! backend_tests {
 /// some purchase, never again; spend levels differ. Enough of them (200)
 /// let scoring fit its models. Returns their ids.
 pub async fn seed_buyers(app: &TestApp, count: usize, seed: u64) -> Vec<String> {
+    seed_buyers_paying(app, count, seed, None).await
+}
+
+/// [`seed_buyers`], every purchase at `fixed_cents` when given (a fixed
+/// price, as a subscription has) instead of spend levels that vary.
+pub async fn seed_buyers_paying(
+    app: &TestApp,
+    count: usize,
+    seed: u64,
+    fixed_cents: Option<i64>,
+) -> Vec<String> {
     use pb::{common::Money, profile as ppb};
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -393,7 +404,8 @@ pub async fn seed_buyers(app: &TestApp, count: usize, seed: u64) -> Vec<String> 
                     nanos: 0,
                 }),
                 amount: {
-                    let cents = (level * rng.random_range(60.0..140.0)) as i64;
+                    let varied = (level * rng.random_range(60.0..140.0)) as i64;
+                    let cents = fixed_cents.unwrap_or(varied);
                     Some(Money {
                         currency_code: "EUR".into(),
                         units: cents / 100,

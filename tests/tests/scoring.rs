@@ -311,6 +311,31 @@ backend_tests! {
         assert_eq!(violated_fields(&err), ["holdout_end"]);
     }
 
+    async fn a_fixed_price_business_is_scored(app: TestApp) {
+        // Every purchase at 9.99: no spread for Gamma-Gamma to fit (before,
+        // FitModel failed to converge and nobody could be scored).
+        let ids = patron_tests::seed_buyers_paying(&app, 80, 17, Some(999)).await;
+        patron_tests::score_everyone(&app, &ids).await;
+        let model = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
+        let gg = model.gamma_gamma.unwrap();
+        assert_eq!((gg.p, gg.q), (1e6, 1e6 + 1.0), "{gg:?}");
+        assert!(close(gg.v, 9.99), "{gg:?}");
+        assert!(model.gamma_gamma_log_likelihood.is_finite());
+        let scores = app
+            .scoring()
+            .batch_get_scores(pb::BatchGetScoresRequest { customer_ids: ids.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(scores.scores.len(), ids.len());
+        for score in &scores.scores {
+            let clv = score.clv.as_ref().unwrap();
+            let value = clv.expected_occasion_value.as_ref().unwrap();
+            let value = value.units as f64 + f64::from(value.nanos) / 1e9;
+            assert!((value - 9.99).abs() < 1e-6, "{}: {value}", score.customer_id);
+        }
+    }
+
     async fn a_score_of_later_data_is_never_replaced_by_an_older_one(app: TestApp) {
         // The guard between a recompute and online scoring, at the store: a
         // score reflecting a later position of the change feed is never

@@ -146,6 +146,9 @@ pub fn fit_with_warm_start(
         return Err(FitError::TooFewCustomers);
     }
     let mean = data.iter().map(|r| r.mean_value * r.weight).sum::<f64>() / customers;
+    if let Some(fit) = fixed_price(&data, mean, customers) {
+        return Ok(fit);
+    }
     let mut start = vec![0.0, 0.0, mean.max(1e-6).ln()];
     let mut curvature = None;
     // As for BG/NBD: warm-start large populations from a uniform sample.
@@ -178,6 +181,36 @@ pub fn fit_with_warm_start(
         params,
         log_likelihood: -m.value * customers,
         iterations: m.iterations,
+        customers,
+    })
+}
+
+/// Spread of the parameters reported for a fixed price (see [`fixed_price`]).
+pub const FIXED_PRICE_P: f64 = 1e6;
+
+/// Every repeat buyer's mean occasion value the same (a fixed price, e.g. a
+/// subscription): the likelihood grows without bound as the model closes in
+/// on a point mass at that value, so the optimiser has no interior optimum
+/// to find. The fit is then the limit's stand-in: p = 10^6, q = p + 1,
+/// v = m, a Gamma-Gamma with mean m and a relative spread of 0.1%, under
+/// which every expected occasion value, with history or without, is m. It
+/// reports 0 iterations and the log-likelihood at those parameters.
+fn fixed_price(data: &[GammaGammaRow], mean: f64, customers: f64) -> Option<GammaGammaFit> {
+    let (low, high) = data.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| {
+        (lo.min(r.mean_value), hi.max(r.mean_value))
+    });
+    if high - low > 1e-9 * high {
+        return None;
+    }
+    let params = GammaGammaParams {
+        p: FIXED_PRICE_P,
+        q: FIXED_PRICE_P + 1.0,
+        v: mean,
+    };
+    Some(GammaGammaFit {
+        params,
+        log_likelihood: log_likelihood(&params, data),
+        iterations: 0,
         customers,
     })
 }
@@ -263,15 +296,6 @@ mod tests {
             .unwrap_err(),
             FitError::TooFewCustomers
         );
-        let identical = [GammaGammaRow {
-            x: 2,
-            mean_value: 10.0,
-            weight: 50.0,
-        }];
-        assert!(matches!(
-            fit(&identical),
-            Err(FitError::NotConverged { .. })
-        ));
         assert!(matches!(
             fit(&[GammaGammaRow {
                 x: 2,
@@ -280,5 +304,62 @@ mod tests {
             }]),
             Err(FitError::InvalidRow(_))
         ));
+    }
+
+    #[test]
+    fn a_fixed_price_expects_that_price_from_everyone() {
+        // A subscription at 9.99: every repeat buyer's mean is 9.99, however
+        // many occasions (and one mean a rounding error away).
+        let rows = [
+            GammaGammaRow {
+                x: 1,
+                mean_value: 9.99,
+                weight: 40.0,
+            },
+            GammaGammaRow {
+                x: 7,
+                mean_value: 9.99,
+                weight: 25.0,
+            },
+            GammaGammaRow {
+                x: 30,
+                mean_value: 9.99 * (1.0 + 1e-12),
+                weight: 3.0,
+            },
+            GammaGammaRow {
+                x: 0,
+                mean_value: 0.0,
+                weight: 100.0,
+            },
+        ];
+        let fit = fit(&rows).expect("a fixed price is a fit, not an error");
+        assert_eq!(fit.iterations, 0);
+        assert_eq!(fit.customers, 68.0);
+        assert!(fit.log_likelihood.is_finite());
+        for x in [0, 1, 2, 7, 30, 1_000] {
+            let e = fit
+                .params
+                .conditional_expected_value(x, if x == 0 { 0.0 } else { 9.99 });
+            assert!((e - 9.99).abs() < 1e-9, "x = {x}: {e}");
+        }
+        // Any spread at all is fitted as usual.
+        let varied = [
+            GammaGammaRow {
+                x: 1,
+                mean_value: 9.99,
+                weight: 40.0,
+            },
+            GammaGammaRow {
+                x: 3,
+                mean_value: 12.5,
+                weight: 25.0,
+            },
+            GammaGammaRow {
+                x: 2,
+                mean_value: 8.0,
+                weight: 30.0,
+            },
+        ];
+        assert!(fit_with_warm_start(&varied, 1_000).map_or(true, |f| f.iterations > 0));
     }
 }
