@@ -781,7 +781,35 @@ impl Checker<'_> {
 }
 
 /// The catalogue name closest to `name` by edit distance, if close enough.
+/// Paths of score values in the `CustomerScore` message that differ from
+/// their field names here; people copy them from the API.
+const SCORE_PATHS: [(&str, &str); 10] = [
+    ("rfm.r_score", "rfm.r"),
+    ("rfm.f_score", "rfm.f"),
+    ("rfm.m_score", "rfm.m"),
+    ("clv.simple_clv", "clv.simple"),
+    ("clv.predicted_clv_365d", "clv.predicted_365d"),
+    ("value_tier", "value.tier"),
+    ("value_quadrant", "value.quadrant"),
+    ("lifecycle_stage", "lifecycle.stage"),
+    ("loyalty_index", "loyalty.index"),
+    ("profitability.margin", "profit.margin"),
+];
+
+/// The field a user most likely meant by `name`: the field of a
+/// [`SCORE_PATHS`] path or of a `Customer` attribute (`region`), else the
+/// nearest field name by spelling.
 fn closest(name: &str) -> Option<&'static str> {
+    if let Some((_, field)) = SCORE_PATHS.iter().find(|(path, _)| *path == name) {
+        return Some(field);
+    }
+    if let Some(def) = Field::by_name(&format!("customer.{name}")) {
+        return Some(def.name);
+    }
+    closest_spelling(name)
+}
+
+fn closest_spelling(name: &str) -> Option<&'static str> {
     fn distance(a: &str, b: &str) -> usize {
         let b: Vec<char> = b.chars().collect();
         let mut row: Vec<usize> = (0..=b.len()).collect();

@@ -125,6 +125,30 @@ fn birthdays_on_29_february_fall_on_28_february_in_common_years() {
 }
 
 #[test]
+fn names_copied_from_the_api_point_to_the_field() {
+    for (written, meant) in [
+        ("rfm.r_score > 3", "rfm.r"),
+        ("clv.predicted_clv_365d > 10", "clv.predicted_365d"),
+        ("clv.simple_clv > 10", "clv.simple"),
+        ("value_tier = \"high\"", "value.tier"),
+        ("lifecycle_stage = \"new\"", "lifecycle.stage"),
+        ("profitability.margin > 0", "profit.margin"),
+        ("region = \"East\"", "customer.region"),
+    ] {
+        let e = err(written);
+        assert!(
+            e.message.contains(&format!("did you mean `{meant}`")),
+            "{written}: {e}"
+        );
+    }
+    // Every path points to a field, and none is a field itself.
+    for (path, field) in SCORE_PATHS {
+        assert!(Field::by_name(field).is_some(), "{field}");
+        assert!(Field::by_name(path).is_none(), "{path}");
+    }
+}
+
+#[test]
 fn errors_name_line_and_column() {
     let e = err("churn.probablity > 0.6");
     assert_eq!((e.line, e.column), (1, 1));
