@@ -1,6 +1,7 @@
 //! `UpdateCustomer.update_mask` (AIP-134/161).
 
 use patron_domain::{ApiError, customer::CustomerFields};
+use patron_proto::profile as pb;
 
 const MUTABLE: &[&str] = &[
     "external_id",
@@ -20,8 +21,40 @@ const MUTABLE: &[&str] = &[
 ];
 const OUTPUT_ONLY: &[&str] = &["id", "create_time", "update_time", "etag", "erase_time"];
 
-/// Copies the masked fields of `incoming` onto `current`. An empty mask or
-/// `*` replaces every mutable field.
+/// The mask a request without one implies (AIP-134): the mutable fields
+/// `customer` sets (a non-empty text, list or map, a date, a gender or
+/// income band other than unspecified, a consent message). So a client
+/// that leaves the mask out changes what it sent and nothing else; `*`
+/// replaces every mutable field, clearing the ones not sent.
+pub(crate) fn implied(customer: &pb::Customer) -> Vec<String> {
+    let set = [
+        ("external_id", !customer.external_id.is_empty()),
+        ("display_name", !customer.display_name.is_empty()),
+        ("email", !customer.email.is_empty()),
+        ("phone", !customer.phone.is_empty()),
+        ("birth_date", customer.birth_date.is_some()),
+        ("gender", customer.gender != 0),
+        ("region", !customer.region.is_empty()),
+        ("city", !customer.city.is_empty()),
+        ("occupation", !customer.occupation.is_empty()),
+        ("income_band", customer.income_band != 0),
+        ("tags", !customer.tags.is_empty()),
+        ("attributes", !customer.attributes.is_empty()),
+        ("marketing_consent", customer.marketing_consent.is_some()),
+        (
+            "relationship_start_date",
+            customer.relationship_start_date.is_some(),
+        ),
+    ];
+    debug_assert_eq!(set.len(), MUTABLE.len());
+    set.into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(path, _)| path.to_owned())
+        .collect()
+}
+
+/// Copies the masked fields of `incoming` onto `current`; `*` replaces
+/// every mutable field. (An absent mask is [`implied`] by the caller.)
 pub(crate) fn apply(
     current: &CustomerFields,
     incoming: &CustomerFields,
@@ -29,7 +62,7 @@ pub(crate) fn apply(
 ) -> Result<CustomerFields, ApiError> {
     let mut out = current.clone();
     let all: Vec<String>;
-    let paths = if paths.is_empty() || paths.iter().any(|p| p == "*") {
+    let paths = if paths.iter().any(|p| p == "*") {
         all = MUTABLE.iter().map(|p| (*p).to_owned()).collect();
         &all
     } else {
@@ -125,6 +158,36 @@ mod tests {
         .unwrap();
         assert!(out.marketing_consent.sms && !out.marketing_consent.email);
         assert_eq!(out.attributes.len(), 1);
+    }
+
+    #[test]
+    fn without_a_mask_only_the_fields_sent_change() {
+        let sent = pb::Customer {
+            id: "ignored".into(),
+            display_name: "New".into(),
+            tags: vec!["vip".into()],
+            etag: "ignored".into(),
+            ..Default::default()
+        };
+        assert_eq!(implied(&sent), ["display_name", "tags"]);
+        assert!(implied(&pb::Customer::default()).is_empty());
+        let mut current = fields("Old", "old@example.com");
+        current.region = "East".into();
+        let mut incoming = fields("New", "");
+        incoming.tags = vec!["vip".into()];
+        let out = apply(&current, &incoming, &implied(&sent)).unwrap();
+        assert_eq!(
+            (
+                out.display_name.as_str(),
+                out.email.as_str(),
+                out.region.as_str()
+            ),
+            ("New", "old@example.com", "East")
+        );
+        assert_eq!(out.tags, ["vip"]);
+        // `*` replaces everything, clearing what was not sent.
+        let out = apply(&current, &incoming, &["*".into()]).unwrap();
+        assert_eq!((out.email.as_str(), out.region.as_str()), ("", ""));
     }
 
     #[test]

@@ -171,7 +171,10 @@ impl ProfileApi {
             })?),
         };
         let raw = raw_customer_fields(&incoming).map_err(|e| e.within("customer"))?;
-        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let paths = match req.update_mask.map(|m| m.paths) {
+            Some(paths) if !paths.is_empty() => paths,
+            _ => mask::implied(&incoming),
+        };
         let current = self.store.get_customer(&id).await?;
         if current.erase_time.is_some() {
             return Err(ApiError::failed_precondition(
