@@ -525,8 +525,12 @@ backend_tests! {
         edit.expression = "has(".into();
         let err = app.campaign().update_segment(pb::UpdateSegmentRequest { segment: Some(edit.clone()), update_mask: None }).await.unwrap_err();
         assert_eq!(violated_fields(&err), ["segment.expression"]);
-        let err = app.campaign().update_segment(pb::UpdateSegmentRequest { segment: Some(edit), update_mask: Some(FieldMask { paths: vec!["id".into()] }) }).await.unwrap_err();
+        let err = app.campaign().update_segment(pb::UpdateSegmentRequest { segment: Some(edit.clone()), update_mask: Some(FieldMask { paths: vec!["id".into()] }) }).await.unwrap_err();
         assert_eq!(violated_fields(&err), ["update_mask"]);
+        // No mask: the fields sent change, the others stay (AIP-134).
+        let rule_only = pb::Segment { id: edit.id.clone(), etag: edit.etag.clone(), expression: "has(customer.tags, \"silver\")".into(), ..Default::default() };
+        let updated = app.campaign().update_segment(pb::UpdateSegmentRequest { segment: Some(rule_only), update_mask: None }).await.unwrap().into_inner();
+        assert_eq!((updated.display_name.as_str(), updated.expression.as_str()), ("VIP", "has(customer.tags, \"silver\")"));
         let listed = app.campaign().list_segments(pb::ListSegmentsRequest { page_size: 1, page_token: String::new() }).await.unwrap().into_inner();
         assert_eq!(listed.segments.len(), 1);
         assert!(listed.next_page_token.is_empty());

@@ -420,13 +420,19 @@ pub(crate) async fn update(
             }
         }
     }
+    // Without a mask, the fields sent (AIP-134's implied mask): a client
+    // that changes the rule alone keeps the segment's name and description.
     let paths: Vec<String> = match &req.update_mask {
         Some(m) if !m.paths.is_empty() => m.paths.clone(),
-        _ => vec![
-            "display_name".into(),
-            "expression".into(),
-            "description".into(),
-        ],
+        _ => [
+            ("display_name", &s.display_name),
+            ("expression", &s.expression),
+            ("description", &s.description),
+        ]
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(path, _)| path.to_owned())
+        .collect(),
     };
     let mut v = Violations::new();
     for path in &paths {
