@@ -291,10 +291,9 @@ impl ProfileStore {
                 .cloned()
                 .collect();
             for chunk in first.chunks(1_000) {
-                for (id, _, currency) in customer_states(txn, chunk, true, true).await? {
-                    if let Some(s) = state.get_mut(&id) {
-                        s.1 = currency;
-                    }
+                for (id, erased, currency) in customer_states(txn, chunk, true, true).await? {
+                    // Read under the lock: an erasure that committed since counts too.
+                    state.insert(id, (erased.is_some(), currency));
                 }
             }
         }
