@@ -59,8 +59,9 @@ impl ServiceContext {
 /// every service (`with_codec_settings!(ctx, FooServiceServer::new(api))`):
 ///
 /// - `server.max_message_bytes` as the limit on requests and answers; for a
-///   compressed request it bounds the decompressed size, so a small
-///   "zip bomb" is refused with RESOURCE_EXHAUSTED before it is inflated.
+///   compressed request it bounds the decompressed size, checked while
+///   inflating, so a small "zip bomb" costs at most the limit and gets
+///   RESOURCE_EXHAUSTED.
 /// - Requests compressed with gzip or deflate are accepted. They are the
 ///   encodings every gRPC implementation offers, and a client configured
 ///   to compress (one option in grpc-go, grpc-java, grpc-python) would
