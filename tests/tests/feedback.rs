@@ -209,6 +209,17 @@ backend_tests! {
         }
         assert_eq!(ok, 1);
 
+        // No mask (AIP-134): the fields sent change, the rest stays; an
+        // update that changes nothing keeps the etag.
+        let current = fb.get_complaint(pb::GetComplaintRequest { id: filed.id.clone() }).await.unwrap().into_inner();
+        let note = pb::Complaint { id: current.id.clone(), resolution: "refund sent".into(), ..Default::default() };
+        let noted = fb.update_complaint(pb::UpdateComplaintRequest { complaint: Some(note.clone()), update_mask: None }).await.unwrap().into_inner();
+        assert_eq!(noted.resolution, "refund sent");
+        assert_eq!((noted.assignee.as_str(), noted.status, noted.description.as_str()), (current.assignee.as_str(), current.status, current.description.as_str()));
+        assert_ne!(noted.etag, current.etag);
+        let again = fb.update_complaint(pb::UpdateComplaintRequest { complaint: Some(note), update_mask: None }).await.unwrap().into_inner();
+        assert_eq!(again.etag, noted.etag, "nothing changed, the etag stays");
+
         // Imported history: resolution times known, report figures checked.
         let hours = [2i64, 5, 9, 30, 48];
         for (i, h) in hours.iter().enumerate() {

@@ -171,13 +171,12 @@ impl FeedbackApi {
                 ));
             }
         }
-        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        if paths.is_empty() {
-            return Err(ApiError::invalid_field(
-                "update_mask",
-                "name the fields to update",
-            ));
-        }
+        // Without a mask, the fields sent (AIP-134's implied mask), so a
+        // client that assigns a complaint leaves the rest as it is.
+        let paths = match req.update_mask.map(|m| m.paths) {
+            Some(paths) if !paths.is_empty() => paths,
+            _ => implied_mask(&incoming),
+        };
         let now = now();
         let mut next = Complaint {
             update_time: now,
@@ -255,6 +254,16 @@ impl FeedbackApi {
             _ => {}
         }
         let next = next.validate(now).map_err(|e| e.within("complaint"))?;
+        let unchanged = Complaint {
+            update_time: current.update_time,
+            version: current.version,
+            ..next.clone()
+        } == current;
+        if unchanged {
+            // Nothing to write: the etag stays, so other writers holding it
+            // are not turned away for nothing.
+            return Ok(complaint_to_proto(&current));
+        }
         self.store.update_complaint(&next, current.version).await?;
         Ok(complaint_to_proto(&next))
     }
@@ -381,3 +390,23 @@ pub(crate) type SummaryStream = std::pin::Pin<
             + Send,
     >,
 >;
+
+/// The mutable fields `complaint` sets: the mask a request without one
+/// implies (AIP-134).
+fn implied_mask(complaint: &pb::Complaint) -> Vec<String> {
+    [
+        ("type", !complaint.r#type.is_empty()),
+        ("product_id", !complaint.product_id.is_empty()),
+        ("region", !complaint.region.is_empty()),
+        ("channel", !complaint.channel.is_empty()),
+        ("assignee", !complaint.assignee.is_empty()),
+        ("description", !complaint.description.is_empty()),
+        ("resolution", !complaint.resolution.is_empty()),
+        ("severity", complaint.severity != 0),
+        ("status", complaint.status != 0),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(path, _)| path.to_owned())
+    .collect()
+}
