@@ -370,8 +370,58 @@ pub async fn seed_buyers_paying(
     seed: u64,
     fixed_cents: Option<i64>,
 ) -> Vec<String> {
+    use rand::Rng;
+    seed_histories(app, count, seed, |rng| {
+        let rate: f64 = rng.random_range(0.005..0.08);
+        let drop: f64 = rng.random_range(0.05..0.5);
+        // Spend levels spread like a gamma mixture, as Gamma-Gamma assumes.
+        let level: f64 = rng.random_range(5.0..150.0f64).powf(1.3);
+        let mut day = -700 + rng.random_range(0..400i64);
+        let mut purchases = Vec::new();
+        while day < 0 {
+            let varied = (level * rng.random_range(60.0..140.0)) as i64;
+            purchases.push((day, fixed_cents.unwrap_or(varied)));
+            if rng.random_bool(drop) {
+                break;
+            }
+            day += (-rng.random::<f64>().max(1e-9).ln() / rate).ceil() as i64;
+        }
+        purchases
+    })
+    .await
+}
+
+/// Creates `count` customers whose purchases are drawn the way test data
+/// usually is, with no story behind it: 1 to 5 purchases each, on days
+/// uniform over the last year, amounts uniform between 5 and 200 EUR. No
+/// customer differs from another in rate, loyalty or spend, which leaves the
+/// purchase models' shape parameters at their limits. Returns their ids.
+pub async fn seed_uniform_buyers(app: &TestApp, count: usize, seed: u64) -> Vec<String> {
+    use rand::Rng;
+    seed_histories(app, count, seed, |rng| {
+        (0..rng.random_range(1..=5))
+            .map(|_| {
+                (
+                    rng.random_range(-365..0i64),
+                    rng.random_range(500..20_000i64),
+                )
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Creates `count` customers (external ids `buyer-<n>`, region West), each
+/// with the purchases `history` draws: (day relative to today, amount in
+/// EUR cents), recorded through the profile service. Returns their ids.
+pub async fn seed_histories(
+    app: &TestApp,
+    count: usize,
+    seed: u64,
+    mut history: impl FnMut(&mut rand_chacha::ChaCha8Rng) -> Vec<(i64, i64)>,
+) -> Vec<String> {
     use pb::{common::Money, profile as ppb};
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let now = chrono::Utc::now().timestamp();
     let mut ids = Vec::new();
@@ -389,38 +439,26 @@ pub async fn seed_buyers_paying(
             .await
             .expect("create buyer")
             .into_inner();
-        let rate: f64 = rng.random_range(0.005..0.08);
-        let drop: f64 = rng.random_range(0.05..0.5);
-        // Spend levels spread like a gamma mixture, as Gamma-Gamma assumes.
-        let level: f64 = rng.random_range(5.0..150.0f64).powf(1.3);
-        let mut day = -700 + rng.random_range(0..400i64);
-        let mut transactions = Vec::new();
-        while day < 0 {
-            transactions.push(ppb::Transaction {
-                id: format!("buyer-{c}-{day}"),
+        let transactions = history(&mut rng)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (day, cents))| ppb::Transaction {
+                id: format!("buyer-{c}-{i}"),
                 customer_id: customer.id.clone(),
                 occurred_at: Some(prost_types::Timestamp {
                     seconds: now + 86_400 * day,
                     nanos: 0,
                 }),
-                amount: {
-                    let varied = (level * rng.random_range(60.0..140.0)) as i64;
-                    let cents = fixed_cents.unwrap_or(varied);
-                    Some(Money {
-                        currency_code: "EUR".into(),
-                        units: cents / 100,
-                        nanos: (cents % 100) as i32 * 10_000_000,
-                    })
-                },
+                amount: Some(Money {
+                    currency_code: "EUR".into(),
+                    units: cents / 100,
+                    nanos: (cents % 100) as i32 * 10_000_000,
+                }),
                 quantity: 1,
                 category: "toys".into(),
                 ..Default::default()
-            });
-            if rng.random_bool(drop) {
-                break;
-            }
-            day += (-rng.random::<f64>().max(1e-9).ln() / rate).ceil() as i64;
-        }
+            })
+            .collect();
         app.profile()
             .record_transactions(ppb::RecordTransactionsRequest { transactions })
             .await

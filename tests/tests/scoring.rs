@@ -336,6 +336,40 @@ backend_tests! {
         }
     }
 
+    async fn a_population_without_heterogeneity_is_scored(app: TestApp) {
+        // Purchases drawn uniformly at random, as test data usually is: no
+        // customer buys faster or spends more than another, so the
+        // likelihoods rise without bound as shape parameters run off (before,
+        // FitModel answered FAILED_PRECONDITION on nearly every such
+        // population, and nobody could be scored).
+        let ids = patron_tests::seed_uniform_buyers(&app, 60, 23).await;
+        patron_tests::score_everyone(&app, &ids).await;
+        let model = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
+        assert!(model.converged, "{model:?}");
+        // Spend is uniform for everyone: no heterogeneity in it.
+        assert!(model.parameters_at_limit.contains(&"gamma_gamma.q".to_string()), "{model:?}");
+        let gg = model.gamma_gamma.unwrap();
+        assert_eq!(gg.q, patron_domain::models::SHAPE_MAX, "{gg:?}");
+        let scores = app
+            .scoring()
+            .batch_get_scores(pb::BatchGetScoresRequest { customer_ids: ids.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(scores.scores.len(), ids.len());
+        let amount = |m: Option<&Money>| m.map_or(0.0, |m| m.units as f64 + f64::from(m.nanos) / 1e9);
+        for score in &scores.scores {
+            let clv = score.clv.as_ref().unwrap();
+            assert!((0.0..=1.0).contains(&clv.p_alive), "{score:?}");
+            assert!(clv.expected_purchases_365d.is_finite() && clv.expected_purchases_365d >= 0.0, "{score:?}");
+            // Amounts are uniform on 5..200 EUR: every customer's expected
+            // occasion value is near the population mean, whatever their own.
+            let value = amount(clv.expected_occasion_value.as_ref());
+            assert!((60.0..150.0).contains(&value), "{}: {value}", score.customer_id);
+            assert!(amount(clv.predicted_clv_365d.as_ref()).is_finite());
+        }
+    }
+
     async fn a_score_of_later_data_is_never_replaced_by_an_older_one(app: TestApp) {
         // The guard between a recompute and online scoring, at the store: a
         // score reflecting a later position of the change feed is never

@@ -126,6 +126,61 @@ proptest! {
         let _ = gamma_gamma::fit(&rows);
     }
 
+    /// Purchases drawn the way test data usually is (a few per customer on
+    /// uniform random days, uniform random amounts) has no heterogeneity to
+    /// speak of: the likelihoods have no interior maximum and the shape
+    /// parameters run off (see `SHAPE_MIN`). Every such population with two
+    /// customers and a repeat buyer must still be fitted, never an error,
+    /// and give predictions in range for every customer.
+    #[test]
+    fn uniformly_random_populations_are_always_fitted(
+        customers in proptest::collection::vec(
+            (proptest::collection::vec((0.0f64..1.0, 1.0f64..200.0), 1..12), 0.0f64..1.0),
+            2..150,
+        ),
+        span in 30.0f64..1500.0,
+    ) {
+        let mut rows = Vec::new();
+        let mut spend = Vec::new();
+        for (purchases, _) in &customers {
+            // Occasions are whole days; amounts on one day add up.
+            let mut days: BTreeMap<i64, f64> = BTreeMap::new();
+            for &(at, amount) in purchases {
+                *days.entry((at * span) as i64).or_default() += amount;
+            }
+            let (first, last) = (*days.keys().next().unwrap(), *days.keys().last().unwrap());
+            let x = days.len() as u32 - 1;
+            rows.push(BgNbdRow { x, t_x: (last - first) as f64, t: span.floor() - first as f64, weight: 1.0 });
+            if x > 0 {
+                let mean = days.values().skip(1).sum::<f64>() / f64::from(x);
+                spend.push(GammaGammaRow { x, mean_value: mean, weight: 1.0 });
+            }
+        }
+        prop_assume!(!spend.is_empty());
+        let fit = bgnbd::fit(&rows);
+        prop_assert!(fit.is_ok(), "{fit:?} on {rows:?}");
+        let p = fit.unwrap().params;
+        for r in &rows {
+            let alive = p.p_alive(r.x, r.t_x, r.t);
+            let e = p.conditional_expected_purchases(365.0, r.x, r.t_x, r.t);
+            prop_assert!((0.0..=1.0).contains(&alive), "{alive} {p:?} {r:?}");
+            prop_assert!(e.is_some_and(|e| e.is_finite() && e >= 0.0), "{e:?} {p:?} {r:?}");
+        }
+        {
+            // One repeat buyer included: the fixed-price stand-in at its mean.
+            let g = gamma_gamma::fit(&spend);
+            prop_assert!(g.is_ok(), "{g:?} on {spend:?}");
+            let g = g.unwrap().params;
+            let (low, high) = spend.iter().fold((f64::MAX, 0.0f64), |(l, h), r| (l.min(r.mean_value), h.max(r.mean_value)));
+            for r in &spend {
+                // A weighted mean of the population mean and the customer's
+                // own: within the range of the customers' means.
+                let value = g.conditional_expected_value(r.x, r.mean_value);
+                prop_assert!(value >= low * (1.0 - 1e-9) && value <= high * (1.0 + 1e-9), "{value} {g:?} {r:?}");
+            }
+        }
+    }
+
     /// Bucketing splits the customers into one range per thread and sorts
     /// each history: neither the thread count nor the input order may change
     /// a summary, and customer indexes outside 0..customers are ignored.

@@ -170,13 +170,23 @@ fn conditional_expectations_match_high_precision_values() {
 /// Draws BG/NBD histories: λ ~ Gamma(r, 1/α), p ~ Beta(a, b), dropout after
 /// each repeat purchase, observation lengths uniform in [30, 400] days.
 fn simulate_bgnbd(truth: BgNbdParams, customers: usize, seed: u64) -> Vec<BgNbdRow> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let rate = Gamma::new(truth.r, 1.0 / truth.alpha).unwrap();
     let dropout = Beta::new(truth.a, truth.b).unwrap();
+    simulate_histories(customers, seed, |rng| {
+        (rate.sample(&mut *rng), dropout.sample(&mut *rng))
+    })
+}
+
+/// BG/NBD histories from each customer's (λ, p) as `draw` gives them.
+fn simulate_histories(
+    customers: usize,
+    seed: u64,
+    mut draw: impl FnMut(&mut ChaCha8Rng) -> (f64, f64),
+) -> Vec<BgNbdRow> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..customers)
         .map(|_| {
-            let lambda: f64 = rate.sample(&mut rng);
-            let p: f64 = dropout.sample(&mut rng);
+            let (lambda, p) = draw(&mut rng);
             let t = rng.random_range(30.0..400.0f64).floor();
             let (mut x, mut t_x, mut now) = (0u32, 0.0, 0.0);
             loop {
@@ -220,6 +230,149 @@ fn bgnbd_recovers_simulated_parameters() {
             (got - want).abs() / want < 0.12,
             "{name}: fitted {got}, true {want}"
         );
+    }
+}
+
+/// Populations without heterogeneity in some respect have no interior
+/// maximum: the likelihood rises as a shape parameter runs off, and the fit
+/// holds it at its bound (10^6). The bound must stand in for the limit
+/// model: the rate and dropout probability the data was drawn from are
+/// recovered as r/α and a/(a+b), and the predictions are the limit model's
+/// closed forms. With the same λ and p for everyone, P(alive | x, t_x, T) =
+/// 1 / (1 + p/(1-p) · e^(λ(T - t_x))) and E[Y(h) | alive] = (1 - e^(-λph)) / p.
+#[test]
+fn a_homogeneous_population_is_fitted_by_the_limit_model() {
+    let (lambda, p) = (0.05, 0.2);
+    let rows = simulate_histories(20_000, 41, |_| (lambda, p));
+    let fit = bgnbd::fit(&rows).expect("a homogeneous population is a fit, not an error");
+    assert!(fit.at_limit.contains(&"r"), "{fit:?}");
+    let f = fit.params;
+    let (rate, dropout) = (f.r / f.alpha, f.a / (f.a + f.b));
+    assert!(
+        (rate - lambda).abs() / lambda < 0.05,
+        "rate {rate}, {fit:?}"
+    );
+    assert!((dropout - p).abs() / p < 0.1, "dropout {dropout}, {fit:?}");
+    for (x, t_x, t) in [
+        (1, 20.0, 60.0),
+        (4, 100.0, 120.0),
+        (9, 200.0, 380.0),
+        (0, 0.0, 90.0),
+    ] {
+        let p_alive = if x == 0 {
+            1.0
+        } else {
+            1.0 / (1.0 + dropout / (1.0 - dropout) * (rate * (t - t_x)).exp())
+        };
+        let expected = p_alive * (1.0 - (-rate * dropout * 365.0).exp()) / dropout;
+        let got = f.conditional_expected_purchases(365.0, x, t_x, t).unwrap();
+        assert!((f.p_alive(x, t_x, t) - p_alive).abs() < 1e-4, "x={x}");
+        assert!(
+            (got - expected).abs() < 1e-3 * expected,
+            "x={x}: {got} vs {expected}"
+        );
+    }
+}
+
+/// Nobody drops out (p = 0 for everyone): the dropout shape a runs to
+/// its lower bound, P(alive) is 1, and the expectations are the NBD's,
+/// (r + x) / (α + T) · h, with r and α fitted as usual.
+#[test]
+fn a_population_where_nobody_leaves_is_fitted_by_the_nbd() {
+    let rate = Gamma::new(2.0, 1.0 / 40.0).unwrap();
+    let rows = simulate_histories(20_000, 43, |rng| (rate.sample(rng), 0.0));
+    let fit = bgnbd::fit(&rows).expect("no dropout is a fit, not an error");
+    let f = fit.params;
+    // The mean dropout probability a/(a+b) is nil (a runs to its lower
+    // bound, where the likelihood is flat enough for the fit to stop just
+    // short of it).
+    assert!(f.a / (f.a + f.b) < 1e-9, "{fit:?}");
+    assert!(
+        (f.r - 2.0).abs() / 2.0 < 0.12 && (f.alpha - 40.0).abs() / 40.0 < 0.12,
+        "{fit:?}"
+    );
+    for (x, t_x, t) in [(1, 20.0, 60.0), (6, 100.0, 320.0), (0, 0.0, 90.0)] {
+        let nbd = (f.r + f64::from(x)) / (f.alpha + t) * 365.0;
+        let got = f.conditional_expected_purchases(365.0, x, t_x, t).unwrap();
+        assert!(f.p_alive(x, t_x, t) > 1.0 - 1e-6, "x={x}");
+        assert!((got - nbd).abs() < 1e-4 * nbd, "x={x}: {got} vs {nbd}");
+    }
+}
+
+/// At the shape bound the expectation switches to the untransformed series
+/// (Euler's would need about a·z terms): values of eq. 10 from mpmath at 60
+/// digits, its series summed directly.
+#[test]
+fn conditional_expectations_at_the_shape_bound_match_high_precision_values() {
+    let same_dropout = BgNbdParams {
+        r: 0.7,
+        alpha: 20.0,
+        a: 3e5,
+        b: 1e6,
+    };
+    let same_rate = BgNbdParams {
+        r: 1e6,
+        alpha: 2e7,
+        a: 0.3,
+        b: 1e6,
+    };
+    let same_both = BgNbdParams {
+        a: 3e5,
+        ..same_rate
+    };
+    for (p, x, t_x, t, expected) in [
+        (same_dropout, 0, 0.0, 30.0, 2.162_610_942_635_644),
+        (same_dropout, 5, 100.0, 200.0, 0.347_751_841_730_530_55),
+        (same_dropout, 150, 190.0, 200.0, 0.012_997_566_349_654_767),
+        (same_rate, 4, 80.0, 120.0, 18.249_873_087_005_25),
+        (same_both, 4, 80.0, 120.0, 1.327_170_805_071_399_2),
+        // a in the thousands: Euler's series would overflow (proptest find).
+        (
+            BgNbdParams {
+                r: 2.276_135_021_808_383_6,
+                alpha: 452.038_248_330_757_4,
+                a: 1_371.613_579_557_033_3,
+                b: 1e6,
+            },
+            0,
+            0.0,
+            77.0,
+            1.567_948_907_183_790_5,
+        ),
+    ] {
+        let e = p.conditional_expected_purchases(365.0, x, t_x, t).unwrap();
+        assert!(
+            (e - expected).abs() <= 1e-9 * expected,
+            "E[Y(365) | {x}, {t_x}, {t}] under {p:?} = {e}, expected {expected}"
+        );
+    }
+}
+
+/// Spend with no heterogeneity between customers (every transaction value
+/// drawn from one Gamma(p, ν)): q is held at its bound, p is recovered, and
+/// every customer's expected occasion value is the population mean p/ν,
+/// whatever their own history.
+#[test]
+fn spend_without_heterogeneity_is_fitted_by_the_limit_model() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let value = Gamma::new(3.0, 10.0).unwrap();
+    let rows: Vec<_> = (0..20_000)
+        .map(|_| {
+            let x = rng.random_range(1..8u32);
+            let mean = (0..x).map(|_| value.sample(&mut rng)).sum::<f64>() / f64::from(x);
+            GammaGammaRow {
+                x,
+                mean_value: mean,
+                weight: 1.0,
+            }
+        })
+        .collect();
+    let fit = gamma_gamma::fit(&rows).expect("homogeneous spend is a fit, not an error");
+    assert_eq!(fit.at_limit, ["q"], "{fit:?}");
+    assert!((fit.params.p - 3.0).abs() / 3.0 < 0.05, "{fit:?}");
+    for (x, m) in [(0, 0.0), (1, 5.0), (3, 30.0), (7, 90.0)] {
+        let e = fit.params.conditional_expected_value(x, m);
+        assert!((e - 30.0).abs() < 0.02 * 30.0, "x={x}, m={m}: {e}");
     }
 }
 

@@ -141,6 +141,12 @@ pub(crate) async fn fit(store: &ScoringStore, req: pb::FitModelRequest) -> ApiRe
         converged: true,
         iterations: (bg.iterations + gg.iterations) as i32,
         create_time: Some(to_timestamp(now)),
+        parameters_at_limit: bg
+            .at_limit
+            .iter()
+            .map(|name| format!("bg_nbd.{name}"))
+            .chain(gg.at_limit.iter().map(|name| format!("gamma_gamma.{name}")))
+            .collect(),
     };
     store
         .save_model(&fit.model_version, now, fit.encode_to_vec())

@@ -8,7 +8,12 @@
 
 use rayon::prelude::*;
 
-use super::{FitError, optimize::bfgs_from, special::hyp2f1};
+use super::{
+    FitError, log_shape_bounds,
+    optimize::{BoxedMinimum, bfgs_boxed},
+    shape_from_log,
+    special::{hyp2f1, ln_hyp2f1},
+};
 
 /// Fitted BG/NBD parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +37,9 @@ pub struct BgNbdRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BgNbdFit {
     pub params: BgNbdParams,
+    /// Names of the shape parameters held at a bound (see
+    /// [`super::SHAPE_MIN`]): `"r"`, `"a"`, `"b"`.
+    pub at_limit: Vec<&'static str>,
     pub log_likelihood: f64,
     pub iterations: usize,
     pub customers: f64,
@@ -99,30 +107,37 @@ fn log_likelihood_and_gradient_with(
     let tables = XTables::new(p, max_x);
     let ln_alpha = p.alpha.ln();
     let ln_a = p.a.ln();
-    // With whole-day times (Patron's data), ln(α + d) is a table lookup.
-    let ln_alpha_plus: Vec<f64> = if whole_days {
+    // The textbook terms r·ln α and -(r+x)·ln(α+T) are each about 2e7 when
+    // r sits at its bound (10^6, every customer buying at the same rate)
+    // and cancel to a few units; written with l(t) = ln(1 + t/α) they are
+    // -x·ln α - (r+x)·l(T), small where the result is small.
+    // With whole-day times (Patron's data), l(d) is a table lookup.
+    let ln1p_table: Vec<f64> = if whole_days {
         let max_day = rows.iter().map(|r| r.t as usize).max().unwrap_or(0);
-        (0..=max_day).map(|d| (p.alpha + d as f64).ln()).collect()
+        (0..=max_day)
+            .map(|d| (d as f64 / p.alpha).ln_1p())
+            .collect()
     } else {
         Vec::new()
     };
-    let ln_alpha_plus = |t: f64| {
+    let l = |t: f64| {
         if whole_days {
-            ln_alpha_plus[t as usize]
+            ln1p_table[t as usize]
         } else {
-            (p.alpha + t).ln()
+            (t / p.alpha).ln_1p()
         }
     };
     let per_row = |row: &BgNbdRow| -> (f64, [f64; 4]) {
         let x = row.x as usize;
-        let rx = p.r + f64::from(row.x);
-        let ln_at = ln_alpha_plus(row.t);
-        let ln_a1 = tables.s_r[x] + p.r * ln_alpha;
+        let xf = f64::from(row.x);
+        let rx = p.r + xf;
+        let l_t = l(row.t);
+        let ln_a1 = tables.s_r[x];
         let ln_a2 = tables.s_beta[x];
-        let ln_a3 = -rx * ln_at;
-        let (ll, w4, ln_atx) = if row.x > 0 {
-            let ln_atx = ln_alpha_plus(row.t_x);
-            let ln_a4 = ln_a - tables.ln_b_x1[x] - rx * ln_atx;
+        let ln_a3 = -xf * ln_alpha - rx * l_t;
+        let (ll, w4, l_tx) = if row.x > 0 {
+            let l_tx = l(row.t_x);
+            let ln_a4 = ln_a - tables.ln_b_x1[x] - xf * ln_alpha - rx * l_tx;
             // One exp serves both log(A3 + A4) and the weight A4 / (A3 + A4).
             let d = ln_a4 - ln_a3;
             let e = (-d.abs()).exp();
@@ -132,23 +147,24 @@ fn log_likelihood_and_gradient_with(
             } else {
                 e / (1.0 + e)
             };
-            (ln_a1 + ln_a2 + lse, w4, ln_atx)
+            (ln_a1 + ln_a2 + lse, w4, l_tx)
         } else {
             (ln_a1 + ln_a2 + ln_a3, 0.0, 0.0)
         };
         let w3 = 1.0 - w4;
-        let d_r = tables.ds_r[x] + ln_alpha - w3 * ln_at - w4 * ln_atx;
-        let d_alpha = p.r / p.alpha
-            - w3 * rx / (p.alpha + row.t)
-            - if row.x > 0 {
-                w4 * rx / (p.alpha + row.t_x)
+        let d_r = tables.ds_r[x] - w3 * l_t - w4 * l_tx;
+        // r/α - (r+x)/(α+t) = (r·t - x·α) / (α (α+t)), without the cancellation.
+        let d_alpha = (w3 * (p.r * row.t - xf * p.alpha) / (p.alpha + row.t)
+            + if row.x > 0 {
+                w4 * (p.r * row.t_x - xf * p.alpha) / (p.alpha + row.t_x)
             } else {
                 0.0
-            };
+            })
+            / p.alpha;
         let d_a = tables.ds_beta_da[x] + w4 / p.a;
         let d_b = tables.ds_beta_db[x]
             - if row.x > 0 {
-                w4 / (p.b + f64::from(row.x) - 1.0)
+                w4 / (p.b + xf - 1.0)
             } else {
                 0.0
             };
@@ -196,14 +212,15 @@ pub fn compress(rows: &[BgNbdRow]) -> Vec<BgNbdRow> {
     out
 }
 
-/// BFGS on log-parameters over (possibly weighted) rows; the objective is
-/// the mean negative log-likelihood per customer.
+/// BFGS on log-parameters over (possibly weighted) rows, shapes within
+/// their bounds; the objective is the mean negative log-likelihood per
+/// customer.
 fn minimize(
     data: &[BgNbdRow],
     whole_days: bool,
     start: &[f64],
     inverse_hessian: Option<&[Vec<f64>]>,
-) -> super::optimize::Minimum {
+) -> BoxedMinimum {
     let scale = 1.0 / data.iter().map(|r| r.weight).sum::<f64>();
     let objective = |theta: &[f64]| {
         let p = BgNbdParams {
@@ -221,7 +238,16 @@ fn minimize(
         ];
         (-ll * scale, grad)
     };
-    bfgs_from(&objective, start, inverse_hessian, 1e-9, 1e-15, 1_000)
+    let shape = log_shape_bounds();
+    bfgs_boxed(
+        &objective,
+        start,
+        inverse_hessian,
+        &[shape, None, shape, shape],
+        1e-9,
+        1e-15,
+        1_000,
+    )
 }
 
 /// Populations above four times this many customers are first fitted on a
@@ -274,20 +300,22 @@ pub fn fit_with_warm_start(
         let step = rows.len() / warm_start_customers;
         let sample = compress(&rows.iter().step_by(step).copied().collect::<Vec<_>>());
         let warm = minimize(&sample, whole_days, &start, None);
-        if warm.converged && warm.x.iter().all(|t| (-18.0..=18.0).contains(t)) {
-            start = warm.x;
-            curvature = Some(warm.inverse_hessian);
+        if warm.minimum.converged && warm.minimum.x.iter().all(|t| t.abs() <= MAX_LOG_SCALE) {
+            start = warm.minimum.x;
+            curvature = Some(warm.minimum.inverse_hessian);
         }
     }
-    let m = minimize(&data, whole_days, &start, curvature.as_deref());
+    let BoxedMinimum {
+        minimum: m,
+        at_bound,
+    } = minimize(&data, whole_days, &start, curvature.as_deref());
     let params = BgNbdParams {
-        r: m.x[0].exp(),
+        r: shape_from_log(m.x[0], at_bound[0]),
         alpha: m.x[1].exp(),
-        a: m.x[2].exp(),
-        b: m.x[3].exp(),
+        a: shape_from_log(m.x[2], at_bound[2]),
+        b: shape_from_log(m.x[3], at_bound[3]),
     };
-    let at_boundary = m.x.iter().any(|t| !(-18.0..=18.0).contains(t));
-    if !m.converged || at_boundary || !m.value.is_finite() {
+    if !m.converged || m.x[1].abs() > MAX_LOG_SCALE || !m.value.is_finite() {
         return Err(FitError::NotConverged {
             iterations: m.iterations,
             detail: format!("{params:?}"),
@@ -295,12 +323,21 @@ pub fn fit_with_warm_start(
     }
     Ok(BgNbdFit {
         params,
+        at_limit: ["r", "alpha", "a", "b"]
+            .into_iter()
+            .zip(at_bound)
+            .filter_map(|(name, held)| held.then_some(name))
+            .collect(),
         log_likelihood: -m.value * customers,
         iterations: m.iterations,
         customers,
         repeat_customers,
     })
 }
+
+/// A scale parameter (α) beyond e^±30 means the fit went wrong: with the
+/// shapes bounded it has a finite optimum for any data with repeat buyers.
+const MAX_LOG_SCALE: f64 = 30.0;
 
 impl BgNbdParams {
     /// P(alive | x, t_x, T). BG/NBD gives 1 for customers without a repeat
@@ -311,7 +348,7 @@ impl BgNbdParams {
         }
         let rx = self.r + f64::from(x);
         let odds = self.a / (self.b + f64::from(x) - 1.0)
-            * ((self.alpha + t) / (self.alpha + t_x)).powf(rx);
+            * (rx * ((t / self.alpha).ln_1p() - (t_x / self.alpha).ln_1p())).exp();
         1.0 / (1.0 + odds)
     }
 
@@ -334,10 +371,9 @@ impl BgNbdParams {
     ) -> Option<f64> {
         let xf = f64::from(x);
         let numerator = (self.a + self.b + xf - 1.0) / (self.a - 1.0)
-            * (1.0 - self.euler_term(horizon, x, t)?);
+            * self.one_minus_hypergeometric_term(horizon, x, t)?;
         let denominator = if x > 0 {
-            1.0 + self.a / (self.b + xf - 1.0)
-                * ((self.alpha + t) / (self.alpha + t_x)).powf(self.r + xf)
+            1.0 / self.p_alive(x, t_x, t)
         } else {
             1.0
         };
@@ -355,6 +391,32 @@ impl BgNbdParams {
         rows.par_iter()
             .map(|r| self.conditional_expected_purchases(horizon, r.x, r.t_x, r.t))
             .collect()
+    }
+
+    /// 1 - ((α+T)/(α+T+h))^(r+x) 2F1(r+x, b+x; a+b+x-1; z), z = h/(α+T+h).
+    ///
+    /// Euler's form (below) multiplies (1-z)^(a-1) by a series that grows
+    /// to about (1-z)^-(a-1) over some (a-1)·z/(1-z) terms. Fitted a is
+    /// usually below a few units, and then Euler's form is the one to sum;
+    /// but a population whose dropout probability is about the same for
+    /// everyone has large a and b (up to the shape bound, 10^6), where that
+    /// series needs millions of terms and overflows f64 once (a-1)·ln(1/(1-z))
+    /// passes 709. There (a > 1, so every term of the original series is
+    /// positive) the original form is summed in logarithms instead.
+    fn one_minus_hypergeometric_term(&self, horizon: f64, x: u32, t: f64) -> Option<f64> {
+        let ln_one_minus_z = -(horizon / (self.alpha + t)).ln_1p();
+        if (self.a - 1.0) * -ln_one_minus_z <= 200.0 {
+            return Some(1.0 - self.euler_term(horizon, x, t)?);
+        }
+        let z = horizon / (self.alpha + t + horizon);
+        let rx = self.r + f64::from(x);
+        let ln_series = ln_hyp2f1(
+            rx,
+            self.b + f64::from(x),
+            self.a + self.b + f64::from(x) - 1.0,
+            z,
+        )?;
+        Some(-(rx * ln_one_minus_z + ln_series).exp_m1())
     }
 
     /// (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z) with z = h/(α+T+h).
@@ -433,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn degenerate_populations_are_errors() {
+    fn degenerate_populations() {
         let one_time = [BgNbdRow {
             x: 0,
             t_x: 0.0,
@@ -455,10 +517,20 @@ mod tests {
             t: 10.0,
             weight: 100.0,
         }];
-        assert!(matches!(
-            fit(&identical),
-            Err(FitError::NotConverged { .. })
-        ));
+        // Customers all alike: the homogeneous limit (see the oracle tests),
+        // not an error. Same rate 0.515/day, dropout 0.278: five silent days
+        // leave P(alive) = 1 / (1 + 0.278/0.722 · e^(0.515 · 5)).
+        let f = fit(&identical).expect("a population of equals is a fit");
+        assert!(f.at_limit.contains(&"r"), "{f:?}");
+        let (rate, dropout) = (
+            f.params.r / f.params.alpha,
+            f.params.a / (f.params.a + f.params.b),
+        );
+        let homogeneous = 1.0 / (1.0 + dropout / (1.0 - dropout) * (rate * 5.0).exp());
+        assert!(
+            (f.params.p_alive(3, 5.0, 10.0) - homogeneous).abs() < 1e-6,
+            "{f:?}"
+        );
         let bad = [BgNbdRow {
             x: 1,
             t_x: 12.0,

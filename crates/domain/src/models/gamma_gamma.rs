@@ -7,9 +7,10 @@
 use rayon::prelude::*;
 
 use super::{
-    FitError,
-    optimize::bfgs_from,
-    special::{digamma, ln_gamma},
+    FitError, SHAPE_MAX, log_shape_bounds,
+    optimize::{BoxedMinimum, bfgs_boxed},
+    shape_from_log,
+    special::{digamma, ln_gamma, ln_gamma_ratio},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -30,6 +31,9 @@ pub struct GammaGammaRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GammaGammaFit {
     pub params: GammaGammaParams,
+    /// Names of the shape parameters held at a bound (see
+    /// [`super::SHAPE_MIN`]): `"p"`, `"q"`.
+    pub at_limit: Vec<&'static str>,
     pub log_likelihood: f64,
     pub iterations: usize,
     pub customers: f64,
@@ -42,7 +46,7 @@ pub fn log_likelihood_and_gradient(
     rows: &[GammaGammaRow],
 ) -> (f64, [f64; 3]) {
     let max_x = rows.iter().map(|r| r.x).max().unwrap_or(0) as usize;
-    // Per x: ln Γ(px+q) - ln Γ(px) and the digammas.
+    // Per x: ln Γ(px+q) - ln Γ(px) - ln Γ(q) and the digammas.
     let mut lg = vec![0.0; max_x + 1];
     let mut dg_pxq = vec![0.0; max_x + 1];
     let mut dg_px = vec![0.0; max_x + 1];
@@ -53,26 +57,33 @@ pub fn log_likelihood_and_gradient(
     for x in 1..=max_x {
         if present[x] {
             let px = g.p * x as f64;
-            lg[x] = ln_gamma(px + g.q) - ln_gamma(px);
+            // The larger argument's ratio, so a shape at its bound (10^6)
+            // does not cancel two log-gammas of 1.3e7 against each other.
+            lg[x] = if px > g.q {
+                ln_gamma_ratio(px, g.q) - ln_gamma(g.q)
+            } else {
+                ln_gamma_ratio(g.q, px) - ln_gamma(px)
+            };
             dg_pxq[x] = digamma(px + g.q);
             dg_px[x] = digamma(px);
         }
     }
-    let common = -ln_gamma(g.q) + g.q * g.v.ln();
     let dg_q = digamma(g.q);
-    let ln_v = g.v.ln();
+    // ln L = lg + q·ln(v/(xm+v)) + px·ln(xm/(xm+v)) - ln m: the textbook
+    // q·ln v + (px-1)·ln m + px·ln x - (px+q)·ln(xm+v) regrouped into
+    // logarithms of ratios, each small where the textbook terms are huge.
     let per_row = |r: &GammaGammaRow| -> (f64, [f64; 3]) {
         let x = r.x as usize;
         let xf = f64::from(r.x);
         let px = g.p * xf;
-        let ln_m = r.mean_value.ln();
-        let ln_x = xf.ln();
-        let denom = xf * r.mean_value + g.v;
-        let ln_denom = denom.ln();
-        let ll = lg[x] + common + (px - 1.0) * ln_m + px * ln_x - (px + g.q) * ln_denom;
-        let d_p = xf * (dg_pxq[x] - dg_px[x] + ln_m + ln_x - ln_denom);
-        let d_q = dg_pxq[x] - dg_q + ln_v - ln_denom;
-        let d_v = g.q / g.v - (px + g.q) / denom;
+        let xm = xf * r.mean_value;
+        let denom = xm + g.v;
+        let ln_v_share = -(xm / g.v).ln_1p();
+        let ln_xm_share = -(g.v / xm).ln_1p();
+        let ll = lg[x] + g.q * ln_v_share + px * ln_xm_share - r.mean_value.ln();
+        let d_p = xf * (dg_pxq[x] - dg_px[x] + ln_xm_share);
+        let d_q = dg_pxq[x] - dg_q + ln_v_share;
+        let d_v = (g.q * xm / g.v - px) / denom;
         let w = r.weight;
         (w * ll, [w * d_p, w * d_q, w * d_v])
     };
@@ -92,29 +103,51 @@ pub fn log_likelihood(g: &GammaGammaParams, rows: &[GammaGammaRow]) -> f64 {
     log_likelihood_and_gradient(g, rows).0
 }
 
+/// Parameters from the optimiser's coordinates (ln p, ln q, ln(p·v/q)).
+///
+/// The third is the log of p·v/q, about the population's mean occasion
+/// value p·v/(q-1). With (ln p, ln q, ln v) the likelihood is a narrow
+/// valley wherever p or q is large (the mean is pinned by the data to a
+/// fraction of a percent while p and v trade off along it), and near the
+/// shape bound that valley gets narrower than f64 can resolve the
+/// likelihood: BFGS then stalls across it, short of the bound. Holding
+/// the mean as a coordinate of its own makes the valley an axis.
+fn params_of(theta: &[f64]) -> GammaGammaParams {
+    GammaGammaParams {
+        p: theta[0].exp(),
+        q: theta[1].exp(),
+        v: (theta[2] + theta[1] - theta[0]).exp(),
+    }
+}
+
 fn minimize(
     data: &[GammaGammaRow],
     start: &[f64],
     inverse_hessian: Option<&[Vec<f64>]>,
-) -> super::optimize::Minimum {
+) -> BoxedMinimum {
     let scale = 1.0 / data.iter().map(|r| r.weight).sum::<f64>();
     let objective = |theta: &[f64]| {
-        let g = GammaGammaParams {
-            p: theta[0].exp(),
-            q: theta[1].exp(),
-            v: theta[2].exp(),
-        };
+        let g = params_of(theta);
         let (ll, d) = log_likelihood_and_gradient(&g, data);
-        (
-            -ll * scale,
-            vec![
-                -d[0] * g.p * scale,
-                -d[1] * g.q * scale,
-                -d[2] * g.v * scale,
-            ],
-        )
+        // Gradients in ln p, ln q, ln v, then by the chain rule in the
+        // optimiser's coordinates (ln v = θ2 + θ1 - θ0).
+        let (dp, dq, dv) = (
+            -d[0] * g.p * scale,
+            -d[1] * g.q * scale,
+            -d[2] * g.v * scale,
+        );
+        (-ll * scale, vec![dp - dv, dq + dv, dv])
     };
-    bfgs_from(&objective, start, inverse_hessian, 1e-9, 1e-15, 1_000)
+    let shape = log_shape_bounds();
+    bfgs_boxed(
+        &objective,
+        start,
+        inverse_hessian,
+        &[shape, shape, None],
+        1e-9,
+        1e-15,
+        1_000,
+    )
 }
 
 /// Maximum-likelihood fit over repeat buyers (rows with x = 0 are ignored).
@@ -142,9 +175,8 @@ pub fn fit_with_warm_start(
     if data.is_empty() {
         return Err(FitError::NoRepeatPurchases);
     }
-    if customers < 2.0 {
-        return Err(FitError::TooFewCustomers);
-    }
+    // One repeat buyer (or several, all at one mean) is the fixed-price
+    // case: all the data says about spend is one mean.
     let mean = data.iter().map(|r| r.mean_value * r.weight).sum::<f64>() / customers;
     if let Some(fit) = fixed_price(&data, mean, customers) {
         return Ok(fit);
@@ -159,19 +191,21 @@ pub fn fit_with_warm_start(
             .copied()
             .collect();
         let warm = minimize(&sample, &start, None);
-        if warm.converged && warm.x.iter().all(|t| (-18.0..=18.0).contains(t)) {
-            start = warm.x;
-            curvature = Some(warm.inverse_hessian);
+        if warm.minimum.converged && params_of(&warm.minimum.x).v.ln().abs() <= MAX_LOG_SCALE {
+            start = warm.minimum.x;
+            curvature = Some(warm.minimum.inverse_hessian);
         }
     }
-    let m = minimize(&data, &start, curvature.as_deref());
+    let BoxedMinimum {
+        minimum: m,
+        at_bound,
+    } = minimize(&data, &start, curvature.as_deref());
     let params = GammaGammaParams {
-        p: m.x[0].exp(),
-        q: m.x[1].exp(),
-        v: m.x[2].exp(),
+        p: shape_from_log(m.x[0], at_bound[0]),
+        q: shape_from_log(m.x[1], at_bound[1]),
+        ..params_of(&m.x)
     };
-    let at_boundary = m.x.iter().any(|t| !(-18.0..=18.0).contains(t));
-    if !m.converged || at_boundary || !m.value.is_finite() {
+    if !m.converged || params.v.ln().abs() > MAX_LOG_SCALE || !m.value.is_finite() {
         return Err(FitError::NotConverged {
             iterations: m.iterations,
             detail: format!("{params:?}"),
@@ -179,14 +213,22 @@ pub fn fit_with_warm_start(
     }
     Ok(GammaGammaFit {
         params,
+        at_limit: ["p", "q", "v"]
+            .into_iter()
+            .zip(at_bound)
+            .filter_map(|(name, held)| held.then_some(name))
+            .collect(),
         log_likelihood: -m.value * customers,
         iterations: m.iterations,
         customers,
     })
 }
 
+/// The scale v beyond e^±30 means the fit went wrong (see `bgnbd`).
+const MAX_LOG_SCALE: f64 = 30.0;
+
 /// Spread of the parameters reported for a fixed price (see [`fixed_price`]).
-pub const FIXED_PRICE_P: f64 = 1e6;
+pub const FIXED_PRICE_P: f64 = SHAPE_MAX;
 
 /// Every repeat buyer's mean occasion value the same (a fixed price, e.g. a
 /// subscription): the likelihood grows without bound as the model closes in
@@ -209,6 +251,7 @@ fn fixed_price(data: &[GammaGammaRow], mean: f64, customers: f64) -> Option<Gamm
     };
     Some(GammaGammaFit {
         params,
+        at_limit: vec!["p", "q"],
         log_likelihood: log_likelihood(&params, data),
         iterations: 0,
         customers,
@@ -276,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn degenerate_populations_are_errors() {
+    fn degenerate_populations() {
         assert_eq!(fit(&[]).unwrap_err(), FitError::NoRepeatPurchases);
         assert_eq!(
             fit(&[GammaGammaRow {
@@ -287,15 +330,16 @@ mod tests {
             .unwrap_err(),
             FitError::NoRepeatPurchases
         );
-        assert_eq!(
-            fit(&[GammaGammaRow {
-                x: 2,
-                mean_value: 3.0,
-                weight: 1.0
-            }])
-            .unwrap_err(),
-            FitError::TooFewCustomers
-        );
+        // A single repeat buyer: all the data says about spend is that
+        // customer's mean, the fixed-price stand-in (see below).
+        let single = fit(&[GammaGammaRow {
+            x: 2,
+            mean_value: 3.0,
+            weight: 1.0,
+        }])
+        .expect("one repeat buyer is a fit");
+        assert_eq!(single.at_limit, ["p", "q"]);
+        assert!((single.params.conditional_expected_value(0, 0.0) - 3.0).abs() < 1e-9);
         assert!(matches!(
             fit(&[GammaGammaRow {
                 x: 2,

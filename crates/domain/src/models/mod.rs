@@ -12,6 +12,33 @@ pub mod scores;
 pub mod special;
 pub mod summary;
 
+/// Shape parameters (BG/NBD r, a, b; Gamma-Gamma p, q) are fitted within
+/// [`SHAPE_MIN`, `SHAPE_MAX`]. Data without heterogeneity in some respect
+/// (every customer buying at the same rate, dropping out with the same
+/// probability, or spending the same on average) has its likelihood rise
+/// without bound as a shape parameter runs to infinity, or to zero when no
+/// one drops out: the limit is a simpler model, and a shape held at the
+/// bound stands in for it (a Gamma of shape 10^6 has a relative spread of
+/// 0.1%). Scale parameters (α, v) are free.
+pub const SHAPE_MIN: f64 = 1e-8;
+/// See [`SHAPE_MIN`].
+pub const SHAPE_MAX: f64 = 1e6;
+
+/// The bounds of a shape parameter fitted on its logarithm.
+pub(crate) fn log_shape_bounds() -> Option<(f64, f64)> {
+    Some((SHAPE_MIN.ln(), SHAPE_MAX.ln()))
+}
+
+/// A shape parameter from its fitted logarithm: exactly the bound when the
+/// fit held it there (exp(ln 10^6) is 999999.9999999995).
+pub(crate) fn shape_from_log(theta: f64, held: bool) -> f64 {
+    match (held, theta > 0.0) {
+        (true, true) => SHAPE_MAX,
+        (true, false) => SHAPE_MIN,
+        (false, _) => theta.exp(),
+    }
+}
+
 /// Why a model could not be fitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FitError {
