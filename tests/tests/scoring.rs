@@ -370,6 +370,27 @@ backend_tests! {
         }
     }
 
+    async fn a_shops_first_customer_is_scored(app: TestApp) {
+        // One customer, three purchases: the models cannot tell customers
+        // apart, but one history still has a maximum-likelihood reading (the
+        // limit model: one rate, one dropout probability, one spend), so
+        // FitModel and RecomputeScores answer instead of FAILED_PRECONDITION.
+        let ids = patron_tests::seed_histories(&app, 1, 5, |_| vec![(-90, 2_500), (-60, 4_000), (-30, 3_000)]).await;
+        patron_tests::score_everyone(&app, &ids).await;
+        let model = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
+        assert_eq!((model.customers, model.repeat_customers), (1, 1), "{model:?}");
+        assert!(model.parameters_at_limit.contains(&"bg_nbd.r".to_string()), "{model:?}");
+        let score = app.scoring().get_score(pb::GetScoreRequest { customer_id: ids[0].clone() }).await.unwrap().into_inner().score;
+        let clv = score.clv.unwrap();
+        // Two repeat purchases 30 days apart, the last 30 days ago: about
+        // one purchase a month while alive, and alive is likely.
+        assert!((0.3..=1.0).contains(&clv.p_alive), "{clv:?}");
+        assert!((1.0..13.0).contains(&clv.expected_purchases_365d), "{clv:?}");
+        // The spend model has one repeat buyer: its mean, 35.00.
+        let value = clv.expected_occasion_value.unwrap();
+        assert_eq!((value.units, value.nanos), (35, 0), "{value:?}");
+    }
+
     async fn a_score_of_later_data_is_never_replaced_by_an_older_one(app: TestApp) {
         // The guard between a recompute and online scoring, at the store: a
         // score reflecting a later position of the change feed is never

@@ -282,9 +282,6 @@ pub fn fit_with_warm_start(
     if repeat_customers == 0.0 {
         return Err(FitError::NoRepeatPurchases);
     }
-    if customers < 2.0 {
-        return Err(FitError::TooFewCustomers);
-    }
     let data = compress(rows);
     let whole_days = data
         .iter()
@@ -510,7 +507,6 @@ mod tests {
             t: 10.0,
             weight: 1.0,
         }];
-        assert_eq!(fit(&single).unwrap_err(), FitError::TooFewCustomers);
         let identical = [BgNbdRow {
             x: 3,
             t_x: 5.0,
@@ -530,6 +526,15 @@ mod tests {
         assert!(
             (f.params.p_alive(3, 5.0, 10.0) - homogeneous).abs() < 1e-6,
             "{f:?}"
+        );
+        // One customer is the same population (the likelihood per customer
+        // is the same), so the same fit: what one history says, in the limit
+        // model (a shop's first customer is scored too).
+        let one = fit(&single).expect("one customer with a repeat purchase is a fit");
+        assert_eq!(one.at_limit, f.at_limit);
+        assert!(
+            (one.params.p_alive(3, 5.0, 10.0) - homogeneous).abs() < 1e-6,
+            "{one:?}"
         );
         let bad = [BgNbdRow {
             x: 1,

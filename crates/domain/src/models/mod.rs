@@ -46,8 +46,6 @@ pub enum FitError {
     NoData,
     #[error("no customer has a repeat purchase; the model cannot be identified")]
     NoRepeatPurchases,
-    #[error("too few customers to fit")]
-    TooFewCustomers,
     #[error("invalid customer summary {0}")]
     InvalidRow(String),
     #[error(
