@@ -135,6 +135,29 @@ fn expected(
     (bgnbd::fit(&rows).unwrap(), gamma_gamma::fit(&gg).unwrap())
 }
 
+/// The scores of `ids`, every one of which must have one.
+async fn every_score(app: &TestApp, ids: &[String]) -> Vec<pb::CustomerScore> {
+    let answer = app
+        .scoring()
+        .batch_get_scores(pb::BatchGetScoresRequest {
+            customer_ids: ids.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        answer.missing_ids.is_empty(),
+        "not scored: {:?}",
+        answer.missing_ids
+    );
+    answer.scores
+}
+
+/// A money amount as a number (0 when absent).
+fn amount(m: Option<&Money>) -> f64 {
+    m.map_or(0.0, |m| m.units as f64 + f64::from(m.nanos) / 1e9)
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * b.abs().max(1.0)
 }
@@ -321,17 +344,9 @@ backend_tests! {
         assert_eq!((gg.p, gg.q), (1e6, 1e6 + 1.0), "{gg:?}");
         assert!(close(gg.v, 9.99), "{gg:?}");
         assert!(model.gamma_gamma_log_likelihood.is_finite());
-        let scores = app
-            .scoring()
-            .batch_get_scores(pb::BatchGetScoresRequest { customer_ids: ids.clone() })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(scores.scores.len(), ids.len());
-        for score in &scores.scores {
+        for score in &every_score(&app, &ids).await {
             let clv = score.clv.as_ref().unwrap();
-            let value = clv.expected_occasion_value.as_ref().unwrap();
-            let value = value.units as f64 + f64::from(value.nanos) / 1e9;
+            let value = amount(clv.expected_occasion_value.as_ref());
             assert!((value - 9.99).abs() < 1e-6, "{}: {value}", score.customer_id);
         }
     }
@@ -350,15 +365,7 @@ backend_tests! {
         assert!(model.parameters_at_limit.contains(&"gamma_gamma.q".to_string()), "{model:?}");
         let gg = model.gamma_gamma.unwrap();
         assert_eq!(gg.q, patron_domain::models::SHAPE_MAX, "{gg:?}");
-        let scores = app
-            .scoring()
-            .batch_get_scores(pb::BatchGetScoresRequest { customer_ids: ids.clone() })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(scores.scores.len(), ids.len());
-        let amount = |m: Option<&Money>| m.map_or(0.0, |m| m.units as f64 + f64::from(m.nanos) / 1e9);
-        for score in &scores.scores {
+        for score in &every_score(&app, &ids).await {
             let clv = score.clv.as_ref().unwrap();
             assert!((0.0..=1.0).contains(&clv.p_alive), "{score:?}");
             assert!(clv.expected_purchases_365d.is_finite() && clv.expected_purchases_365d >= 0.0, "{score:?}");

@@ -233,6 +233,28 @@ fn bgnbd_recovers_simulated_parameters() {
     }
 }
 
+/// Repeat buyers with 1 to 7 repeat occasions, each occasion's value drawn
+/// from the distribution `value_of` gives the customer.
+fn simulate_spend(
+    customers: usize,
+    seed: u64,
+    mut value_of: impl FnMut(&mut ChaCha8Rng) -> Gamma<f64>,
+) -> Vec<GammaGammaRow> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..customers)
+        .map(|_| {
+            let value = value_of(&mut rng);
+            let x = rng.random_range(1..8u32);
+            let mean = (0..x).map(|_| value.sample(&mut rng)).sum::<f64>() / f64::from(x);
+            GammaGammaRow {
+                x,
+                mean_value: mean,
+                weight: 1.0,
+            }
+        })
+        .collect()
+}
+
 /// Populations without heterogeneity in some respect have no interior
 /// maximum: the likelihood rises as a shape parameter runs off, and the fit
 /// holds it at its bound (10^6). The bound must stand in for the limit
@@ -326,6 +348,31 @@ fn conditional_expectations_at_the_shape_bound_match_high_precision_values() {
         (same_dropout, 150, 190.0, 200.0, 0.012_997_566_349_654_767),
         (same_rate, 4, 80.0, 120.0, 18.249_873_087_005_25),
         (same_both, 4, 80.0, 120.0, 1.327_170_805_071_399_2),
+        // a = 1, where eq. 10 is 0/0 (mpmath at a = 1 + 1e-30).
+        (
+            BgNbdParams {
+                r: 0.243,
+                alpha: 4.414,
+                a: 1.0,
+                b: 2.426,
+            },
+            2,
+            30.43,
+            38.86,
+            4.782_736_635_319_139,
+        ),
+        (
+            BgNbdParams {
+                r: 0.7,
+                alpha: 20.0,
+                a: 1.0,
+                b: 1.0,
+            },
+            0,
+            0.0,
+            30.0,
+            1.687_266_833_326_850_5,
+        ),
         // a in the thousands: Euler's series would overflow (proptest find).
         (
             BgNbdParams {
@@ -354,19 +401,8 @@ fn conditional_expectations_at_the_shape_bound_match_high_precision_values() {
 /// whatever their own history.
 #[test]
 fn spend_without_heterogeneity_is_fitted_by_the_limit_model() {
-    let mut rng = ChaCha8Rng::seed_from_u64(17);
     let value = Gamma::new(3.0, 10.0).unwrap();
-    let rows: Vec<_> = (0..20_000)
-        .map(|_| {
-            let x = rng.random_range(1..8u32);
-            let mean = (0..x).map(|_| value.sample(&mut rng)).sum::<f64>() / f64::from(x);
-            GammaGammaRow {
-                x,
-                mean_value: mean,
-                weight: 1.0,
-            }
-        })
-        .collect();
+    let rows = simulate_spend(20_000, 17, |_| value);
     let fit = gamma_gamma::fit(&rows).expect("homogeneous spend is a fit, not an error");
     assert_eq!(fit.at_limit, ["q"], "{fit:?}");
     assert!((fit.params.p - 3.0).abs() / 3.0 < 0.05, "{fit:?}");
@@ -383,21 +419,11 @@ fn gamma_gamma_recovers_simulated_parameters() {
         q: 4.0,
         v: 15.0,
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
     let nu_dist = Gamma::new(truth.q, 1.0 / truth.v).unwrap();
-    let rows: Vec<_> = (0..30_000)
-        .map(|_| {
-            let nu: f64 = nu_dist.sample(&mut rng);
-            let value = Gamma::new(truth.p, 1.0 / nu).unwrap();
-            let x = rng.random_range(1..8u32);
-            let mean = (0..x).map(|_| value.sample(&mut rng)).sum::<f64>() / f64::from(x);
-            GammaGammaRow {
-                x,
-                mean_value: mean,
-                weight: 1.0,
-            }
-        })
-        .collect();
+    let rows = simulate_spend(30_000, 5, |rng| {
+        let nu: f64 = nu_dist.sample(rng);
+        Gamma::new(truth.p, 1.0 / nu).unwrap()
+    });
     let g = gamma_gamma::fit(&rows).expect("fit").params;
     for (name, got, want) in [
         ("p", g.p, truth.p),

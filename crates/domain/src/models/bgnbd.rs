@@ -366,6 +366,22 @@ impl BgNbdParams {
         t_x: f64,
         t: f64,
     ) -> Option<f64> {
+        // At a = 1 the formula is 0/0 (a removable singularity: the value
+        // is smooth in a), and near it the two factors cancel. Such an a is
+        // not rare: where the data says nothing about dropout (one customer
+        // who bought today) the likelihood is flat in a and b and the fit
+        // leaves them at their start, 1. The mean of the values at 1 ± 1e-5
+        // is the value at 1 to about 1e-10.
+        const STEP: f64 = 1e-5;
+        if (self.a - 1.0).abs() < STEP / 2.0 {
+            let at = |a: f64| BgNbdParams { a, ..*self }.eq10(horizon, x, t_x, t);
+            return Some((at(1.0 - STEP)? + at(1.0 + STEP)?) / 2.0);
+        }
+        self.eq10(horizon, x, t_x, t)
+    }
+
+    /// Fader, Hardie & Lee's eq. 10 as written (see above).
+    fn eq10(&self, horizon: f64, x: u32, t_x: f64, t: f64) -> Option<f64> {
         let xf = f64::from(x);
         let numerator = (self.a + self.b + xf - 1.0) / (self.a - 1.0)
             * self.one_minus_hypergeometric_term(horizon, x, t)?;

@@ -217,30 +217,12 @@ fn bfgs_until(
     // (see the first update below).
     let mut scaled = h != identity(n);
     if !fx.is_finite() {
-        return (
-            Minimum {
-                x,
-                value: fx,
-                iterations: 0,
-                converged: false,
-                inverse_hessian: h.clone(),
-            },
-            false,
-        );
+        return finish(x, fx, 0, false, &h, false);
     }
     let mut checkpoint = fx;
     for iteration in 1..=max_iterations {
         if max_abs(&g) < gtol {
-            return (
-                Minimum {
-                    x,
-                    value: fx,
-                    iterations: iteration - 1,
-                    converged: true,
-                    inverse_hessian: h.clone(),
-                },
-                false,
-            );
+            return finish(x, fx, iteration - 1, true, &h, false);
         }
         let mut d: Vec<f64> = (0..n)
             .map(|i| -(0..n).map(|j| h[i][j] * g[j]).sum::<f64>())
@@ -302,16 +284,7 @@ fn bfgs_until(
             }
             // No progress possible along any step: at a (numerical) minimum?
             let converged = max_abs(&g) < gtol * 1e3;
-            return (
-                Minimum {
-                    x,
-                    value: fx,
-                    iterations: iteration,
-                    converged,
-                    inverse_hessian: h.clone(),
-                },
-                false,
-            );
+            return finish(x, fx, iteration, converged, &h, false);
         };
         let s: Vec<f64> = next.iter().zip(&x).map(|(a, b)| a - b).collect();
         let y: Vec<f64> = g_next.iter().zip(&g).map(|(a, b)| a - b).collect();
@@ -333,42 +306,15 @@ fn bfgs_until(
         // 1e-5 across a curvature of 1e4 promises only 1e-14 more).
         if iteration % STALL_ITERATIONS == 0 {
             if checkpoint - fx <= 1e-12 * fx.abs().max(1.0) && max_abs(&g) < STALL_GRADIENT {
-                return (
-                    Minimum {
-                        x,
-                        value: fx,
-                        iterations: iteration,
-                        converged: true,
-                        inverse_hessian: h.clone(),
-                    },
-                    false,
-                );
+                return finish(x, fx, iteration, true, &h, false);
             }
             checkpoint = fx;
         }
         if outside(&x) {
-            return (
-                Minimum {
-                    x,
-                    value: fx,
-                    iterations: iteration,
-                    converged: false,
-                    inverse_hessian: h.clone(),
-                },
-                true,
-            );
+            return finish(x, fx, iteration, false, &h, true);
         }
         if small_change && max_abs(&g) < gtol * 1e3 {
-            return (
-                Minimum {
-                    x,
-                    value: fx,
-                    iterations: iteration,
-                    converged: true,
-                    inverse_hessian: h.clone(),
-                },
-                false,
-            );
+            return finish(x, fx, iteration, true, &h, false);
         }
         // The curvature condition, relative to the step: near a flat
         // optimum (a likelihood creeping towards its supremum) s and y are
@@ -406,15 +352,28 @@ fn bfgs_until(
         }
     }
     let converged = max_abs(&g) < gtol;
+    finish(x, fx, max_iterations, converged, &h, false)
+}
+
+/// The answer of [`bfgs_until`]: the point reached and whether it stopped
+/// for leaving the region.
+fn finish(
+    x: Vec<f64>,
+    value: f64,
+    iterations: usize,
+    converged: bool,
+    h: &[Vec<f64>],
+    left: bool,
+) -> (Minimum, bool) {
     (
         Minimum {
             x,
-            value: fx,
-            iterations: max_iterations,
+            value,
+            iterations,
             converged,
-            inverse_hessian: h.clone(),
+            inverse_hessian: h.to_vec(),
         },
-        false,
+        left,
     )
 }
 

@@ -84,17 +84,7 @@ pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Option<f64> {
     if !(0.0..1.0).contains(&z) || (c <= 0.0 && c.fract() == 0.0) {
         return None;
     }
-    let mut term = 1.0;
-    let mut sum = 1.0;
-    for k in 0..200_000u32 {
-        let k = f64::from(k);
-        term *= (a + k) * (b + k) / ((c + k) * (k + 1.0)) * z;
-        sum += term;
-        if term.abs() <= 1e-16 * sum.abs() {
-            return Some(sum);
-        }
-    }
-    None
+    series(a, b, c, z, false).map(|(sum, _)| sum)
 }
 
 /// ln 2F1(a, b; c; z) for a, b, c > 0 and 0 <= z < 1, where every term of
@@ -102,10 +92,17 @@ pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Option<f64> {
 /// so a sum beyond f64's range still has a logarithm. `None` outside that
 /// domain or if it fails to converge.
 pub fn ln_hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Option<f64> {
-    const RESCALE: f64 = 1e280;
     if !(a > 0.0 && b > 0.0 && c > 0.0 && (0.0..1.0).contains(&z)) {
         return None;
     }
+    series(a, b, c, z, true).map(|(sum, ln_scale)| ln_scale + sum.ln())
+}
+
+/// The power series of 2F1, terms by ratio recurrence, summed until they no
+/// longer change the result: (sum, ln of the factor it was divided by),
+/// the factor 1 unless `rescale` let it grow past 1e280.
+fn series(a: f64, b: f64, c: f64, z: f64, rescale: bool) -> Option<(f64, f64)> {
+    const RESCALE: f64 = 1e280;
     let mut ln_scale = 0.0;
     let mut term = 1.0;
     let mut sum = 1.0;
@@ -113,13 +110,13 @@ pub fn ln_hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Option<f64> {
         let k = f64::from(k);
         term *= (a + k) * (b + k) / ((c + k) * (k + 1.0)) * z;
         sum += term;
-        if sum > RESCALE {
+        if rescale && sum.abs() > RESCALE {
             sum /= RESCALE;
             term /= RESCALE;
             ln_scale += RESCALE.ln();
         }
-        if term <= 1e-16 * sum {
-            return Some(ln_scale + sum.ln());
+        if term.abs() <= 1e-16 * sum.abs() {
+            return Some((sum, ln_scale));
         }
     }
     None
