@@ -332,9 +332,11 @@ pub fn fit_with_warm_start(
     })
 }
 
-/// A scale parameter (α) beyond e^±30 means the fit went wrong: with the
+/// A scale parameter (α) beyond e^±100 means the fit went wrong: with the
 /// shapes bounded it has a finite optimum for any data with repeat buyers.
-const MAX_LOG_SCALE: f64 = 30.0;
+/// (Not tighter: α is r over a daily rate, so with r at its bound of 10^6
+/// and rare buyers it is legitimately 10^9 and more.)
+const MAX_LOG_SCALE: f64 = 100.0;
 
 impl BgNbdParams {
     /// P(alive | x, t_x, T). BG/NBD gives 1 for customers without a repeat

@@ -224,8 +224,10 @@ pub fn fit_with_warm_start(
     })
 }
 
-/// The scale v beyond e^±30 means the fit went wrong (see `bgnbd`).
-const MAX_LOG_SCALE: f64 = 30.0;
+/// The scale v beyond e^±100 means the fit went wrong (see `bgnbd`). Not
+/// tighter: v is about q·mean/p, so with q at its bound of 10^6 and amounts
+/// in the millions (dong, rupiah) it is legitimately 10^13 and more.
+const MAX_LOG_SCALE: f64 = 100.0;
 
 /// Spread of the parameters reported for a fixed price (see [`fixed_price`]).
 pub const FIXED_PRICE_P: f64 = SHAPE_MAX;
