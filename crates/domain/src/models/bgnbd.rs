@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::{
-    FitError, log_shape_bounds,
+    FitError, MAX_LOG_SCALE, held_names, log_shape_bounds,
     optimize::{BoxedMinimum, bfgs_boxed},
     shape_from_log,
     special::{hyp2f1, ln_hyp2f1},
@@ -320,23 +320,13 @@ pub fn fit_with_warm_start(
     }
     Ok(BgNbdFit {
         params,
-        at_limit: ["r", "alpha", "a", "b"]
-            .into_iter()
-            .zip(at_bound)
-            .filter_map(|(name, held)| held.then_some(name))
-            .collect(),
+        at_limit: held_names(&["r", "alpha", "a", "b"], &at_bound),
         log_likelihood: -m.value * customers,
         iterations: m.iterations,
         customers,
         repeat_customers,
     })
 }
-
-/// A scale parameter (α) beyond e^±100 means the fit went wrong: with the
-/// shapes bounded it has a finite optimum for any data with repeat buyers.
-/// (Not tighter: α is r over a daily rate, so with r at its bound of 10^6
-/// and rare buyers it is legitimately 10^9 and more.)
-const MAX_LOG_SCALE: f64 = 100.0;
 
 impl BgNbdParams {
     /// P(alive | x, t_x, T). BG/NBD gives 1 for customers without a repeat

@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::{
-    FitError, SHAPE_MAX, log_shape_bounds,
+    FitError, MAX_LOG_SCALE, SHAPE_MAX, held_names, log_shape_bounds,
     optimize::{BoxedMinimum, bfgs_boxed},
     shape_from_log,
     special::{digamma, ln_gamma, ln_gamma_ratio},
@@ -213,21 +213,12 @@ pub fn fit_with_warm_start(
     }
     Ok(GammaGammaFit {
         params,
-        at_limit: ["p", "q", "v"]
-            .into_iter()
-            .zip(at_bound)
-            .filter_map(|(name, held)| held.then_some(name))
-            .collect(),
+        at_limit: held_names(&["p", "q", "v"], &at_bound),
         log_likelihood: -m.value * customers,
         iterations: m.iterations,
         customers,
     })
 }
-
-/// The scale v beyond e^±100 means the fit went wrong (see `bgnbd`). Not
-/// tighter: v is about q·mean/p, so with q at its bound of 10^6 and amounts
-/// in the millions (dong, rupiah) it is legitimately 10^13 and more.
-const MAX_LOG_SCALE: f64 = 100.0;
 
 /// Spread of the parameters reported for a fixed price (see [`fixed_price`]).
 pub const FIXED_PRICE_P: f64 = SHAPE_MAX;

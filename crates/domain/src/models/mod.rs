@@ -29,6 +29,22 @@ pub(crate) fn log_shape_bounds() -> Option<(f64, f64)> {
     Some((SHAPE_MIN.ln(), SHAPE_MAX.ln()))
 }
 
+/// A scale parameter (BG/NBD α, Gamma-Gamma v) beyond e^±100 means the
+/// fit went wrong: with the shapes bounded it has a finite optimum for any
+/// data with a repeat buyer. Not tighter: α is r over a daily rate, v about
+/// q·mean/p, so with a shape at its bound of 10^6, rare buyers or amounts
+/// in the millions (dong, rupiah) they are legitimately 10^9 to 10^13.
+pub(crate) const MAX_LOG_SCALE: f64 = 100.0;
+
+/// The names of the parameters a fit held at a bound, in parameter order.
+pub(crate) fn held_names(names: &[&'static str], held: &[bool]) -> Vec<&'static str> {
+    names
+        .iter()
+        .zip(held)
+        .filter_map(|(name, &held)| held.then_some(*name))
+        .collect()
+}
+
 /// A shape parameter from its fitted logarithm: exactly the bound when the
 /// fit held it there (exp(ln 10^6) is 999999.9999999995).
 pub(crate) fn shape_from_log(theta: f64, held: bool) -> f64 {
