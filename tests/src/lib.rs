@@ -468,19 +468,35 @@ pub async fn seed_histories(
     ids
 }
 
-/// Fits the purchase models and recomputes scores until each of `ids` has
-/// one (scoring's read model follows the feed, so the first attempts may
-/// see only part of the data). Panics after 60 s.
+/// Fits the purchase models and recomputes scores until one recompute has
+/// scored each of `ids`, all buyers, with their purchases (scoring's read
+/// model follows the feed, so the first attempts may see only part of the
+/// data: a customer whose purchases have not arrived yet is scored as a
+/// prospect, and online scoring may score the rest against that part).
+/// Panics after 60 s.
 pub async fn score_everyone(app: &TestApp, ids: &[String]) {
+    scored_within_a_minute(app, ids, true).await;
+}
+
+/// Recomputes scores without calling FitModel (RecomputeScores fits a model
+/// itself when there is none, and scores without one when the data
+/// identifies none) until one recompute has scored each of `ids`, all
+/// buyers, with their purchases. Panics after 60 s.
+pub async fn recompute_until_scored(app: &TestApp, ids: &[String]) {
+    scored_within_a_minute(app, ids, false).await;
+}
+
+async fn scored_within_a_minute(app: &TestApp, ids: &[String], fit_first: bool) {
     use pb::scoring as spb;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if app
-            .scoring()
-            .fit_model(spb::FitModelRequest::default())
-            .await
-            .is_ok()
-        {
+        let fitted = !fit_first
+            || app
+                .scoring()
+                .fit_model(spb::FitModelRequest::default())
+                .await
+                .is_ok();
+        if fitted {
             let mut progress = app
                 .scoring()
                 .recompute_scores(spb::RecomputeScoresRequest::default())
@@ -493,18 +509,24 @@ pub async fn score_everyone(app: &TestApp, ids: &[String]) {
                 .expect("recompute progress")
                 .is_some()
             {}
+            // A score from a recompute has ranks_stale unset; one from
+            // online scoring, a prospect's, or none means the recompute
+            // missed someone's purchases.
             let mut all_scored = true;
-            for id in ids {
-                let score = app
+            for chunk in ids.chunks(1_000) {
+                let answer = app
                     .scoring()
-                    .get_score(spb::GetScoreRequest {
-                        customer_id: id.clone(),
+                    .batch_get_scores(spb::BatchGetScoresRequest {
+                        customer_ids: chunk.to_vec(),
                     })
-                    .await;
-                if score.is_err() {
-                    all_scored = false;
-                    break;
-                }
+                    .await
+                    .expect("batch get scores")
+                    .into_inner();
+                all_scored &= answer.missing_ids.is_empty()
+                    && answer.scores.iter().all(|s| {
+                        s.lifecycle_stage != spb::LifecycleStage::Prospect as i32
+                            && s.rfm.as_ref().is_some_and(|r| !r.ranks_stale)
+                    });
             }
             if all_scored {
                 return;

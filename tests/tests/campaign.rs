@@ -375,6 +375,13 @@ backend_tests! {
             .into_iter()
             .map(|s| (s.customer_id.clone(), s))
             .collect();
+        assert_eq!(scores.len(), ids.len(), "buyers and prospects");
+        let prospect = scoring_pb::LifecycleStage::Prospect as i32;
+        for (id, p) in ids.iter().zip(&people) {
+            assert_eq!(scores[id].lifecycle_stage == prospect, p.purchases.is_empty(), "{:?}", scores[id]);
+        }
+        // To rules, a prospect has a lifecycle stage and no purchase figures.
+        let scores: HashMap<String, scoring_pb::CustomerScore> = scores.into_iter().filter(|(_, s)| s.lifecycle_stage != prospect).collect();
         assert_eq!(scores.len() as i64, buyers);
         // Campaign has every score once this many customers have one.
         wait_for_count(&app, "churn.probability >= 0", buyers).await;
@@ -406,6 +413,8 @@ backend_tests! {
                 "days_to_birthday <= 7",
                 Box::new(move |p, _| p.birth.is_some_and(|b| days_to_birthday(b, now) <= 7)),
             ),
+            ("lifecycle.stage = \"prospect\"", Box::new(|p, _| p.purchases.is_empty())),
+            ("rfm.recency_days >= 0", Box::new(|_, s| s.is_some())),
             (
                 "not consent.email and purchases >= 3",
                 Box::new(|p, _| !p.email && p.purchases.len() >= 3),
@@ -697,6 +706,17 @@ backend_tests! {
         assert_eq!(listed.campaigns.len(), 1);
         let err = app.campaign().get_campaign(pb::GetCampaignRequest { id: "nope".into() }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
+
+        // Without a channel there is no consent filter (as for StreamTargets):
+        // every East customer, the one who withdrew consent included.
+        let mut care = new_campaign(0.0, "");
+        care.campaign.as_mut().unwrap().channel = String::new();
+        care.campaign.as_mut().unwrap().kind = pb::CampaignKind::Care as i32;
+        let care = app.campaign().create_campaign(care).await.unwrap().into_inner();
+        let launched = app.campaign().launch_campaign(pb::LaunchCampaignRequest { id: care.id.clone() }).await.unwrap().into_inner();
+        let east = ids.iter().filter(|id| by_id[id].region == "East").count() as i64;
+        assert_eq!((launched.treatment_size, launched.control_size), (east, 0));
+        assert!(east > audience.len() as i64, "some East customers have no email consent");
     }
 
     async fn watch_segment_streams_membership_changes(app: TestApp) {
@@ -918,7 +938,7 @@ backend_tests! {
         let buyers = people.iter().filter(|p| !p.purchases.is_empty()).count() as i64;
         score_everyone(&app, buyers).await;
         let all = score_revisions(&app, 0).await;
-        assert_eq!(all.len() as i64, buyers);
+        assert_eq!(all.len(), ids.len(), "buyers and prospects");
         assert_resumes_after_whole_revisions(&all, |after| score_revisions(&app, after)).await;
         let ahead = Timestamp { seconds: Utc::now().timestamp() + 20 * 86_400, nanos: 0 };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -928,6 +948,8 @@ backend_tests! {
             let scores = app.scoring().batch_get_scores(scoring_pb::BatchGetScoresRequest { customer_ids: ids.clone() }).await.unwrap().into_inner().scores;
             let mismatches: Vec<&String> = scores
                 .iter()
+                // A prospect is not a customer who could churn yet.
+                .filter(|s| s.lifecycle_stage != scoring_pb::LifecycleStage::Prospect as i32)
                 .filter(|s| {
                     let reasons = &s.churn.as_ref().unwrap().reasons;
                     let detractor = nps.get(&s.customer_id).is_some_and(|n| *n <= 6);

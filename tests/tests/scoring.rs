@@ -208,9 +208,14 @@ backend_tests! {
         assert_eq!(err.code(), Code::NotFound);
         let err = app.scoring().fit_model(pb::FitModelRequest::default()).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "nothing to fit yet");
-        let mut no_model = app.scoring().recompute_scores(pb::RecomputeScoresRequest::default()).await.unwrap().into_inner();
-        let err = no_model.message().await.unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "scores need a model");
+        // Nobody to score: the recompute tries a fit, finds nothing to fit
+        // and scores the empty population without a model.
+        let mut empty = app.scoring().recompute_scores(pb::RecomputeScoresRequest::default()).await.unwrap().into_inner();
+        let done = empty.message().await.unwrap().expect("the final progress");
+        assert_eq!((done.done, done.total, done.model_version.as_str()), (0, 0, ""));
+        assert!(empty.message().await.unwrap().is_none());
+        let err = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "a failed fit stores no model");
 
         let n = 500;
         let ids = customers(&app, n).await;
@@ -260,7 +265,7 @@ backend_tests! {
             bg_nbd: BgNbdParams { r: bgp.r, alpha: bgp.alpha, a: bgp.a, b: bgp.b },
             gamma_gamma: GammaGammaParams { p: g.p, q: g.q, v: g.v },
         };
-        let domain = score_population(&summaries, None, &model, &ModelSettings::default(), END_DAY as i32);
+        let domain = score_population(&summaries, None, Some(&model), &ModelSettings::default(), END_DAY as i32);
         for c in [0usize, 7, 123, 499] {
             let want = domain.iter().find(|s| s.customer as usize == c).unwrap();
             let got = app.scoring().get_score(pb::GetScoreRequest { customer_id: ids[c].clone() }).await.unwrap().into_inner().score;
@@ -282,7 +287,7 @@ backend_tests! {
             assert_eq!(bucket.count, want, "segment {}", bucket.key);
         }
         assert_eq!(dist.rfm_segments.iter().map(|b| b.count).sum::<i64>(), n as i64);
-        let high = domain.iter().filter(|s| s.value_tier == patron_domain::models::scores::ValueTier::High).count() as i64;
+        let high = domain.iter().filter(|s| s.value_tier == Some(patron_domain::models::scores::ValueTier::High)).count() as i64;
         assert_eq!(dist.value_tiers.iter().find(|b| b.key == "VALUE_TIER_HIGH").map_or(0, |b| b.count), high);
         assert_eq!(dist.lifecycle_stages.iter().map(|b| b.count).sum::<i64>(), n as i64);
 
@@ -396,6 +401,182 @@ backend_tests! {
         // The spend model has one repeat buyer: its mean, 35.00.
         let value = clv.expected_occasion_value.unwrap();
         assert_eq!((value.units, value.nanos), (35, 0), "{value:?}");
+    }
+
+    async fn a_population_without_repeat_purchases_is_scored_until_a_model_can_be_fitted(app: TestApp) {
+        // Every customer has bought once (a new shop, or an import of first
+        // orders): nothing identifies the purchase models, so FitModel is
+        // refused, but RecomputeScores (called without FitModel, as a client
+        // new to the API would) still scores everyone without a model.
+        // Days ago, none within a day of the 180-day and 365-day limits (a
+        // recompute just after midnight sees every purchase a day older).
+        let days: Vec<i64> = (0..30).map(|i| -13 * i - 3).collect();
+        let mut next = days.iter();
+        let ids = patron_tests::seed_histories(&app, days.len(), 3, |rng| {
+            vec![(*next.next().unwrap(), rng.random_range(500..20_000))]
+        })
+        .await;
+        patron_tests::recompute_until_scored(&app, &ids).await;
+        let err = app.scoring().fit_model(pb::FitModelRequest::default()).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert_eq!(app.scoring().get_model(pb::GetModelRequest {}).await.unwrap_err().code(), Code::NotFound);
+        // The one-time-buyer rule with no repeat buyer: a share
+        // (0 + 1) / (n + 2) of the customers observed for 180 days or more
+        // come back, so each is churned with 1 minus that.
+        let observed = days.iter().filter(|d| **d <= -180).count() as f64;
+        let churn = 1.0 - 1.0 / (observed + 2.0);
+        let scores = every_score(&app, &ids).await;
+        for (score, day) in scores.iter().zip(&days) {
+            assert_eq!(score.model_version, "", "{score:?}");
+            let rfm = score.rfm.as_ref().unwrap();
+            assert!((-day..=1 - day).contains(&rfm.recency_days), "{score:?}");
+            assert_eq!((rfm.frequency, rfm.f_score), (1, 1), "{score:?}");
+            let clv = score.clv.as_ref().unwrap();
+            assert_eq!(clv.expected_purchases_365d, 0.0);
+            assert_eq!(amount(clv.predicted_clv_365d.as_ref()), 0.0);
+            let c = score.churn.as_ref().unwrap();
+            assert!(close(c.probability, churn), "{c:?} vs {churn}");
+            assert!(close(clv.p_alive, 1.0 - churn), "{clv:?}");
+            assert_eq!(score.value_tier, pb::ValueTier::Unspecified as i32, "tiers rank predicted CLV");
+            assert_eq!(score.value_quadrant, pb::ValueQuadrant::Unspecified as i32);
+            let stage = if rfm.recency_days > 365 { pb::LifecycleStage::Churned } else { pb::LifecycleStage::New };
+            assert_eq!(score.lifecycle_stage, stage as i32, "{score:?}");
+        }
+        // Recency ranks: the most recent buyer has r = 5, the oldest r = 1.
+        assert_eq!(scores[0].rfm.as_ref().unwrap().r_score, 5);
+        assert_eq!(scores[29].rfm.as_ref().unwrap().r_score, 1);
+        let dist = app.scoring().get_score_distribution(pb::GetScoreDistributionRequest {}).await.unwrap().into_inner();
+        assert_eq!(dist.value_tiers.iter().map(|b| (b.key.as_str(), b.count)).collect::<Vec<_>>(), [("VALUE_TIER_UNSPECIFIED", 30)]);
+
+        // The first repeat purchase is scored online, still without a model.
+        let now = chrono::Utc::now().timestamp();
+        app.profile()
+            .record_transactions(profile_pb::RecordTransactionsRequest {
+                transactions: vec![profile_pb::Transaction {
+                    id: "repeat-1".into(),
+                    customer_id: ids[5].clone(),
+                    occurred_at: Some(Timestamp { seconds: now, nanos: 0 }),
+                    amount: Some(Money { currency_code: "EUR".into(), units: 30, nanos: 0 }),
+                    quantity: 1,
+                    category: "toys".into(),
+                    ..Default::default()
+                }],
+            })
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let online = loop {
+            let score = app.scoring().get_score(pb::GetScoreRequest { customer_id: ids[5].clone() }).await.unwrap().into_inner().score;
+            if score.rfm.as_ref().unwrap().frequency == 2 {
+                break score;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the repeat purchase was not scored online");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let rfm = online.rfm.unwrap();
+        assert!(rfm.ranks_stale && rfm.recency_days <= 1, "{rfm:?}");
+        assert_eq!(online.model_version, "");
+        let clv = online.clv.unwrap();
+        assert!(close(clv.p_alive, 1.0 - online.churn.unwrap().probability), "{clv:?}");
+
+        // With a repeat purchase, the next recompute fits a model and uses it.
+        patron_tests::recompute_until_scored(&app, &ids).await;
+        let model = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
+        assert_eq!((model.customers, model.repeat_customers), (30, 1), "{model:?}");
+        for score in &every_score(&app, &ids).await {
+            assert_eq!(score.model_version, model.model_version);
+            assert_ne!(score.value_tier, pb::ValueTier::Unspecified as i32);
+            assert_ne!(score.value_quadrant, pb::ValueQuadrant::Unspecified as i32);
+        }
+    }
+
+    async fn customers_without_a_purchase_are_scored_as_prospects(app: TestApp) {
+        let buyers = patron_tests::seed_histories(&app, 6, 9, |rng| {
+            (0..3).map(|k| (-100 * k - rng.random_range(1..60i64), rng.random_range(500..9_000))).collect()
+        })
+        .await;
+        // A lead erased before the others are created: nobody to score (the
+        // others reach the read model after its erasure).
+        let erased = app
+            .profile()
+            .create_customer(profile_pb::CreateCustomerRequest {
+                customer: Some(profile_pb::Customer { external_id: "lead-gone".into(), ..Default::default() }),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        app.profile().erase_customer(profile_pb::EraseCustomerRequest { id: erased.clone(), reason: "asked".into() }).await.unwrap();
+        let mut prospects = Vec::new();
+        for i in 0..2 {
+            let customer = app
+                .profile()
+                .create_customer(profile_pb::CreateCustomerRequest {
+                    customer: Some(profile_pb::Customer { external_id: format!("lead-{i}"), ..Default::default() }),
+                    request_id: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            prospects.push(customer.id);
+        }
+        patron_tests::score_everyone(&app, &buyers).await;
+        // The leads reach the read model after the buyers' purchases.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while app.scoring().batch_get_scores(pb::BatchGetScoresRequest { customer_ids: prospects.clone() }).await.unwrap().into_inner().scores.len() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "the leads were not scored");
+            let mut progress = app.scoring().recompute_scores(pb::RecomputeScoresRequest::default()).await.unwrap().into_inner();
+            while progress.message().await.unwrap().is_some() {}
+        }
+        let err = app.scoring().get_score(pb::GetScoreRequest { customer_id: erased }).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "an erased lead is not scored");
+        let model = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
+        assert_eq!(model.customers, 6, "prospects are not in the fit");
+        for id in &prospects {
+            let score = app.scoring().get_score(pb::GetScoreRequest { customer_id: id.clone() }).await.unwrap().into_inner().score;
+            assert_eq!(score.lifecycle_stage, pb::LifecycleStage::Prospect as i32, "{score:?}");
+            let rfm = score.rfm.as_ref().unwrap();
+            assert_eq!((rfm.frequency, rfm.r_score, rfm.f_score, rfm.m_score, rfm.segment.as_str()), (0, 0, 0, 0, ""), "no ranks");
+            let churn = score.churn.as_ref().unwrap();
+            assert_eq!((churn.probability, churn.risk), (0.0, pb::ChurnRisk::Unspecified as i32));
+            assert_eq!((score.value_tier, score.value_quadrant), (0, 0));
+            // Loyalty: only satisfaction (unknown: 0.5) weighs in, at 20%.
+            assert!(close(score.loyalty_index, 0.1), "{score:?}");
+            assert_eq!(score.model_version, model.model_version);
+        }
+        let dist = app.scoring().get_score_distribution(pb::GetScoreDistributionRequest {}).await.unwrap().into_inner();
+        assert_eq!(dist.customers, 8);
+        assert_eq!(dist.rfm_segments.iter().map(|b| b.count).sum::<i64>(), 6, "prospects have no RFM segment");
+        let stage = |key: &str| dist.lifecycle_stages.iter().find(|b| b.key == key).map_or(0, |b| b.count);
+        assert_eq!(stage("LIFECYCLE_STAGE_PROSPECT"), 2);
+
+        // A prospect's first purchase makes it a new customer, online.
+        let now = chrono::Utc::now().timestamp();
+        app.profile()
+            .record_transactions(profile_pb::RecordTransactionsRequest {
+                transactions: vec![profile_pb::Transaction {
+                    id: "first-order".into(),
+                    customer_id: prospects[0].clone(),
+                    occurred_at: Some(Timestamp { seconds: now, nanos: 0 }),
+                    amount: Some(Money { currency_code: "EUR".into(), units: 12, nanos: 0 }),
+                    quantity: 1,
+                    category: "toys".into(),
+                    ..Default::default()
+                }],
+            })
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let score = app.scoring().get_score(pb::GetScoreRequest { customer_id: prospects[0].clone() }).await.unwrap().into_inner().score;
+            if score.lifecycle_stage == pb::LifecycleStage::New as i32 {
+                assert_eq!(score.rfm.unwrap().frequency, 1);
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the first purchase was not scored online: {score:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn a_score_of_later_data_is_never_replaced_by_an_older_one(app: TestApp) {

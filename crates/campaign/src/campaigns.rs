@@ -89,7 +89,9 @@ pub(crate) async fn create(
         Ok(_) => {}
     }
     check_id(&mut v, "campaign.segment_id", &c.segment_id);
-    if consent_column(&c.channel).is_none() {
+    // "" leaves consent to the campaign tool, as StreamTargets does without
+    // a channel (service contact in a CARE campaign, say).
+    if !c.channel.is_empty() && consent_column(&c.channel).is_none() {
         v.add(
             "campaign.channel",
             format!(

@@ -246,10 +246,10 @@ proptest! {
             gamma_gamma: GammaGammaParams { p: 6.0, q: 4.0, v: 15.0 },
         };
         let settings = ModelSettings::default();
-        let scores = score_population(&summaries, None, &model, &settings, as_of);
+        let scores = score_population(&summaries, None, Some(&model), &settings, as_of);
         prop_assert_eq!(scores.len(), summaries.len());
         let n = scores.len() as f64;
-        let rank = |t: ValueTier| match t { ValueTier::Low => 0, ValueTier::Medium => 1, ValueTier::High => 2 };
+        let rank = |t: Option<ValueTier>| match t { None => -1, Some(ValueTier::Low) => 0, Some(ValueTier::Medium) => 1, Some(ValueTier::High) => 2 };
         for a in &scores {
             let larger = scores.iter().filter(|b| b.predicted_clv_365d > a.predicted_clv_365d).count() as f64;
             // Exactly the definition: HIGH when fewer than 20% have a larger
@@ -261,7 +261,7 @@ proptest! {
             } else {
                 ValueTier::Low
             };
-            prop_assert_eq!(a.value_tier, expected);
+            prop_assert_eq!(a.value_tier, Some(expected));
             for b in &scores {
                 if a.predicted_clv_365d > b.predicted_clv_365d {
                     prop_assert!(rank(a.value_tier) >= rank(b.value_tier));
@@ -295,6 +295,7 @@ proptest! {
     fn one_customer_against_the_baseline_equals_the_population_score(
         purchases in proptest::collection::vec((0u32..40, 0i32..700, 1i64..500), 1..300),
         nps in proptest::collection::vec(proptest::option::of(0u8..=10), 40),
+        with_model in any::<bool>(),
     ) {
         let purchases: Vec<Purchase> = purchases
             .into_iter()
@@ -311,13 +312,52 @@ proptest! {
             gamma_gamma: GammaGammaParams { p: 6.0, q: 4.0, v: 15.0 },
         };
         let settings = ModelSettings::default();
-        let (scores, baseline) = score_population_with_baseline(&summaries, Some(&signals), &model, &settings, as_of);
+        let model = with_model.then_some(model);
+        let (scores, baseline) = score_population_with_baseline(&summaries, Some(&signals), model.as_ref(), &settings, as_of);
         let stored: patron_domain::models::scores::Baseline =
             serde_json::from_str(&serde_json::to_string(&baseline).unwrap()).unwrap();
         prop_assert_eq!(&stored, &baseline);
         for ((s, signal), population) in summaries.iter().zip(&signals).zip(&scores) {
-            let alone = score_customer(s, signal, &model, &settings, &stored, as_of);
+            let alone = score_customer(s, signal, model.as_ref(), &settings, &stored, as_of);
             prop_assert_eq!(&alone, population);
+        }
+    }
+
+    /// Without a model (a population with no repeat purchase identifies
+    /// none) nothing is predicted, and everything the model does not enter
+    /// is what it is with one.
+    #[test]
+    fn without_a_model_nothing_is_predicted(
+        purchases in proptest::collection::vec((0u32..40, 0i32..700, 1i64..500), 1..300),
+    ) {
+        let purchases: Vec<Purchase> = purchases
+            .into_iter()
+            .map(|(customer, day, units)| Purchase { customer, day, amount_nanos: units * 1_000_000_000, cost_nanos: units * 300_000_000 })
+            .collect();
+        let as_of = 700;
+        let summaries = summarize(40, &purchases, as_of);
+        let model = FittedModel {
+            bg_nbd: BgNbdParams { r: 0.5, alpha: 20.0, a: 0.8, b: 2.5 },
+            gamma_gamma: GammaGammaParams { p: 6.0, q: 4.0, v: 15.0 },
+        };
+        let settings = ModelSettings::default();
+        let with = score_population(&summaries, None, Some(&model), &settings, as_of);
+        let without = score_population(&summaries, None, None, &settings, as_of);
+        for ((w, wo), s) in with.iter().zip(&without).zip(&summaries) {
+            prop_assert_eq!((wo.expected_purchases_365d, wo.expected_occasion_value, wo.predicted_clv_365d), (0.0, 0.0, 0.0));
+            prop_assert_eq!((wo.value_tier, wo.value_quadrant), (None, None));
+            prop_assert!((0.0..=1.0).contains(&wo.churn_probability));
+            prop_assert_eq!(wo.p_alive, 1.0 - wo.churn_probability);
+            if s.x == 0 {
+                // The one-time-buyer rule either way.
+                prop_assert_eq!(wo.churn_probability, w.churn_probability);
+            }
+            prop_assert_eq!(
+                (wo.recency_days, wo.frequency, wo.monetary_nanos, wo.r_score, wo.f_score, wo.m_score, wo.segment),
+                (w.recency_days, w.frequency, w.monetary_nanos, w.r_score, w.f_score, w.m_score, w.segment)
+            );
+            prop_assert_eq!((wo.weighted_score, wo.historical_value, wo.simple_clv), (w.weighted_score, w.historical_value, w.simple_clv));
+            prop_assert_eq!((wo.loyalty_index, wo.revenue_nanos, wo.cost_nanos, wo.margin_nanos), (w.loyalty_index, w.revenue_nanos, w.cost_nanos, w.margin_nanos));
         }
     }
 }

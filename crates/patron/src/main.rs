@@ -488,8 +488,13 @@ async fn main() -> ExitCode {
                             last = Some(m);
                         }
                         bar.finish_and_clear();
-                        if let Some(m) = last {
-                            println!("scored {} customers with model {}", m.done, m.model_version);
+                        match last {
+                            Some(m) if m.model_version.is_empty() => println!(
+                                "scored {} customers without a purchase model (nobody has made a repeat purchase yet: no predictions, tiers or quadrants)",
+                                m.done
+                            ),
+                            Some(m) => println!("scored {} customers with model {}", m.done, m.model_version),
+                            None => {}
                         }
                     }
                 }

@@ -26,9 +26,13 @@ pub(crate) fn day_of(t: DateTime<Utc>) -> i32 {
     t.timestamp().div_euclid(86_400) as i32
 }
 
+/// The reason FitModel gives when the data cannot identify the models (no
+/// repeat purchase at all); RecomputeScores then scores without a model.
+pub(crate) const NOT_IDENTIFIABLE: &str = "MODEL_NOT_IDENTIFIABLE";
+
 fn not_identifiable(e: impl std::fmt::Display) -> ApiError {
     ApiError::failed_precondition(
-        "MODEL_NOT_IDENTIFIABLE",
+        NOT_IDENTIFIABLE,
         format!("cannot fit the purchase models on this data: {e}"),
     )
 }
@@ -154,14 +158,25 @@ pub(crate) async fn fit(store: &ScoringStore, req: pb::FitModelRequest) -> ApiRe
     Ok(fit)
 }
 
+/// GetModel: the newest fit, NOT_FOUND before the first.
 pub(crate) async fn latest(store: &ScoringStore) -> ApiResult<pb::ModelFit> {
-    let bytes = store.latest_model().await?.ok_or_else(|| {
+    newest(store).await?.ok_or_else(|| {
         ApiError::new(
             patron_domain::ErrorCode::NotFound,
             "NO_MODEL",
-            "no model has been fitted yet; call FitModel",
+            "no model has been fitted yet; call FitModel (RecomputeScores also fits one when there is none)",
         )
-    })?;
-    pb::ModelFit::decode(bytes.as_slice())
-        .map_err(|e| ApiError::internal(format!("stored model: {e}")))
+    })
+}
+
+/// The newest fit, if any.
+pub(crate) async fn newest(store: &ScoringStore) -> ApiResult<Option<pb::ModelFit>> {
+    store
+        .latest_model()
+        .await?
+        .map(|bytes| {
+            pb::ModelFit::decode(bytes.as_slice())
+                .map_err(|e| ApiError::internal(format!("stored model: {e}")))
+        })
+        .transpose()
 }

@@ -7,7 +7,7 @@
 //! only cost latency (they are counted in the cache stats).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     pin::Pin,
     sync::{Arc, Mutex},
 };
@@ -24,7 +24,7 @@ use patron_domain::{
         scores::{
             Baseline, ChurnRisk, CustomerScores, CustomerSignals, FittedModel, LifecycleStage,
             ModelSettings, ValueQuadrant, ValueTier, score_customer,
-            score_population_with_baseline,
+            score_population_with_baseline, score_prospect,
         },
         summary::{CustomerSummary, summarize},
     },
@@ -36,7 +36,9 @@ use patron_runtime::{
     error::ApiResult,
     to_status,
 };
-use patron_store::scoring::{DISTRIBUTION_COLUMNS, ScoreRow, ScoringSnapshot, ScoringStore};
+use patron_store::scoring::{
+    CustomerFacts, DISTRIBUTION_COLUMNS, ScoreRow, ScoringSnapshot, ScoringStore,
+};
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -112,15 +114,17 @@ fn to_proto(
             reasons: s.churn_reasons.iter().map(|r| (*r).to_owned()).collect(),
         }),
         value_tier: match s.value_tier {
-            ValueTier::Low => pb::ValueTier::Low,
-            ValueTier::Medium => pb::ValueTier::Medium,
-            ValueTier::High => pb::ValueTier::High,
+            None => pb::ValueTier::Unspecified,
+            Some(ValueTier::Low) => pb::ValueTier::Low,
+            Some(ValueTier::Medium) => pb::ValueTier::Medium,
+            Some(ValueTier::High) => pb::ValueTier::High,
         } as i32,
         value_quadrant: match s.value_quadrant {
-            ValueQuadrant::Star => pb::ValueQuadrant::Star,
-            ValueQuadrant::Grow => pb::ValueQuadrant::Grow,
-            ValueQuadrant::Maintain => pb::ValueQuadrant::Maintain,
-            ValueQuadrant::Minimal => pb::ValueQuadrant::Minimal,
+            None => pb::ValueQuadrant::Unspecified,
+            Some(ValueQuadrant::Star) => pb::ValueQuadrant::Star,
+            Some(ValueQuadrant::Grow) => pb::ValueQuadrant::Grow,
+            Some(ValueQuadrant::Maintain) => pb::ValueQuadrant::Maintain,
+            Some(ValueQuadrant::Minimal) => pb::ValueQuadrant::Minimal,
         } as i32,
         lifecycle_stage: match s.lifecycle {
             LifecycleStage::Prospect => pb::LifecycleStage::Prospect,
@@ -164,24 +168,40 @@ pub(crate) fn recompute(
 /// scores (`scoring_baselines`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ScoringRun {
+    /// Empty, with no model, when the population identified none.
     pub model_version: String,
-    pub model: FittedModel,
+    pub model: Option<FittedModel>,
     pub baseline: Baseline,
     pub as_of_day: i32,
 }
 
-/// The newest model, as the domain sees it.
-async fn latest_model(store: &ScoringStore) -> ApiResult<(String, FittedModel)> {
-    let model = models::latest(store).await.map_err(|e| {
-        if e.code == ErrorCode::NotFound {
-            ApiError::failed_precondition(
-                "NO_MODEL",
-                "no model has been fitted yet; call FitModel first",
-            )
-        } else {
-            e
+/// The model a recompute as of `as_of` scores with: the newest fit; before
+/// the first, one fitted now on the data up to `as_of` and stored as FitModel
+/// stores it. None (with an empty version) when the data identifies no
+/// model, i.e. nobody has made a repeat purchase: the population is then
+/// scored without one (`score_customer` says what that leaves out), and the
+/// next recompute tries the fit again.
+async fn model_for(
+    store: &ScoringStore,
+    as_of: DateTime<Utc>,
+) -> ApiResult<(String, Option<FittedModel>)> {
+    let model = match models::newest(store).await? {
+        Some(model) => model,
+        None => {
+            let request = pb::FitModelRequest {
+                as_of: Some(to_timestamp(as_of)),
+                holdout_end: None,
+            };
+            match models::fit(store, request).await {
+                Ok(model) => model,
+                Err(e) if e.reason == models::NOT_IDENTIFIABLE => {
+                    tracing::info!(reason = %e.message, "scoring without a purchase model");
+                    return Ok((String::new(), None));
+                }
+                Err(e) => return Err(e),
+            }
         }
-    })?;
+    };
     let (bg, gg) = (
         model.bg_nbd.unwrap_or_default(),
         model.gamma_gamma.unwrap_or_default(),
@@ -199,7 +219,19 @@ async fn latest_model(store: &ScoringStore) -> ApiResult<(String, FittedModel)> 
             v: gg.v,
         },
     };
-    Ok((model.model_version, fitted))
+    Ok((model.model_version, Some(fitted)))
+}
+
+/// A customer's signals from outside purchases.
+fn signal_of(facts: Option<&CustomerFacts>, as_of_day: i32) -> CustomerSignals {
+    facts.map_or_else(CustomerSignals::default, |f| CustomerSignals {
+        interactions: f.interactions,
+        latest_nps: f.latest_nps.and_then(|n| u8::try_from(n).ok()),
+        oldest_open_complaint_days: f
+            .oldest_open_complaint_day
+            .map(|d| i64::from(as_of_day - d)),
+        complaints: f.complaints,
+    })
 }
 
 /// Each summarized customer's signals from outside purchases.
@@ -211,19 +243,79 @@ fn signals_of(
     summaries
         .iter()
         .map(|s| {
-            snapshot
-                .facts
-                .get(&snapshot.ids[s.customer as usize])
-                .map_or_else(CustomerSignals::default, |f| CustomerSignals {
-                    interactions: f.interactions,
-                    latest_nps: f.latest_nps.and_then(|n| u8::try_from(n).ok()),
-                    oldest_open_complaint_days: f
-                        .oldest_open_complaint_day
-                        .map(|d| i64::from(as_of_day - d)),
-                    complaints: f.complaints,
-                })
+            signal_of(
+                snapshot.facts.get(&snapshot.ids[s.customer as usize]),
+                as_of_day,
+            )
         })
         .collect()
+}
+
+/// The read model's customers without a purchase up to the scoring date
+/// (prospects), by id. An erased customer without purchases is nobody.
+fn prospects_of(summaries: &[CustomerSummary], snapshot: &ScoringSnapshot) -> Vec<String> {
+    let buyers: HashSet<&str> = summaries
+        .iter()
+        .map(|s| snapshot.ids[s.customer as usize].as_str())
+        .collect();
+    let mut prospects: Vec<String> = snapshot
+        .facts
+        .iter()
+        .filter(|(id, f)| !f.erased && !buyers.contains(id.as_str()))
+        .map(|(id, _)| id.clone())
+        .collect();
+    prospects.sort_unstable();
+    prospects
+}
+
+fn currency_of(snapshot: &ScoringSnapshot, id: &str) -> Option<Currency> {
+    snapshot
+        .facts
+        .get(id)
+        .and_then(|f| Currency::parse(&f.currency).ok())
+}
+
+/// A prospect's score (see `score_prospect`): lifecycle PROSPECT, loyalty,
+/// the cost to serve; every purchase figure 0 and every label unspecified.
+/// Amounts need a currency, which a customer without purchases may not have.
+fn prospect_row(
+    id: &str,
+    snapshot: &ScoringSnapshot,
+    as_of_day: i32,
+    version: &str,
+    as_of: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> ScoreRow {
+    let p = score_prospect(
+        &signal_of(snapshot.facts.get(id), as_of_day),
+        &ModelSettings::default(),
+    );
+    let currency = currency_of(snapshot, id);
+    let zero = money(currency, 0);
+    let proto = pb::CustomerScore {
+        customer_id: id.to_owned(),
+        rfm: Some(pb::RfmScore {
+            monetary: zero.clone(),
+            ..Default::default()
+        }),
+        clv: Some(pb::ClvScore {
+            historical_value: zero.clone(),
+            ..Default::default()
+        }),
+        churn: Some(pb::ChurnScore::default()),
+        lifecycle_stage: pb::LifecycleStage::Prospect as i32,
+        loyalty_index: p.loyalty_index,
+        profitability: Some(pb::Profitability {
+            revenue: zero,
+            cost: money(currency, p.cost_nanos),
+            margin: money(currency, -p.cost_nanos),
+        }),
+        computed_at: Some(to_timestamp(at)),
+        model_version: version.to_owned(),
+        as_of: Some(to_timestamp(as_of)),
+        ..Default::default()
+    };
+    stored(proto, "")
 }
 
 /// The stored form of one score: encoded, with the labels distributions count.
@@ -236,15 +328,17 @@ fn score_row(
     ranks_stale: bool,
 ) -> ScoreRow {
     let id = &snapshot.ids[s.customer as usize];
-    let currency = snapshot
-        .facts
-        .get(id)
-        .and_then(|f| Currency::parse(&f.currency).ok());
+    let currency = currency_of(snapshot, id);
     let proto = to_proto(s, id, currency, version, as_of, at, ranks_stale);
+    stored(proto, s.segment.as_str())
+}
+
+/// A score as stored, labelled for the distribution counts.
+fn stored(proto: pb::CustomerScore, segment: &'static str) -> ScoreRow {
     let name = |v: Result<&'static str, ()>| v.unwrap_or("");
     ScoreRow {
-        customer_id: id.clone(),
-        segment: s.segment.as_str(),
+        customer_id: proto.customer_id.clone(),
+        segment,
         value_tier: name(
             pb::ValueTier::try_from(proto.value_tier)
                 .map(|v| v.as_str_name())
@@ -275,22 +369,23 @@ async fn run(
     as_of: DateTime<Utc>,
     tx: &mpsc::Sender<Result<pb::RecomputeScoresResponse, Status>>,
 ) -> ApiResult<()> {
-    let (model_version, fitted) = latest_model(store).await?;
+    let (model_version, fitted) = model_for(store, as_of).await?;
     let as_of_day = day_of(as_of);
     let started = std::time::Instant::now();
     let snapshot = store.snapshot(READ_MODEL).await?;
     let read = started.elapsed();
     let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
     let signals = signals_of(&summaries, &snapshot, as_of_day);
+    let prospects = prospects_of(&summaries, &snapshot);
     let (scores, baseline) = score_population_with_baseline(
         &summaries,
         Some(&signals),
-        &fitted,
+        fitted.as_ref(),
         &ModelSettings::default(),
         as_of_day,
     );
     drop((summaries, signals));
-    let total = scores.len() as i64;
+    let total = (scores.len() + prospects.len()) as i64;
     let at = now();
     let scored = started.elapsed();
     let progress = |done: i64| pb::RecomputeScoresResponse {
@@ -330,6 +425,15 @@ async fn run(
                     .collect();
                 if chunks.blocking_send(rows).is_err() {
                     return; // the store step failed or the caller left
+                }
+            }
+            for part in prospects.chunks(CHUNK) {
+                let rows = part
+                    .iter()
+                    .map(|id| prospect_row(id, &snapshot, as_of_day, &version, as_of, at))
+                    .collect();
+                if chunks.blocking_send(rows).is_err() {
+                    return;
                 }
             }
         })
@@ -485,8 +589,14 @@ impl OnlineScorer {
             .iter()
             .zip(&signals)
             .map(|(s, signal)| {
-                let score =
-                    score_customer(s, signal, &run.model, &settings, &run.baseline, as_of_day);
+                let score = score_customer(
+                    s,
+                    signal,
+                    run.model.as_ref(),
+                    &settings,
+                    &run.baseline,
+                    as_of_day,
+                );
                 score_row(&score, &snapshot, &run.model_version, as_of, at, true)
             })
             .collect();
@@ -668,6 +778,8 @@ pub(crate) async fn distribution(store: &ScoringStore) -> ApiResult<pb::ScoreDis
     for (column, key, count) in d.counts {
         let bucket = pb::DistributionBucket { key, count };
         match column {
+            // Prospects have no RFM segment; they are counted in `customers`.
+            c if c == DISTRIBUTION_COLUMNS[0] && bucket.key.is_empty() => {}
             c if c == DISTRIBUTION_COLUMNS[0] => out.rfm_segments.push(bucket),
             c if c == DISTRIBUTION_COLUMNS[1] => out.value_tiers.push(bucket),
             c if c == DISTRIBUTION_COLUMNS[2] => out.value_quadrants.push(bucket),

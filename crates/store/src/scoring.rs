@@ -73,6 +73,9 @@ pub struct CustomerFacts {
     /// UTC day the oldest open complaint was filed.
     pub oldest_open_complaint_day: Option<i32>,
     pub complaints: u32,
+    /// Erased in profile: the row stays as a tombstone (the purchases stay,
+    /// anonymous, in the scores and reports).
+    pub erased: bool,
 }
 
 /// A customer's feedback summary as scoring stores it.
@@ -367,6 +370,7 @@ async fn read_customer_facts<C: ConnectionTrait>(
         "latest_nps",
         "oldest_open_complaint_day",
         "complaints",
+        "erased",
     ])
     .from("scoring_customers");
     if let Some(ids) = only {
@@ -388,6 +392,7 @@ async fn read_customer_facts<C: ConnectionTrait>(
                         .try_get("", "oldest_open_complaint_day")
                         .map_err(db_error)?,
                     complaints: u32::try_from(complaints).unwrap_or(0),
+                    erased: r.try_get("", "erased").map_err(db_error)?,
                 },
             ))
         })

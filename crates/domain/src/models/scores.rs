@@ -137,11 +137,12 @@ impl OneTimeBuyerRule {
         } else {
             observed
         };
-        let repeat_share = if base.is_empty() {
-            0.0
-        } else {
-            base.iter().filter(|s| s.x > 0).count() as f64 / base.len() as f64
-        };
+        // The posterior mean under a uniform prior ((k + 1) / (n + 2), the
+        // rule of succession), not k / n: a few customers none of whom has
+        // come back yet (a new shop) say little, and k / n = 0 would call
+        // every one of them churned for sure.
+        let repeaters = base.iter().filter(|s| s.x > 0).count();
+        let repeat_share = (repeaters as f64 + 1.0) / (base.len() as f64 + 2.0);
         let gaps: Vec<f64> = summaries.iter().filter_map(|s| s.first_gap).collect();
         Self::from_gaps(repeat_share, gaps)
     }
@@ -251,8 +252,9 @@ pub struct CustomerScores {
     pub churn_probability: f64,
     pub churn_risk: ChurnRisk,
     pub churn_reasons: Vec<&'static str>,
-    pub value_tier: ValueTier,
-    pub value_quadrant: ValueQuadrant,
+    /// None when scored without a model: both rank predicted CLV.
+    pub value_tier: Option<ValueTier>,
+    pub value_quadrant: Option<ValueQuadrant>,
     pub lifecycle: LifecycleStage,
     pub loyalty_index: f64,
     pub revenue_nanos: i128,
@@ -286,10 +288,14 @@ pub fn observed_annual_churn(summaries: &[CustomerSummary], as_of_day: i32) -> O
 }
 
 /// Scores a population. `signals`, if given, is indexed like `summaries`.
+///
+/// `model` is None when the population identifies no purchase model (no
+/// repeat purchase at all): every customer is then scored without one (see
+/// [`score_customer`]).
 pub fn score_population(
     summaries: &[CustomerSummary],
     signals: Option<&[CustomerSignals]>,
-    model: &FittedModel,
+    model: Option<&FittedModel>,
     settings: &ModelSettings,
     as_of_day: i32,
 ) -> Vec<CustomerScores> {
@@ -301,7 +307,7 @@ pub fn score_population(
 pub fn score_population_with_baseline(
     summaries: &[CustomerSummary],
     signals: Option<&[CustomerSignals]>,
-    model: &FittedModel,
+    model: Option<&FittedModel>,
     settings: &ModelSettings,
     as_of_day: i32,
 ) -> (Vec<CustomerScores>, Baseline) {
@@ -339,86 +345,113 @@ pub fn score_population_with_baseline(
         clv_median: 0.0,
         current_median: 0.0,
     };
-    let histories: Vec<BgNbdRow> = summaries
-        .iter()
-        .map(|s| BgNbdRow {
-            x: s.x,
-            t_x: s.t_x,
-            t: s.t,
-            weight: 1.0,
-        })
-        .collect();
-    let expected_365 = model
-        .bg_nbd
-        .conditional_expected_purchases_many(365.0, &histories);
+    let expected_365 = model.map(|model| {
+        let histories: Vec<BgNbdRow> = summaries
+            .iter()
+            .map(|s| BgNbdRow {
+                x: s.x,
+                t_x: s.t_x,
+                t: s.t,
+                weight: 1.0,
+            })
+            .collect();
+        model
+            .bg_nbd
+            .conditional_expected_purchases_many(365.0, &histories)
+    });
     let mut scores: Vec<CustomerScores> = summaries
         .par_iter()
         .enumerate()
         .map(|(i, s)| {
             let signal = signals.and_then(|v| v.get(i)).copied().unwrap_or_default();
-            let expected = expected_365[i].unwrap_or(0.0);
-            score_with_expected(s, &signal, model, settings, &baseline, as_of_day, expected)
+            let predicted = model.map(|model| {
+                let expected = expected_365.as_ref().and_then(|e| e[i]).unwrap_or(0.0);
+                (model, expected)
+            });
+            score_with_expected(s, &signal, predicted, settings, &baseline, as_of_day)
         })
         .collect();
-    place_population(&mut baseline, &scores, summaries, settings);
-    scores
-        .par_iter_mut()
-        .zip(summaries)
-        .for_each(|(score, s)| place(score, s, &baseline));
+    if model.is_some() {
+        place_population(&mut baseline, &scores, summaries, settings);
+        scores
+            .par_iter_mut()
+            .zip(summaries)
+            .for_each(|(score, s)| place(score, s, &baseline));
+    }
     (scores, baseline)
 }
 
 /// Scores one customer against a population's baseline: what online
 /// scoring does between recomputes. For a member of that population, with
 /// its summary unchanged, the result equals its population score.
+///
+/// Without a model (the population had no repeat purchase to fit one on)
+/// there are no predictions: expected purchases, expected occasion value
+/// and predicted CLV are 0, the value tier and quadrant (which rank
+/// predicted CLV) are None, churn comes from the one-time-buyer rule for
+/// every customer (silence since the last purchase against the population's
+/// first repeat gaps) and p_alive is one minus that churn probability.
 pub fn score_customer(
     s: &CustomerSummary,
     signal: &CustomerSignals,
-    model: &FittedModel,
+    model: Option<&FittedModel>,
     settings: &ModelSettings,
     baseline: &Baseline,
     as_of_day: i32,
 ) -> CustomerScores {
-    let expected = model
-        .bg_nbd
-        .conditional_expected_purchases(365.0, s.x, s.t_x, s.t)
-        .unwrap_or(0.0);
-    let mut score = score_with_expected(s, signal, model, settings, baseline, as_of_day, expected);
-    place(&mut score, s, baseline);
+    let predicted = model.map(|model| {
+        let expected = model
+            .bg_nbd
+            .conditional_expected_purchases(365.0, s.x, s.t_x, s.t)
+            .unwrap_or(0.0);
+        (model, expected)
+    });
+    let mut score = score_with_expected(s, signal, predicted, settings, baseline, as_of_day);
+    if model.is_some() {
+        place(&mut score, s, baseline);
+    }
     score
 }
 
-/// Everything but the value tier and quadrant.
+/// Everything but the value tier and quadrant; `predicted` is the model
+/// and the customer's expected purchases in the next 365 days under it.
 fn score_with_expected(
     s: &CustomerSummary,
     signal: &CustomerSignals,
-    model: &FittedModel,
+    predicted: Option<(&FittedModel, f64)>,
     settings: &ModelSettings,
     baseline: &Baseline,
     as_of_day: i32,
-    expected: f64,
 ) -> CustomerScores {
     let rule = &baseline.one_time_buyers;
     let p90_gap = rule.p90_gap();
     let discount = monthly_discount_factor(settings.monthly_discount_rate);
-    let bg = &model.bg_nbd;
     let recency = s.recency_days(as_of_day);
     let silence = s.t - s.t_x;
-    let p_alive = bg.p_alive(s.x, s.t_x, s.t);
-    let occasion_value = model
-        .gamma_gamma
-        .conditional_expected_value(s.x, s.repeat_mean_value);
+    let (p_alive, expected, occasion_value, churn) = match predicted {
+        Some((model, expected)) => {
+            let p_alive = model.bg_nbd.p_alive(s.x, s.t_x, s.t);
+            let occasion_value = model
+                .gamma_gamma
+                .conditional_expected_value(s.x, s.repeat_mean_value);
+            let churn = if s.x > 0 {
+                1.0 - p_alive
+            } else {
+                rule.churn_probability(silence)
+            };
+            (p_alive, expected, occasion_value, churn)
+        }
+        None => {
+            let churn = rule.churn_probability(silence);
+            (1.0 - churn, 0.0, 0.0, churn)
+        }
+    };
     let predicted_clv = expected * occasion_value * settings.margin_rate * discount;
     let historical = s.total_nanos as f64 / NANOS;
     let tenure_years = ((s.t + 1.0) / 365.25).max(1.0 / 12.0);
     let aov = historical / f64::from(s.transactions.max(1));
     let simple_clv = aov * (f64::from(s.transactions) / tenure_years) * baseline.lifespan_years;
 
-    let churn = if s.x > 0 {
-        1.0 - p_alive
-    } else {
-        rule.churn_probability(silence)
-    };
     let risk = if churn >= settings.churn_high {
         ChurnRisk::High
     } else if churn >= settings.churn_medium {
@@ -451,19 +484,8 @@ fn score_with_expected(
         reasons.push("NO_REPEAT_PURCHASE");
     }
 
-    let serve_cost = i128::from(signal.interactions) * i128::from(settings.interaction_cost_nanos)
-        + i128::from(signal.complaints) * i128::from(settings.complaint_cost_nanos);
-    let cost = s.total_cost_nanos + serve_cost;
-
-    // Loyalty in 0..1: repeat behaviour 35%, tenure 20%, recency 25%,
-    // satisfaction 20% (latest NPS / 10; 0.5 when unknown).
-    let repeat = 1.0 - (-f64::from(s.x) / 3.0).exp();
-    let tenure = (s.t / 730.0).min(1.0);
-    let recent = (-(recency as f64) / 90.0).exp();
-    let satisfaction = signal
-        .latest_nps
-        .map_or(0.5, |n| f64::from(n.min(10)) / 10.0);
-    let loyalty = 0.35 * repeat + 0.2 * tenure + 0.25 * recent + 0.2 * satisfaction;
+    let cost = s.total_cost_nanos + serve_cost(signal, settings);
+    let loyalty = loyalty_index(s.x, s.t, Some(recency), signal);
 
     let r = baseline.recency.score(recency);
     let f = baseline.frequency.score(s.transactions);
@@ -487,17 +509,54 @@ fn score_with_expected(
         churn_probability: churn,
         churn_risk: risk,
         churn_reasons: reasons,
-        value_tier: ValueTier::Low,
-        value_quadrant: ValueQuadrant::Minimal,
+        value_tier: None,
+        value_quadrant: None,
         lifecycle: lifecycle(s, recency, risk, r, f, settings),
-        loyalty_index: loyalty.clamp(0.0, 1.0),
+        loyalty_index: loyalty,
         revenue_nanos: s.total_nanos,
         cost_nanos: cost,
         margin_nanos: s.total_nanos - cost,
     }
 }
 
-/// PROSPECT (no purchase; not in a purchase summary), CHURNED (silent past
+/// Cost to serve: interactions and complaints at their unit costs, in nanos.
+fn serve_cost(signal: &CustomerSignals, settings: &ModelSettings) -> i128 {
+    i128::from(signal.interactions) * i128::from(settings.interaction_cost_nanos)
+        + i128::from(signal.complaints) * i128::from(settings.complaint_cost_nanos)
+}
+
+/// Loyalty in 0..1: repeat behaviour 35%, tenure 20%, recency 25%,
+/// satisfaction 20% (latest NPS / 10; 0.5 when unknown). `recency_days` is
+/// None without a purchase.
+fn loyalty_index(x: u32, t: f64, recency_days: Option<i64>, signal: &CustomerSignals) -> f64 {
+    let repeat = 1.0 - (-f64::from(x) / 3.0).exp();
+    let tenure = (t / 730.0).min(1.0);
+    let recent = recency_days.map_or(0.0, |r| (-(r as f64) / 90.0).exp());
+    let satisfaction = signal
+        .latest_nps
+        .map_or(0.5, |n| f64::from(n.min(10)) / 10.0);
+    (0.35 * repeat + 0.2 * tenure + 0.25 * recent + 0.2 * satisfaction).clamp(0.0, 1.0)
+}
+
+/// What is scored for a prospect: a known customer without a purchase up
+/// to the scoring date. Nothing about purchases applies (no RFM figures or
+/// ranks, value, churn, tier or quadrant); what does is the lifecycle
+/// stage (PROSPECT), loyalty (satisfaction is its only non-zero term) and
+/// the cost to serve so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProspectScores {
+    pub loyalty_index: f64,
+    pub cost_nanos: i128,
+}
+
+pub fn score_prospect(signal: &CustomerSignals, settings: &ModelSettings) -> ProspectScores {
+    ProspectScores {
+        loyalty_index: loyalty_index(0, 0.0, None, signal),
+        cost_nanos: serve_cost(signal, settings),
+    }
+}
+
+/// PROSPECT (no purchase; scored by [`score_prospect`]), CHURNED (silent past
 /// the limit), NEW (one occasion), AT_RISK (HIGH churn risk), LOYAL (repeat
 /// buyer with r and f scores of 4 or 5), else ACTIVE.
 fn lifecycle(
@@ -582,21 +641,21 @@ fn place_population(
 fn place(score: &mut CustomerScores, s: &CustomerSummary, baseline: &Baseline) {
     let clv = score.predicted_clv_365d;
     let at_least = |cut: Option<f64>| cut.is_some_and(|c| clv >= c);
-    score.value_tier = if at_least(baseline.tier_high_from) {
+    score.value_tier = Some(if at_least(baseline.tier_high_from) {
         ValueTier::High
     } else if at_least(baseline.tier_medium_from) {
         ValueTier::Medium
     } else {
         ValueTier::Low
-    };
+    });
     let high_potential = clv > baseline.clv_median;
     let high_current = current_value(s) > baseline.current_median;
-    score.value_quadrant = match (high_current, high_potential) {
+    score.value_quadrant = Some(match (high_current, high_potential) {
         (true, true) => ValueQuadrant::Star,
         (false, true) => ValueQuadrant::Grow,
         (true, false) => ValueQuadrant::Maintain,
         (false, false) => ValueQuadrant::Minimal,
-    };
+    });
 }
 
 #[cfg(test)]

@@ -185,7 +185,7 @@ pub const CHURN_RISKS: &[&str] = &["low", "medium", "high"];
 pub const VALUE_TIERS: &[&str] = &["low", "medium", "high"];
 pub const VALUE_QUADRANTS: &[&str] = &["star", "grow", "maintain", "minimal"];
 pub const NPS_CATEGORIES: &[&str] = &["promoter", "passive", "detractor"];
-pub const LIFECYCLE_STAGES: &[&str] = &["prospect", "new", "active", "loyal", "at_risk", "churned"];
+pub const LIFECYCLE_STAGES: &[&str] = &[PROSPECT, "new", "active", "loyal", "at_risk", "churned"];
 
 /// The field catalogue. `has(customer.tags, "x")` and `bought_category("x")`
 /// are functions, not fields.
@@ -899,6 +899,9 @@ pub struct ScoreFields {
     pub margin: f64,
 }
 
+/// The lifecycle stage of a customer without a purchase, as rules name it.
+pub const PROSPECT: &str = "prospect";
+
 /// Consent channels in [`Record::consent`] order.
 pub const CHANNELS: [&str; 5] = ["email", "sms", "phone", "push", "post"];
 
@@ -962,13 +965,16 @@ impl Record {
             Some(Cell::Text(s))
         }
         let num = |n: f64| Some(Cell::Number(n));
-        let score = |f: fn(&ScoreFields) -> f64| self.scores.as_ref().map(|s| Cell::Number(f(s)));
+        // A prospect (no purchase yet) has a lifecycle stage and nothing
+        // else a rule could read from a score: its purchase figures are null,
+        // so `rfm.recency_days <= 30` does not pick up people who never bought.
+        let purchases = self
+            .scores
+            .as_ref()
+            .filter(|s| s.lifecycle_stage != PROSPECT);
+        let score = |f: fn(&ScoreFields) -> f64| purchases.map(|s| Cell::Number(f(s)));
         let label = |f: for<'s> fn(&'s ScoreFields) -> &'s str| {
-            self.scores
-                .as_ref()
-                .map(f)
-                .filter(|s| !s.is_empty())
-                .map(Cell::Text)
+            purchases.map(f).filter(|s| !s.is_empty()).map(Cell::Text)
         };
         match field {
             Field::CustomerId => text(&self.customer_id),
@@ -1024,7 +1030,11 @@ impl Record {
             Field::ChurnRisk => label(|s| &s.churn_risk),
             Field::ValueTier => label(|s| &s.value_tier),
             Field::ValueQuadrant => label(|s| &s.value_quadrant),
-            Field::LifecycleStage => label(|s| &s.lifecycle_stage),
+            Field::LifecycleStage => self
+                .scores
+                .as_ref()
+                .map(|s| Cell::Text(&s.lifecycle_stage))
+                .filter(|c| *c != Cell::Text("")),
             Field::LoyaltyIndex => score(|s| s.loyalty_index),
             Field::ProfitMargin => score(|s| s.margin),
             Field::FeedbackNps => self.feedback.latest_nps.map(|n| Cell::Number(n.into())),
