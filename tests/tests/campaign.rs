@@ -413,7 +413,8 @@ backend_tests! {
                 "days_to_birthday <= 7",
                 Box::new(move |p, _| p.birth.is_some_and(|b| days_to_birthday(b, now) <= 7)),
             ),
-            ("lifecycle.stage = \"prospect\"", Box::new(|p, _| p.purchases.is_empty())),
+            // (The view's marker customers are prospects too, without a region.)
+            ("lifecycle.stage = \"prospect\" and customer.region != \"\"", Box::new(|p, _| p.purchases.is_empty())),
             ("rfm.recency_days >= 0", Box::new(|_, s| s.is_some())),
             (
                 "not consent.email and purchases >= 3",

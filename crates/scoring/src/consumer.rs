@@ -42,9 +42,17 @@ impl FeedConsumer for ReadModel {
         advance: Advance,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
         let mut batch = ReadModelBatch::default();
+        // Customers created in this batch: prospects to score online (a
+        // profile update changes nothing a score is made of).
+        let mut created = Vec::new();
         for event in events {
             match event.change {
-                Some(Change::Customer(c)) => batch.customers.push((c.id, c.region)),
+                Some(Change::Customer(c)) => {
+                    if c.create_time == c.update_time {
+                        created.push(c.id.clone());
+                    }
+                    batch.customers.push((c.id, c.region));
+                }
                 Some(Change::Transaction(t)) => {
                     let day = t.occurred_at.map_or(0, |ts| ts.seconds.div_euclid(86_400)) as i32;
                     let currency = t
@@ -68,11 +76,13 @@ impl FeedConsumer for ReadModel {
         let mut buyers: Vec<String> = batch.purchases.iter().map(|p| p.0.clone()).collect();
         buyers.sort_unstable();
         buyers.dedup();
+        created.sort_unstable();
+        created.dedup();
         Box::pin(async move {
             self.store.apply(READ_MODEL, batch, advance).await?;
             // The batch is committed; rescoring its buyers is best effort
             // (a failure leaves their scores as the last recompute made them).
-            if let Err(e) = self.online.rescore(buyers, advance.to).await {
+            if let Err(e) = self.online.rescore(buyers, created, advance.to).await {
                 tracing::warn!(error = %e, "online scoring failed; scores wait for the next recompute");
             }
             Ok(())

@@ -564,9 +564,16 @@ impl OnlineScorer {
     /// monetary; P(alive), expected purchases, CLV, churn, lifecycle,
     /// loyalty, profitability) exactly, their ranks, tier and quadrant
     /// placed against the last recompute's population (`ranks_stale`).
+    /// `created`, customers created in that batch, are scored if they are
+    /// prospects (no purchase yet), so a new customer has a score at once.
     /// Before the first recompute there is nothing to update.
-    pub(crate) async fn rescore(&self, customers: Vec<String>, data_seq: i64) -> ApiResult<usize> {
-        if customers.is_empty() {
+    pub(crate) async fn rescore(
+        &self,
+        buyers: Vec<String>,
+        created: Vec<String>,
+        data_seq: i64,
+    ) -> ApiResult<usize> {
+        if buyers.is_empty() && created.is_empty() {
             return Ok(0);
         }
         let Some(run) = self.current().await? else {
@@ -581,11 +588,23 @@ impl OnlineScorer {
         } else {
             DateTime::from_timestamp(i64::from(as_of_day) * 86_400, 0).unwrap_or(at)
         };
+        let rescored: HashSet<&str> = buyers.iter().map(String::as_str).collect();
+        let mut customers: Vec<String> = created
+            .iter()
+            .filter(|id| !rescored.contains(id.as_str()))
+            .cloned()
+            .collect();
+        customers.extend(buyers.iter().cloned());
         let snapshot = self.store.histories(&customers).await?;
         let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
+        let prospects = prospects_of(&summaries, &snapshot);
+        let summaries: Vec<CustomerSummary> = summaries
+            .into_iter()
+            .filter(|s| rescored.contains(snapshot.ids[s.customer as usize].as_str()))
+            .collect();
         let signals = signals_of(&summaries, &snapshot, as_of_day);
         let settings = ModelSettings::default();
-        let rows: Vec<ScoreRow> = summaries
+        let mut rows: Vec<ScoreRow> = summaries
             .iter()
             .zip(&signals)
             .map(|(s, signal)| {
@@ -600,6 +619,14 @@ impl OnlineScorer {
                 score_row(&score, &snapshot, &run.model_version, as_of, at, true)
             })
             .collect();
+        rows.extend(
+            prospects
+                .iter()
+                .map(|id| prospect_row(id, &snapshot, as_of_day, &run.model_version, as_of, at)),
+        );
+        if rows.is_empty() {
+            return Ok(0);
+        }
         self.store
             .save_scores(&run.model_version, at, data_seq, &rows)
             .await?;
