@@ -114,15 +114,7 @@ fn expected(
         })
         .collect();
     let s = summarize(customers, &p, as_of_day as i32);
-    let rows: Vec<BgNbdRow> = s
-        .iter()
-        .map(|s| BgNbdRow {
-            x: s.x,
-            t_x: s.t_x,
-            t: s.t,
-            weight: 1.0,
-        })
-        .collect();
+    let rows: Vec<BgNbdRow> = s.iter().map(|s| s.bg_nbd_row()).collect();
     let gg: Vec<GammaGammaRow> = s
         .iter()
         .filter(|s| s.x > 0)
@@ -156,6 +148,76 @@ async fn every_score(app: &TestApp, ids: &[String]) -> Vec<pb::CustomerScore> {
 /// A money amount as a number (0 when absent).
 fn amount(m: Option<&Money>) -> f64 {
     m.map_or(0.0, |m| m.units as f64 + f64::from(m.nanos) / 1e9)
+}
+
+/// Creates a customer without purchases; its id.
+async fn new_lead(app: &TestApp, external_id: &str) -> String {
+    app.profile()
+        .create_customer(profile_pb::CreateCustomerRequest {
+            customer: Some(profile_pb::Customer {
+                external_id: external_id.into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
+/// Records one purchase of `units` EUR, now.
+async fn buy_now(app: &TestApp, customer: &str, transaction: &str, units: i64) {
+    app.profile()
+        .record_transactions(profile_pb::RecordTransactionsRequest {
+            transactions: vec![profile_pb::Transaction {
+                id: transaction.into(),
+                customer_id: customer.into(),
+                occurred_at: Some(Timestamp {
+                    seconds: chrono::Utc::now().timestamp(),
+                    nanos: 0,
+                }),
+                amount: Some(Money {
+                    currency_code: "EUR".into(),
+                    units,
+                    nanos: 0,
+                }),
+                quantity: 1,
+                category: "toys".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+}
+
+/// The customer's score once it exists and `ready` holds (online scoring
+/// follows the feed). Panics after 30 s.
+async fn score_once(
+    app: &TestApp,
+    customer: &str,
+    ready: impl Fn(&pb::CustomerScore) -> bool,
+) -> pb::CustomerScore {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let score = app
+            .scoring()
+            .get_score(pb::GetScoreRequest {
+                customer_id: customer.into(),
+            })
+            .await;
+        if let Ok(score) = score {
+            let score = score.into_inner().score;
+            if ready(&score) {
+                return score;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "customer {customer} was not scored as expected online"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -449,30 +511,8 @@ backend_tests! {
         assert_eq!(dist.value_tiers.iter().map(|b| (b.key.as_str(), b.count)).collect::<Vec<_>>(), [("VALUE_TIER_UNSPECIFIED", 30)]);
 
         // The first repeat purchase is scored online, still without a model.
-        let now = chrono::Utc::now().timestamp();
-        app.profile()
-            .record_transactions(profile_pb::RecordTransactionsRequest {
-                transactions: vec![profile_pb::Transaction {
-                    id: "repeat-1".into(),
-                    customer_id: ids[5].clone(),
-                    occurred_at: Some(Timestamp { seconds: now, nanos: 0 }),
-                    amount: Some(Money { currency_code: "EUR".into(), units: 30, nanos: 0 }),
-                    quantity: 1,
-                    category: "toys".into(),
-                    ..Default::default()
-                }],
-            })
-            .await
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let online = loop {
-            let score = app.scoring().get_score(pb::GetScoreRequest { customer_id: ids[5].clone() }).await.unwrap().into_inner().score;
-            if score.rfm.as_ref().unwrap().frequency == 2 {
-                break score;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "the repeat purchase was not scored online");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        buy_now(&app, &ids[5], "repeat-1", 30).await;
+        let online = score_once(&app, &ids[5], |s| s.rfm.as_ref().unwrap().frequency == 2).await;
         let rfm = online.rfm.unwrap();
         assert!(rfm.ranks_stale && rfm.recency_days <= 1, "{rfm:?}");
         assert_eq!(online.model_version, "");
@@ -494,16 +534,7 @@ backend_tests! {
         // A lead erased before anything else happens: nobody to score. (No
         // score exists before the first recompute, which needs a model, which
         // needs repeat purchases, which reach the read model after the erasure.)
-        let erased = app
-            .profile()
-            .create_customer(profile_pb::CreateCustomerRequest {
-                customer: Some(profile_pb::Customer { external_id: "lead-gone".into(), ..Default::default() }),
-                request_id: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .id;
+        let erased = new_lead(&app, "lead-gone").await;
         app.profile().erase_customer(profile_pb::EraseCustomerRequest { id: erased.clone(), reason: "asked".into() }).await.unwrap();
         let buyers = patron_tests::seed_histories(&app, 6, 9, |rng| {
             (0..3).map(|k| (-100 * k - rng.random_range(1..60i64), rng.random_range(500..9_000))).collect()
@@ -511,24 +542,13 @@ backend_tests! {
         .await;
         let mut prospects = Vec::new();
         for i in 0..2 {
-            let customer = app
-                .profile()
-                .create_customer(profile_pb::CreateCustomerRequest {
-                    customer: Some(profile_pb::Customer { external_id: format!("lead-{i}"), ..Default::default() }),
-                    request_id: String::new(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            prospects.push(customer.id);
+            prospects.push(new_lead(&app, &format!("lead-{i}")).await);
         }
         patron_tests::score_everyone(&app, &buyers).await;
-        // The leads reach the read model after the buyers' purchases.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while app.scoring().batch_get_scores(pb::BatchGetScoresRequest { customer_ids: prospects.clone() }).await.unwrap().into_inner().scores.len() < 2 {
-            assert!(tokio::time::Instant::now() < deadline, "the leads were not scored");
-            let mut progress = app.scoring().recompute_scores(pb::RecomputeScoresRequest::default()).await.unwrap().into_inner();
-            while progress.message().await.unwrap().is_some() {}
+        // The leads reach the read model after the buyers' purchases, and
+        // are scored online.
+        for id in &prospects {
+            score_once(&app, id, |_| true).await;
         }
         let err = app.scoring().get_score(pb::GetScoreRequest { customer_id: erased }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "an erased lead is not scored");
@@ -556,51 +576,13 @@ backend_tests! {
         assert_eq!(stage("LIFECYCLE_STAGE_PROSPECT"), 2);
 
         // A prospect's first purchase makes it a new customer, online.
-        let now = chrono::Utc::now().timestamp();
-        app.profile()
-            .record_transactions(profile_pb::RecordTransactionsRequest {
-                transactions: vec![profile_pb::Transaction {
-                    id: "first-order".into(),
-                    customer_id: prospects[0].clone(),
-                    occurred_at: Some(Timestamp { seconds: now, nanos: 0 }),
-                    amount: Some(Money { currency_code: "EUR".into(), units: 12, nanos: 0 }),
-                    quantity: 1,
-                    category: "toys".into(),
-                    ..Default::default()
-                }],
-            })
-            .await
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let score = app.scoring().get_score(pb::GetScoreRequest { customer_id: prospects[0].clone() }).await.unwrap().into_inner().score;
-            if score.lifecycle_stage == pb::LifecycleStage::New as i32 {
-                assert_eq!(score.rfm.unwrap().frequency, 1);
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "the first purchase was not scored online: {score:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        buy_now(&app, &prospects[0], "first-order", 12).await;
+        let score = score_once(&app, &prospects[0], |s| s.lifecycle_stage == pb::LifecycleStage::New as i32).await;
+        assert_eq!(score.rfm.unwrap().frequency, 1);
 
         // A lead created between recomputes is scored online too.
-        let late = app
-            .profile()
-            .create_customer(profile_pb::CreateCustomerRequest {
-                customer: Some(profile_pb::Customer { external_id: "lead-late".into(), ..Default::default() }),
-                request_id: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .id;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let score = loop {
-            if let Ok(score) = app.scoring().get_score(pb::GetScoreRequest { customer_id: late.clone() }).await {
-                break score.into_inner().score;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "the new lead was not scored online");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let late = new_lead(&app, "lead-late").await;
+        let score = score_once(&app, &late, |_| true).await;
         assert_eq!(score.lifecycle_stage, pb::LifecycleStage::Prospect as i32);
         // A profile change of a buyer leaves its score as it was.
         let before = app.scoring().get_score(pb::GetScoreRequest { customer_id: buyers[0].clone() }).await.unwrap().into_inner().score;
@@ -611,22 +593,9 @@ backend_tests! {
             })
             .await
             .unwrap();
-        let marker = app
-            .profile()
-            .create_customer(profile_pb::CreateCustomerRequest {
-                customer: Some(profile_pb::Customer { external_id: "lead-marker".into(), ..Default::default() }),
-                request_id: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .id;
+        let marker = new_lead(&app, "lead-marker").await;
         // Once a later change is scored, the update has been applied too.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while app.scoring().get_score(pb::GetScoreRequest { customer_id: marker.clone() }).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "the marker lead was not scored online");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        score_once(&app, &marker, |_| true).await;
         let after = app.scoring().get_score(pb::GetScoreRequest { customer_id: buyers[0].clone() }).await.unwrap().into_inner().score;
         assert_eq!(after, before);
     }

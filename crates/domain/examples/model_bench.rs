@@ -19,7 +19,7 @@ use patron_domain::models::{
     bgnbd::{self, BgNbdRow},
     gamma_gamma::{self, GammaGammaRow},
     rfm::{scores_by_larger, scores_by_smaller},
-    summary::{Purchase, summarize},
+    summary::{CustomerSummary, Purchase, summarize},
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -158,15 +158,7 @@ fn main() {
         summaries.len()
     );
 
-    let rows: Vec<BgNbdRow> = summaries
-        .iter()
-        .map(|s| BgNbdRow {
-            x: s.x,
-            t_x: s.t_x,
-            t: s.t,
-            weight: 1.0,
-        })
-        .collect();
+    let rows: Vec<BgNbdRow> = summaries.iter().map(CustomerSummary::bg_nbd_row).collect();
     let (secs, fit) = median_of_5(|| bgnbd::fit(&rows).expect("bg/nbd fit"));
     let p = fit.params;
     println!(

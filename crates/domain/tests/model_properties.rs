@@ -79,6 +79,34 @@ fn params() -> impl Strategy<Value = BgNbdParams> {
         .prop_map(|(r, alpha, a, b)| BgNbdParams { r, alpha, a, b })
 }
 
+/// A fixed model, for properties of scoring rather than of fitting.
+const MODEL: FittedModel = FittedModel {
+    bg_nbd: BgNbdParams {
+        r: 0.5,
+        alpha: 20.0,
+        a: 0.8,
+        b: 2.5,
+    },
+    gamma_gamma: GammaGammaParams {
+        p: 6.0,
+        q: 4.0,
+        v: 15.0,
+    },
+};
+
+/// (customer, day, units) as purchases costing `cost_nanos` per unit.
+fn priced(purchases: Vec<(u32, i32, i64)>, cost_nanos: i64) -> Vec<Purchase> {
+    purchases
+        .into_iter()
+        .map(|(customer, day, units)| Purchase {
+            customer,
+            day,
+            amount_nanos: units * 1_000_000_000,
+            cost_nanos: units * cost_nanos,
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -235,16 +263,10 @@ proptest! {
     fn population_scores_respect_their_definitions(
         purchases in proptest::collection::vec((0u32..40, 0i32..700, 1i64..500), 1..300),
     ) {
-        let purchases: Vec<Purchase> = purchases
-            .into_iter()
-            .map(|(customer, day, units)| Purchase { customer, day, amount_nanos: units * 1_000_000_000, cost_nanos: units * 400_000_000 })
-            .collect();
+        let purchases = priced(purchases, 400_000_000);
         let as_of = 700;
         let summaries = summarize(40, &purchases, as_of);
-        let model = FittedModel {
-            bg_nbd: BgNbdParams { r: 0.5, alpha: 20.0, a: 0.8, b: 2.5 },
-            gamma_gamma: GammaGammaParams { p: 6.0, q: 4.0, v: 15.0 },
-        };
+        let model = MODEL;
         let settings = ModelSettings::default();
         let scores = score_population(&summaries, None, Some(&model), &settings, as_of);
         prop_assert_eq!(scores.len(), summaries.len());
@@ -297,20 +319,14 @@ proptest! {
         nps in proptest::collection::vec(proptest::option::of(0u8..=10), 40),
         with_model in any::<bool>(),
     ) {
-        let purchases: Vec<Purchase> = purchases
-            .into_iter()
-            .map(|(customer, day, units)| Purchase { customer, day, amount_nanos: units * 1_000_000_000, cost_nanos: units * 300_000_000 })
-            .collect();
+        let purchases = priced(purchases, 300_000_000);
         let as_of = 700;
         let summaries = summarize(40, &purchases, as_of);
         let signals: Vec<CustomerSignals> = summaries
             .iter()
             .map(|s| CustomerSignals { latest_nps: nps[s.customer as usize], ..Default::default() })
             .collect();
-        let model = FittedModel {
-            bg_nbd: BgNbdParams { r: 0.5, alpha: 20.0, a: 0.8, b: 2.5 },
-            gamma_gamma: GammaGammaParams { p: 6.0, q: 4.0, v: 15.0 },
-        };
+        let model = MODEL;
         let settings = ModelSettings::default();
         let model = with_model.then_some(model);
         let (scores, baseline) = score_population_with_baseline(&summaries, Some(&signals), model.as_ref(), &settings, as_of);
@@ -330,16 +346,10 @@ proptest! {
     fn without_a_model_nothing_is_predicted(
         purchases in proptest::collection::vec((0u32..40, 0i32..700, 1i64..500), 1..300),
     ) {
-        let purchases: Vec<Purchase> = purchases
-            .into_iter()
-            .map(|(customer, day, units)| Purchase { customer, day, amount_nanos: units * 1_000_000_000, cost_nanos: units * 300_000_000 })
-            .collect();
+        let purchases = priced(purchases, 300_000_000);
         let as_of = 700;
         let summaries = summarize(40, &purchases, as_of);
-        let model = FittedModel {
-            bg_nbd: BgNbdParams { r: 0.5, alpha: 20.0, a: 0.8, b: 2.5 },
-            gamma_gamma: GammaGammaParams { p: 6.0, q: 4.0, v: 15.0 },
-        };
+        let model = MODEL;
         let settings = ModelSettings::default();
         let with = score_population(&summaries, None, Some(&model), &settings, as_of);
         let without = score_population(&summaries, None, None, &settings, as_of);

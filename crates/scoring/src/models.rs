@@ -7,7 +7,7 @@ use patron_domain::{
     models::{
         bgnbd::{self, BgNbdRow},
         gamma_gamma::{self, GammaGammaRow},
-        summary::summarize,
+        summary::{CustomerSummary, summarize},
     },
 };
 use patron_proto::scoring as pb;
@@ -50,15 +50,7 @@ pub(crate) async fn fit(store: &ScoringStore, req: pb::FitModelRequest) -> ApiRe
     let as_of_day = day_of(as_of);
     let (ids, purchases) = store.purchase_days().await?;
     let summaries = summarize(ids.len(), &purchases, as_of_day);
-    let rows: Vec<BgNbdRow> = summaries
-        .iter()
-        .map(|s| BgNbdRow {
-            x: s.x,
-            t_x: s.t_x,
-            t: s.t,
-            weight: 1.0,
-        })
-        .collect();
+    let rows: Vec<BgNbdRow> = summaries.iter().map(CustomerSummary::bg_nbd_row).collect();
     let bg = bgnbd::fit(&rows).map_err(not_identifiable)?;
     let gg_rows: Vec<GammaGammaRow> = summaries
         .iter()

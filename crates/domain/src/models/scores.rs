@@ -346,15 +346,7 @@ pub fn score_population_with_baseline(
         current_median: 0.0,
     };
     let expected_365 = model.map(|model| {
-        let histories: Vec<BgNbdRow> = summaries
-            .iter()
-            .map(|s| BgNbdRow {
-                x: s.x,
-                t_x: s.t_x,
-                t: s.t,
-                weight: 1.0,
-            })
-            .collect();
+        let histories: Vec<BgNbdRow> = summaries.iter().map(CustomerSummary::bg_nbd_row).collect();
         model
             .bg_nbd
             .conditional_expected_purchases_many(365.0, &histories)

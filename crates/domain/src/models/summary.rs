@@ -7,6 +7,8 @@
 
 use rayon::prelude::*;
 
+use super::bgnbd::BgNbdRow;
+
 /// One transaction as the models see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Purchase {
@@ -49,6 +51,16 @@ pub struct CustomerSummary {
 }
 
 impl CustomerSummary {
+    /// The customer's history as BG/NBD sees it (x, t_x, T), weight 1.
+    pub fn bg_nbd_row(&self) -> BgNbdRow {
+        BgNbdRow {
+            x: self.x,
+            t_x: self.t_x,
+            t: self.t,
+            weight: 1.0,
+        }
+    }
+
     /// Days from the last purchase day to `as_of`.
     pub fn recency_days(&self, as_of_day: i32) -> i64 {
         i64::from(as_of_day - self.last_day)
