@@ -234,26 +234,31 @@ fn signal_of(facts: Option<&CustomerFacts>, as_of_day: i32) -> CustomerSignals {
     })
 }
 
-/// Each summarized customer's signals from outside purchases.
-fn signals_of(
+/// Each summarized customer's signals from outside purchases, and the
+/// prospects: the read model's other customers (no purchase up to the
+/// scoring date), by id. An erased customer without purchases is nobody.
+fn signals_and_prospects(
     summaries: &[CustomerSummary],
     snapshot: &ScoringSnapshot,
     as_of_day: i32,
-) -> Vec<CustomerSignals> {
-    summaries
+) -> (Vec<CustomerSignals>, Vec<String>) {
+    let mut buyers_found = 0;
+    let signals = summaries
         .iter()
         .map(|s| {
-            signal_of(
-                snapshot.facts.get(&snapshot.ids[s.customer as usize]),
-                as_of_day,
-            )
+            let facts = snapshot.facts.get(&snapshot.ids[s.customer as usize]);
+            buyers_found += usize::from(facts.is_some_and(|f| !f.erased));
+            signal_of(facts, as_of_day)
         })
-        .collect()
-}
-
-/// The read model's customers without a purchase up to the scoring date
-/// (prospects), by id. An erased customer without purchases is nobody.
-fn prospects_of(summaries: &[CustomerSummary], snapshot: &ScoringSnapshot) -> Vec<String> {
+        .collect();
+    // When every customer is a buyer found above (the common case) there
+    // is no prospect. For a million customers, counting costs about 5 ms;
+    // the set of buyers below about 650 ms (measured on the 2-core CI kind
+    // of machine), so it is built only when there are prospects to find.
+    let customers = snapshot.facts.values().filter(|f| !f.erased).count();
+    if customers == buyers_found {
+        return (signals, Vec::new());
+    }
     let buyers: HashSet<&str> = summaries
         .iter()
         .map(|s| snapshot.ids[s.customer as usize].as_str())
@@ -265,7 +270,7 @@ fn prospects_of(summaries: &[CustomerSummary], snapshot: &ScoringSnapshot) -> Ve
         .map(|(id, _)| id.clone())
         .collect();
     prospects.sort_unstable();
-    prospects
+    (signals, prospects)
 }
 
 fn currency_of(snapshot: &ScoringSnapshot, id: &str) -> Option<Currency> {
@@ -375,8 +380,7 @@ async fn run(
     let snapshot = store.snapshot(READ_MODEL).await?;
     let read = started.elapsed();
     let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
-    let signals = signals_of(&summaries, &snapshot, as_of_day);
-    let prospects = prospects_of(&summaries, &snapshot);
+    let (signals, prospects) = signals_and_prospects(&summaries, &snapshot, as_of_day);
     let (scores, baseline) = score_population_with_baseline(
         &summaries,
         Some(&signals),
@@ -597,16 +601,13 @@ impl OnlineScorer {
         customers.extend(buyers.iter().cloned());
         let snapshot = self.store.histories(&customers).await?;
         let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
-        let prospects = prospects_of(&summaries, &snapshot);
-        let summaries: Vec<CustomerSummary> = summaries
-            .into_iter()
-            .filter(|s| rescored.contains(snapshot.ids[s.customer as usize].as_str()))
-            .collect();
-        let signals = signals_of(&summaries, &snapshot, as_of_day);
+        let (signals, prospects) = signals_and_prospects(&summaries, &snapshot, as_of_day);
         let settings = ModelSettings::default();
         let mut rows: Vec<ScoreRow> = summaries
             .iter()
             .zip(&signals)
+            // A created customer with purchases already has its score.
+            .filter(|(s, _)| rescored.contains(snapshot.ids[s.customer as usize].as_str()))
             .map(|(s, signal)| {
                 let score = score_customer(
                     s,
