@@ -168,13 +168,17 @@ async fn new_lead(app: &TestApp, external_id: &str) -> String {
 
 /// Records one purchase of `units` EUR, now.
 async fn buy_now(app: &TestApp, customer: &str, transaction: &str, units: i64) {
+    buy_days_ago(app, customer, transaction, units, 0).await
+}
+
+async fn buy_days_ago(app: &TestApp, customer: &str, transaction: &str, units: i64, days: i64) {
     app.profile()
         .record_transactions(profile_pb::RecordTransactionsRequest {
             transactions: vec![profile_pb::Transaction {
                 id: transaction.into(),
                 customer_id: customer.into(),
                 occurred_at: Some(Timestamp {
-                    seconds: chrono::Utc::now().timestamp(),
+                    seconds: chrono::Utc::now().timestamp() - days * 86_400,
                     nanos: 0,
                 }),
                 amount: Some(Money {
@@ -519,7 +523,24 @@ backend_tests! {
         let clv = online.clv.unwrap();
         assert!(close(clv.p_alive, 1.0 - online.churn.unwrap().probability), "{clv:?}");
 
-        // With a repeat purchase, the next recompute fits a model and uses it.
+        // One repeat purchase cannot tell how many customers stay after one
+        // (every repeat buyer leaving at once fits best): still no model.
+        patron_tests::recompute_until_scored(&app, &ids).await;
+        let err = app.scoring().fit_model(pb::FitModelRequest::default()).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(err.message().contains("more than one repeat purchase"), "{err:?}");
+        let repeat = app.scoring().get_score(pb::GetScoreRequest { customer_id: ids[5].clone() }).await.unwrap().into_inner().score;
+        assert_eq!((repeat.model_version.as_str(), repeat.rfm.as_ref().unwrap().frequency), ("", 2), "{repeat:?}");
+        // Their own return counts in their favour: a chance of buying again
+        // of (1 + q) / 2, not the population's q (which nobody observed for
+        // 180 days has shown yet: q = 1 - churn above).
+        let q = 1.0 - churn;
+        assert!(close(repeat.churn.as_ref().unwrap().probability, (1.0 - q) / 2.0), "a repeat buyer who bought today: {repeat:?}");
+
+        // A second repeat purchase (a month ago, between the other two): the
+        // next recompute fits a model and uses it.
+        buy_days_ago(&app, &ids[5], "repeat-2", 40, 30).await;
+        score_once(&app, &ids[5], |s| s.rfm.as_ref().unwrap().frequency == 3).await;
         patron_tests::recompute_until_scored(&app, &ids).await;
         let model = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
         assert_eq!((model.customers, model.repeat_customers), (30, 1), "{model:?}");

@@ -26,8 +26,9 @@ pub(crate) fn day_of(t: DateTime<Utc>) -> i32 {
     t.timestamp().div_euclid(86_400) as i32
 }
 
-/// The reason FitModel gives when the data cannot identify the models (no
-/// repeat purchase at all); RecomputeScores then scores without a model.
+/// The reason FitModel gives when the data cannot identify the models
+/// (nobody with a second repeat purchase; see `bgnbd::fit`); RecomputeScores
+/// then scores without a model.
 pub(crate) const NOT_IDENTIFIABLE: &str = "MODEL_NOT_IDENTIFIABLE";
 
 fn not_identifiable(e: impl std::fmt::Display) -> ApiError {

@@ -178,7 +178,7 @@ pub(crate) struct ScoringRun {
 /// The model a recompute as of `as_of` scores with: the newest fit; before
 /// the first, one fitted now on the data up to `as_of` and stored as FitModel
 /// stores it. None (with an empty version) when the data identifies no
-/// model, i.e. nobody has made a repeat purchase: the population is then
+/// model (nobody has made a second repeat purchase): the population is then
 /// scored without one (`score_customer` says what that leaves out), and the
 /// next recompute tries the fit again.
 async fn model_for(

@@ -282,6 +282,17 @@ pub fn fit_with_warm_start(
     if repeat_customers == 0.0 {
         return Err(FitError::NoRepeatPurchases);
     }
+    // A customer with one repeat purchase contributes
+    // λe^(-λ t_x) · (p + (1 - p) e^(-λ (T - t_x))) before mixing: rising in
+    // the dropout probability p wherever t_x < T (flat where t_x = T), and
+    // one-time buyers do not involve p. Only a second repeat purchase
+    // (a factor (1 - p) per purchase survived) pulls the other way. Without
+    // one the maximum is on the boundary E[p] = 1 (b at its lower bound):
+    // every repeat buyer gone, P(alive) ≈ 0 the day after a purchase. That
+    // is no estimate, so it is refused like a population without repeats.
+    if !rows.iter().any(|r| r.x >= 2 && r.weight > 0.0) {
+        return Err(FitError::NoSecondRepeatPurchase);
+    }
     let data = compress(rows);
     let whole_days = data
         .iter()
@@ -499,6 +510,52 @@ mod tests {
         }
     }
 
+    /// Why `fit` refuses populations whose repeat buyers have one repeat
+    /// purchase each: wherever the model stands, a lower b (a higher mean
+    /// dropout probability a/(a+b)) fits such data better, down to b = 0.
+    /// One customer with a second repeat purchase bounds it.
+    #[test]
+    fn dropout_needs_a_second_repeat_purchase() {
+        let mut rows = vec![
+            BgNbdRow {
+                x: 1,
+                t_x: 20.0,
+                t: 90.0,
+                weight: 4.0,
+            },
+            BgNbdRow {
+                x: 1,
+                t_x: 60.0,
+                t: 60.0,
+                weight: 1.0,
+            },
+            BgNbdRow {
+                x: 0,
+                t_x: 0.0,
+                t: 40.0,
+                weight: 9.0,
+            },
+        ];
+        for (r, alpha, a, b) in [
+            (0.2, 4.0, 0.8, 2.4),
+            (2.0, 50.0, 0.1, 0.3),
+            (1.0, 10.0, 5.0, 1e-3),
+        ] {
+            let ll = |b: f64| log_likelihood(&BgNbdParams { r, alpha, a, b }, &rows);
+            assert!(ll(b / 2.0) > ll(b), "{r} {alpha} {a} {b}");
+        }
+        assert_eq!(fit(&rows).unwrap_err(), FitError::NoSecondRepeatPurchase);
+        rows.push(BgNbdRow {
+            x: 2,
+            t_x: 30.0,
+            t: 80.0,
+            weight: 1.0,
+        });
+        let f = fit(&rows).expect("a second repeat purchase identifies the dropout");
+        assert!(!f.at_limit.contains(&"b"), "{f:?}");
+        assert!(f.params.p_alive(1, 60.0, 60.0) > 0.05, "{f:?}");
+    }
+
     #[test]
     fn degenerate_populations() {
         let one_time = [BgNbdRow {
@@ -537,12 +594,34 @@ mod tests {
         );
         // One customer is the same population (the likelihood per customer
         // is the same), so the same fit: what one history says, in the limit
-        // model (a shop's first customer is scored too).
+        // model (a shop's first customer with two repeat purchases is scored
+        // with a model too).
         let one = fit(&single).expect("one customer with a repeat purchase is a fit");
         assert_eq!(one.at_limit, f.at_limit);
         assert!(
             (one.params.p_alive(3, 5.0, 10.0) - homogeneous).abs() < 1e-6,
             "{one:?}"
+        );
+        // Repeat buyers with one repeat purchase each, whatever else: no
+        // estimate of the dropout (the test below shows the boundary the
+        // likelihood runs to).
+        let first_repeats = [
+            BgNbdRow {
+                x: 1,
+                t_x: 5.0,
+                t: 10.0,
+                weight: 3.0,
+            },
+            BgNbdRow {
+                x: 0,
+                t_x: 0.0,
+                t: 30.0,
+                weight: 7.0,
+            },
+        ];
+        assert_eq!(
+            fit(&first_repeats).unwrap_err(),
+            FitError::NoSecondRepeatPurchase
         );
         let bad = [BgNbdRow {
             x: 1,

@@ -62,6 +62,14 @@ pub enum FitError {
     NoData,
     #[error("no customer has a repeat purchase; the model cannot be identified")]
     NoRepeatPurchases,
+    /// Nobody has a second repeat purchase (frequency 2 or more), so
+    /// nothing in the data shows a customer staying after a repeat
+    /// purchase: BG/NBD's likelihood then always rises towards "every
+    /// repeat buyer leaves right after it" (see `bgnbd::fit`).
+    #[error(
+        "no customer has more than one repeat purchase, so the dropout rate cannot be estimated (the likelihood keeps rising towards every repeat buyer leaving right after a repeat purchase)"
+    )]
+    NoSecondRepeatPurchase,
     #[error("invalid customer summary {0}")]
     InvalidRow(String),
     #[error(

@@ -175,16 +175,32 @@ impl OneTimeBuyerRule {
     /// seen no repeat in s days, Bayes gives P(will still return) =
     /// q(1 - F(s)) / (q(1 - F(s)) + 1 - q); churn is one minus that.
     pub fn churn_probability(&self, silence: f64) -> f64 {
+        self.churn_probability_with(self.repeat_share, silence)
+    }
+
+    /// The same rule for a customer with `x` repeat purchases, used when
+    /// there is no model (nobody has a second repeat purchase, so BG/NBD
+    /// cannot say). The customer's own chance of buying again is the
+    /// population's share q updated by their record, as if q were one
+    /// earlier observation: they came back after each of their first x
+    /// purchases, so (x + q) / (x + 1). For x = 0 that is q, the one-time
+    /// buyer rule; a customer who bought twice, the last time today, gets
+    /// churn 1 - (1 + q) / 2, under one half.
+    pub fn churn_probability_after(&self, x: u32, silence: f64) -> f64 {
+        let x = f64::from(x);
+        self.churn_probability_with((x + self.repeat_share) / (x + 1.0), silence)
+    }
+
+    fn churn_probability_with(&self, q: f64, silence: f64) -> f64 {
         let total = self.repeat_buyers();
         if total == 0 {
-            return 1.0 - self.repeat_share;
+            return 1.0 - q;
         }
         let at_or_below = match self.first_gaps.partition_point(|g| g.0 <= silence) {
             0 => 0,
             i => self.first_gaps[i - 1].1,
         };
         let within = at_or_below as f64 / total as f64;
-        let q = self.repeat_share;
         let still = q * (1.0 - within);
         let denominator = still + (1.0 - q);
         if denominator <= 0.0 {
@@ -289,8 +305,8 @@ pub fn observed_annual_churn(summaries: &[CustomerSummary], as_of_day: i32) -> O
 
 /// Scores a population. `signals`, if given, is indexed like `summaries`.
 ///
-/// `model` is None when the population identifies no purchase model (no
-/// repeat purchase at all): every customer is then scored without one (see
+/// `model` is None when the population identifies no purchase model (see
+/// `FitError`): every customer is then scored without one (see
 /// [`score_customer`]).
 pub fn score_population(
     summaries: &[CustomerSummary],
@@ -377,12 +393,14 @@ pub fn score_population_with_baseline(
 /// scoring does between recomputes. For a member of that population, with
 /// its summary unchanged, the result equals its population score.
 ///
-/// Without a model (the population had no repeat purchase to fit one on)
+/// Without a model (the population identified none)
 /// there are no predictions: expected purchases, expected occasion value
 /// and predicted CLV are 0, the value tier and quadrant (which rank
 /// predicted CLV) are None, churn comes from the one-time-buyer rule for
 /// every customer (silence since the last purchase against the population's
-/// first repeat gaps) and p_alive is one minus that churn probability.
+/// first repeat gaps; a repeat buyer's own record raises its chance of
+/// buying again, [`OneTimeBuyerRule::churn_probability_after`]) and p_alive
+/// is one minus that churn probability.
 pub fn score_customer(
     s: &CustomerSummary,
     signal: &CustomerSignals,
@@ -434,7 +452,7 @@ fn score_with_expected(
             (p_alive, expected, occasion_value, churn)
         }
         None => {
-            let churn = rule.churn_probability(silence);
+            let churn = rule.churn_probability_after(s.x, silence);
             (1.0 - churn, 0.0, 0.0, churn)
         }
     };
@@ -675,5 +693,15 @@ mod tests {
             "after every repeat buyer had returned"
         );
         assert!(rule.churn_probability(25.0) > short);
+        // Repeat buyers (scoring without a model): their own record moves
+        // q towards 1, and the same silence means less.
+        assert_eq!(
+            rule.churn_probability_after(0, 25.0),
+            rule.churn_probability(25.0)
+        );
+        assert!((rule.churn_probability_after(1, 5.0) - 0.25).abs() < 1e-12);
+        assert!((rule.churn_probability_after(3, 5.0) - 0.125).abs() < 1e-12);
+        assert!(rule.churn_probability_after(1, 25.0) < rule.churn_probability(25.0));
+        assert!((rule.churn_probability_after(1, 100.0) - 1.0).abs() < 1e-12);
     }
 }
