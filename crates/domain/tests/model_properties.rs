@@ -6,8 +6,9 @@ use patron_domain::models::{
     bgnbd::{self, BgNbdParams, BgNbdRow},
     gamma_gamma::{self, GammaGammaParams, GammaGammaRow},
     scores::{
-        CustomerSignals, FittedModel, LifecycleStage, ModelSettings, ValueTier, score_customer,
-        score_population, score_population_with_baseline,
+        ChurnRisk, CustomerScores, CustomerSignals, FittedModel, LifecycleStage, ModelSettings,
+        TIMING_REASONS, ValueTier, score_customer, score_population,
+        score_population_with_baseline,
     },
     summary::{CustomerSummary, Purchase, summarize},
 };
@@ -106,6 +107,19 @@ fn priced(purchases: Vec<(u32, i32, i64)>, cost_nanos: i64) -> Vec<Purchase> {
             cost_nanos: units * cost_nanos,
         })
         .collect()
+}
+
+/// Every MEDIUM or HIGH churn risk carries a reason from the purchase
+/// history (timing or the base rate), and the timing reasons are consistent:
+/// OVERDUE (a repeat buyer past their own rhythm) is the milder LONG_SILENCE,
+/// never both; LOW_RETURN_RATE only where no timing reason applies.
+fn churn_is_explained(s: &CustomerScores, x: u32) -> bool {
+    let has = |code: &str| s.churn_reasons.contains(&code);
+    let timing = TIMING_REASONS.iter().any(|r| has(r));
+    let elevated = s.churn_risk != ChurnRisk::Low;
+    (!elevated || timing || has("LOW_RETURN_RATE"))
+        && !(has("LOW_RETURN_RATE") && (timing || !elevated))
+        && !(has("OVERDUE") && (has("LONG_SILENCE") || x == 0))
 }
 
 proptest! {
@@ -304,6 +318,7 @@ proptest! {
             prop_assert!(s.predicted_clv_365d.is_finite() && s.predicted_clv_365d >= 0.0);
             prop_assert_eq!(s.monetary_nanos, sum.total_nanos);
             prop_assert_eq!(s.margin_nanos, s.revenue_nanos - s.cost_nanos);
+            prop_assert!(churn_is_explained(s, sum.x), "{s:?}");
             if sum.x == 0 && s.recency_days <= settings.churned_after_days {
                 prop_assert_eq!(s.lifecycle, LifecycleStage::New);
             }
@@ -365,6 +380,7 @@ proptest! {
             prop_assert_eq!((wo.value_tier, wo.value_quadrant), (None, None));
             prop_assert!((0.0..=1.0).contains(&wo.churn_probability));
             prop_assert_eq!(wo.p_alive, 1.0 - wo.churn_probability);
+            prop_assert!(churn_is_explained(wo, s.x), "{wo:?}");
             if s.x == 0 {
                 // The one-time-buyer rule either way.
                 prop_assert_eq!(wo.churn_probability, w.churn_probability);

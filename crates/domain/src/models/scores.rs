@@ -115,6 +115,11 @@ pub struct FittedModel {
     pub gamma_gamma: GammaGammaParams,
 }
 
+/// The churn reason codes that come from the customer's purchase timing
+/// (see `docs/models.md`); every MEDIUM or HIGH churn risk carries one of
+/// them or `LOW_RETURN_RATE`.
+pub const TIMING_REASONS: [&str; 3] = ["LONG_SILENCE", "OVERDUE", "NO_REPEAT_PURCHASE"];
+
 /// Population facts the one-time-buyer churn rule uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OneTimeBuyerRule {
@@ -477,6 +482,8 @@ fn score_with_expected(
     };
     if silence > settings.silence_factor * own_rhythm.max(1.0) {
         reasons.push("LONG_SILENCE");
+    } else if s.x > 0 && silence > own_rhythm.max(1.0) {
+        reasons.push("OVERDUE");
     }
     if signal.latest_nps.is_some_and(|n| n <= 6) {
         reasons.push("DETRACTOR");
@@ -492,6 +499,14 @@ fn score_with_expected(
     }
     if s.x == 0 && silence > p90_gap {
         reasons.push("NO_REPEAT_PURCHASE");
+    }
+    // The churn probability comes from purchase timing alone. An elevated
+    // risk that no timing reason above explains comes from the base rate:
+    // few one-time buyers ever return (the rule's q), or under BG/NBD many
+    // customers stop after a purchase. Say so, so no MEDIUM or HIGH risk
+    // goes unexplained.
+    if risk != ChurnRisk::Low && !reasons.iter().any(|r| TIMING_REASONS.contains(r)) {
+        reasons.push("LOW_RETURN_RATE");
     }
 
     let cost = s.total_cost_nanos + serve_cost(signal, settings);
