@@ -357,6 +357,17 @@ backend_tests! {
         assert_eq!(dist.value_tiers.iter().find(|b| b.key == "VALUE_TIER_HIGH").map_or(0, |b| b.count), high);
         assert_eq!(dist.lifecycle_stages.iter().map(|b| b.count).sum::<i64>(), n as i64);
 
+        // Every customer's churn reasons (the codes a CRM user reads), as
+        // the domain gives them, and none of the elevated risks unexplained.
+        let all = app.scoring().batch_get_scores(pb::BatchGetScoresRequest { customer_ids: ids.clone() }).await.unwrap().into_inner();
+        assert_eq!(all.scores.len(), domain.len());
+        for want in &domain {
+            let got = all.scores.iter().find(|s| s.customer_id == ids[want.customer as usize]).unwrap();
+            let churn = got.churn.as_ref().unwrap();
+            assert_eq!(churn.reasons, want.churn_reasons, "{got:?}");
+            assert!(churn.risk == pb::ChurnRisk::Low as i32 || !churn.reasons.is_empty(), "{got:?}");
+        }
+
         let batch = app
             .scoring()
             .batch_get_scores(pb::BatchGetScoresRequest { customer_ids: vec![ids[3].clone(), "nobody".into(), ids[4].clone()] })
