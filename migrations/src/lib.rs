@@ -19,6 +19,7 @@ mod m20261123_000008_campaign_feedback;
 mod m20261123_000009_scoring_feedback;
 mod m20261124_000010_scoring_online;
 mod m20261125_000011_campaign_change_order;
+mod m20261126_000012_bytewise_ids;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -40,7 +41,10 @@ macro_rules! migrator {
 migrator!(
     ProfileMigrator,
     "profile_migrations",
-    [m20261122_000001_profile::Migration]
+    [
+        m20261122_000001_profile::Migration,
+        m20261126_000012_bytewise_ids::Profile
+    ]
 );
 migrator!(
     ScoringMigrator,
@@ -50,7 +54,8 @@ migrator!(
         m20261123_000004_scoring_revisions::Migration,
         m20261123_000006_scoring_products::Migration,
         m20261123_000009_scoring_feedback::Migration,
-        m20261124_000010_scoring_online::Migration
+        m20261124_000010_scoring_online::Migration,
+        m20261126_000012_bytewise_ids::Scoring
     ]
 );
 migrator!(
@@ -58,7 +63,8 @@ migrator!(
     "feedback_migrations",
     [
         m20261122_000002_feedback::Migration,
-        m20261123_000007_feedback_summary_revisions::Migration
+        m20261123_000007_feedback_summary_revisions::Migration,
+        m20261126_000012_bytewise_ids::Feedback
     ]
 );
 migrator!(
@@ -67,7 +73,8 @@ migrator!(
     [
         m20261123_000005_campaign::Migration,
         m20261123_000008_campaign_feedback::Migration,
-        m20261125_000011_campaign_change_order::Migration
+        m20261125_000011_campaign_change_order::Migration,
+        m20261126_000012_bytewise_ids::Campaign
     ]
 );
 

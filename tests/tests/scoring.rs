@@ -732,6 +732,24 @@ backend_tests! {
             .map(|r| r.try_get::<String>("", "indexname").unwrap())
             .collect::<Vec<_>>();
         assert_eq!(indexes, ["scoring_scores_by_revision", "scoring_scores_pkey"]);
+        // Ids compare bytewise ("C") in every service's tables, the swapped-in
+        // score table included (see the migration m20261126_000012).
+        let not_bytewise = storage
+            .connection()
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT c.table_name || '.' || c.column_name AS col \
+                 FROM information_schema.columns c JOIN information_schema.tables t USING (table_schema, table_name) \
+                 WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' \
+                 AND c.data_type IN ('character varying', 'text') AND (c.column_name = 'id' OR c.column_name LIKE '%\\_id') \
+                 AND c.collation_name IS DISTINCT FROM 'C' ORDER BY 1",
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String>("", "col").unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(not_bytewise, Vec::<String>::new());
     }
 
     async fn the_whole_read_model_is_read_with_every_transaction_once(app: TestApp) {
