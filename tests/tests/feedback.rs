@@ -151,6 +151,18 @@ backend_tests! {
         // Customer 0 answered NPS at i = 0, 20, ..., 140: the latest is i = 140.
         assert_eq!(summary.latest_nps, Some((140 * 7) % 11));
         assert_eq!(summary.csat_responses, 2);
+        // A customer without feedback has an empty summary; no customer, none.
+        let quiet = app
+            .profile()
+            .create_customer(profile_pb::CreateCustomerRequest { customer: Some(profile_pb::Customer { external_id: "fb-quiet".into(), ..Default::default() }), request_id: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        let summary = fb.get_customer_feedback_summary(pb::GetCustomerFeedbackSummaryRequest { customer_id: quiet.clone() }).await.unwrap().into_inner();
+        assert_eq!(summary, pb::CustomerFeedbackSummary { customer_id: quiet, ..Default::default() });
+        let err = fb.get_customer_feedback_summary(pb::GetCustomerFeedbackSummaryRequest { customer_id: "nobody".into() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
     }
 
     async fn complaints_follow_their_lifecycle(app: TestApp) {

@@ -52,6 +52,17 @@ impl FeedbackApi {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        let known = self.known_customers(&unique).await?;
+        for (field, id) in refs {
+            if !known.contains(id) {
+                v.add(field.clone(), format!("unknown customer {id:?}"));
+            }
+        }
+        Ok(v)
+    }
+
+    /// Those of `unique` (distinct ids) that profile knows and has not erased.
+    async fn known_customers(&self, unique: &[String]) -> ApiResult<HashSet<String>> {
         let channel = self
             .profile
             .clone()
@@ -74,12 +85,7 @@ impl FeedbackApi {
                     .map(|c| c.id),
             );
         }
-        for (field, id) in refs {
-            if !known.contains(id) {
-                v.add(field.clone(), format!("unknown customer {id:?}"));
-            }
-        }
-        Ok(v)
+        Ok(known)
     }
 
     pub(crate) async fn submit(
@@ -302,7 +308,22 @@ impl FeedbackApi {
         let mut v = Violations::new();
         check_id(&mut v, "customer_id", &req.customer_id);
         v.finish()?;
-        summary(&self.store, req.customer_id).await
+        let summary = summary(&self.store, req.customer_id).await?;
+        // No feedback at all: a customer who never answered or complained,
+        // or no customer. Only then ask profile which (one call, off the
+        // common path), so an unknown id is NOT_FOUND, not an empty summary.
+        let nothing = summary.latest_nps.is_none()
+            && summary.csat_responses == 0
+            && summary.total_complaints == 0;
+        if nothing
+            && !self
+                .known_customers(std::slice::from_ref(&summary.customer_id))
+                .await?
+                .contains(&summary.customer_id)
+        {
+            return Err(ApiError::not_found("customer", &summary.customer_id));
+        }
+        Ok(summary)
     }
 
     /// Every summary changed after `after_revision`, page by page, then the
