@@ -381,6 +381,11 @@ proptest! {
             prop_assert!((0.0..=1.0).contains(&wo.churn_probability));
             prop_assert_eq!(wo.p_alive, 1.0 - wo.churn_probability);
             prop_assert!(churn_is_explained(wo, s.x), "{wo:?}");
+            // Reasons but the one that follows the risk are the same.
+            let but_base_rate = |r: &Vec<&'static str>| -> Vec<&'static str> {
+                r.iter().copied().filter(|c| *c != "LOW_RETURN_RATE").collect()
+            };
+            prop_assert_eq!(but_base_rate(&wo.churn_reasons), but_base_rate(&w.churn_reasons));
             if s.x == 0 {
                 // The one-time-buyer rule either way.
                 prop_assert_eq!(wo.churn_probability, w.churn_probability);
