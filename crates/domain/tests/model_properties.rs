@@ -361,9 +361,9 @@ proptest! {
         }
     }
 
-    /// Without a model (a population with no repeat purchase identifies
-    /// none) nothing is predicted, and everything the model does not enter
-    /// is what it is with one.
+    /// Without a model (a population without a second repeat purchase
+    /// identifies none) nothing is predicted, and everything the model does
+    /// not enter is what it is with one.
     #[test]
     fn without_a_model_nothing_is_predicted(
         purchases in proptest::collection::vec((0u32..40, 0i32..700, 1i64..500), 1..300),
