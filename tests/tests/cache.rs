@@ -75,7 +75,7 @@ async fn redis_round_trip_with_jittered_ttl() {
         .unwrap();
     assert!((99_000..=110_000).contains(&pttl), "pttl {pttl}");
 
-    cache.invalidate("a").await.unwrap();
+    cache.invalidate(&["a".into()]).await.unwrap();
     assert_eq!(cache.get("a").await.unwrap(), None);
     let (hits, misses, errors) = cache.stats().snapshot();
     assert_eq!((hits, misses, errors), (2, 3, 0));
@@ -176,9 +176,13 @@ async fn a_write_on_one_replica_evicts_the_near_tier_of_the_others() {
         }
     };
     a.put("k", Bytes::from_static(b"v2")).await.unwrap();
+    a.put("k2", Bytes::from_static(b"w")).await.unwrap();
     wait_for(&b, "k", Some(Bytes::from_static(b"v2"))).await;
-    a.invalidate("k").await.unwrap();
+    wait_for(&b, "k2", Some(Bytes::from_static(b"w"))).await;
+    // Invalidated on A, both keys in one call: gone from B's near tier too.
+    a.invalidate(&["k".into(), "k2".into()]).await.unwrap();
     wait_for(&b, "k", None).await;
+    wait_for(&b, "k2", None).await;
 
     // A write too large to name its keys (a recompute) empties every near tier.
     b.put("other", Bytes::from_static(b"old")).await.unwrap();
@@ -282,7 +286,7 @@ async fn entries_share_hashes_whose_ttl_a_later_write_does_not_extend() {
         .put(&sibling, Bytes::from_static(b"sib"))
         .await
         .unwrap();
-    cache.invalidate("k1").await.unwrap();
+    cache.invalidate(&["k1".into()]).await.unwrap();
     assert_eq!(cache.get("k1").await.unwrap(), None);
     assert_eq!(
         cache.get(&sibling).await.unwrap(),

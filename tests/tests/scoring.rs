@@ -555,11 +555,35 @@ backend_tests! {
         patron_tests::recompute_until_scored(&app, &ids).await;
         let model = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
         assert_eq!((model.customers, model.repeat_customers), (30, 1), "{model:?}");
+        assert!(model.fitted_by_recompute, "{model:?}");
         for score in &every_score(&app, &ids).await {
             assert_eq!(score.model_version, model.model_version);
             assert_ne!(score.value_tier, pb::ValueTier::Unspecified as i32);
             assert_ne!(score.value_quadrant, pb::ValueQuadrant::Unspecified as i32);
         }
+
+        // That model is the recompute's own, fitted on one repeat buyer: the
+        // next recompute fits again on the data it scores, a second repeat
+        // buyer included.
+        buy_days_ago(&app, &ids[7], "repeat-3", 25, 20).await;
+        buy_now(&app, &ids[7], "repeat-4", 35).await;
+        score_once(&app, &ids[7], |s| s.rfm.as_ref().unwrap().frequency == 3).await;
+        patron_tests::recompute_until_scored(&app, &ids).await;
+        let refitted = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
+        assert_eq!((refitted.customers, refitted.repeat_customers), (30, 2), "{refitted:?}");
+        assert!(refitted.fitted_by_recompute, "{refitted:?}");
+        assert_ne!(refitted.model_version, model.model_version);
+        assert!(every_score(&app, &ids).await.iter().all(|s| s.model_version == refitted.model_version));
+
+        // A model recorded by FitModel is the analyst's: recomputes keep it.
+        let pinned = app.scoring().fit_model(pb::FitModelRequest::default()).await.unwrap().into_inner();
+        assert!(!pinned.fitted_by_recompute, "{pinned:?}");
+        buy_now(&app, &ids[9], "repeat-5", 20).await;
+        score_once(&app, &ids[9], |s| s.rfm.as_ref().unwrap().frequency == 2).await;
+        patron_tests::recompute_until_scored(&app, &ids).await;
+        let kept = app.scoring().get_model(pb::GetModelRequest {}).await.unwrap().into_inner();
+        assert_eq!(kept, pinned);
+        assert!(every_score(&app, &ids).await.iter().all(|s| s.model_version == pinned.model_version));
     }
 
     async fn customers_without_a_purchase_are_scored_as_prospects(app: TestApp) {
@@ -665,6 +689,11 @@ backend_tests! {
             let want: &[u8] = if i % 3 == 0 { b"online at 30" } else { b"recompute at 25" };
             assert_eq!(after[id], want, "{id}");
         }
+        // What the recompute must drop from the cache: the online scores.
+        let mut newer = store.scores_newer_than(25).await.unwrap();
+        newer.sort_by_key(|id| id.trim_start_matches("bulk-").parse::<usize>().unwrap());
+        let online_ids: Vec<String> = ids.iter().step_by(3).cloned().collect();
+        assert_eq!(newer, online_ids);
     }
 
     async fn a_full_recompute_replaces_the_scores_table_keeping_newer_and_unscored_rows(app: TestApp) {
@@ -691,7 +720,8 @@ backend_tests! {
         replacement.write(&[row("c-6", "recompute at 20")]).await.unwrap();
         // Nothing shows before the swap.
         assert_eq!(store.scores(&ids(0..7)).await.unwrap()["c-0"], b"old at 10");
-        replacement.finish().await.unwrap();
+        let newer = replacement.finish().await.unwrap();
+        assert_eq!(newer, ["c-2"], "the kept scores newer than the recompute's are named");
 
         let after = store.scores(&ids(0..7)).await.unwrap();
         let text = |id: &str| String::from_utf8(after[id].clone()).unwrap();
@@ -712,7 +742,7 @@ backend_tests! {
         store.save_scores("m2", at, 40, &[row("c-0", "online at 40")]).await.unwrap();
         let mut again = store.begin_replacement("m3", at, 35).await.unwrap().unwrap();
         again.write(&chunk(0..2)).await.unwrap();
-        again.finish().await.unwrap();
+        assert_eq!(again.finish().await.unwrap(), ["c-0"]);
         let mut abandoned = store.begin_replacement("m4", at, 50).await.unwrap().unwrap();
         abandoned.write(&chunk(0..7)).await.unwrap();
         drop(abandoned);
@@ -813,6 +843,40 @@ backend_tests! {
         let snapshot = store.snapshot(consumer).await.unwrap();
         assert_eq!(snapshot.data_seq, position);
         assert_eq!(snapshot.ids, ids);
+    }
+
+    async fn purchases_scored_online_during_a_recompute_stay_visible(app: TestApp) {
+        // A purchase scored online while a recompute runs is newer than what
+        // the recompute read: the store keeps the online score, and the cache
+        // must not go back to the recompute's older one afterwards (it would
+        // stay there for the TTL, an hour by default).
+        let n = 100;
+        let ids = patron_tests::seed_histories(&app, n, 11, |_| vec![(-60, 2_000), (-30, 3_000), (-10, 1_500)]).await;
+        patron_tests::score_everyone(&app, &ids).await;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let purchases = async {
+            let mut bought = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                buy_now(&app, &ids[bought % n], &format!("during-{bought}"), 10).await;
+                bought += 1;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            bought
+        };
+        let recomputes = async {
+            for _ in 0..5 {
+                let request = pb::RecomputeScoresRequest::default();
+                let mut progress = app.scoring().recompute_scores(request).await.unwrap().into_inner();
+                while progress.message().await.unwrap().is_some() {}
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        let (bought, ()) = tokio::join!(purchases, recomputes);
+        assert!(bought > 0);
+        for (i, id) in ids.iter().enumerate() {
+            let want = 3 + (0..bought).filter(|k| k % n == i).count() as i64;
+            score_once(&app, id, |s| s.rfm.as_ref().unwrap().frequency == want).await;
+        }
     }
 
     async fn a_new_purchase_rescores_its_customer_online(app: TestApp) {

@@ -62,7 +62,9 @@ pub trait ScoreCache: Send + Sync {
         &self,
         entries: Vec<(String, Bytes)>,
     ) -> impl Future<Output = Result<(), CacheError>> + Send;
-    fn invalidate(&self, key: &str) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Removes entries (in one round trip on Redis, which also tells the
+    /// other replicas' near tiers).
+    fn invalidate(&self, keys: &[String]) -> impl Future<Output = Result<(), CacheError>> + Send;
 }
 
 /// Hit, miss and failure counters.
@@ -181,10 +183,10 @@ impl ScoreCache for Cache {
         }
     }
 
-    async fn invalidate(&self, key: &str) -> Result<(), CacheError> {
+    async fn invalidate(&self, keys: &[String]) -> Result<(), CacheError> {
         match self {
-            Cache::Redis(c) => c.invalidate(key).await,
-            Cache::Local(c) => c.invalidate(key).await,
+            Cache::Redis(c) => c.invalidate(keys).await,
+            Cache::Local(c) => c.invalidate(keys).await,
         }
     }
 }

@@ -186,8 +186,10 @@ impl ScoreCache for LocalCache {
         Ok(())
     }
 
-    async fn invalidate(&self, key: &str) -> Result<(), CacheError> {
-        self.remove(key);
+    async fn invalidate(&self, keys: &[String]) -> Result<(), CacheError> {
+        for key in keys {
+            self.remove(key);
+        }
         Ok(())
     }
 }
@@ -214,7 +216,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got, vec![Some(b("1")), None, Some(b("3"))]);
-        cache.invalidate("a").await.unwrap();
+        cache.invalidate(&["a".into()]).await.unwrap();
         assert_eq!(cache.get("a").await.unwrap(), None);
         let (hits, misses, errors) = cache.stats().snapshot();
         assert_eq!((hits, misses, errors), (2, 3, 0));
@@ -260,7 +262,7 @@ mod tests {
                 "{k:?}"
             );
         }
-        cache.invalidate(&keys[3]).await.unwrap();
+        cache.invalidate(&keys[3..4]).await.unwrap();
         assert_eq!(cache.get(&keys[3]).await.unwrap(), None);
         assert_eq!(cache.get(&keys[4]).await.unwrap(), Some(b("4")));
     }

@@ -573,14 +573,21 @@ impl ScoreCache for RedisCache {
         written
     }
 
-    async fn invalidate(&self, key: &str) -> Result<(), CacheError> {
+    async fn invalidate(&self, keys: &[String]) -> Result<(), CacheError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         if let Some(near) = &self.near {
-            near.entries.remove(key);
+            for key in keys {
+                near.entries.remove(key);
+            }
         }
         let mut conn = self.connected()?;
         let mut pipe = redis::pipe();
-        pipe.hdel(self.hash_of(key), key).ignore();
-        self.announce(&mut pipe, std::iter::once(key));
+        for key in keys {
+            pipe.hdel(self.hash_of(key), key).ignore();
+        }
+        self.announce(&mut pipe, keys.iter().map(String::as_str));
         self.run(pipe.query_async::<()>(&mut conn)).await
     }
 }

@@ -98,6 +98,9 @@ pub(crate) fn model(m: &patron_proto::scoring::ModelFit) -> Value {
         "bg_nbd": {"r": bg.r, "alpha_days": bg.alpha, "a": bg.a, "b": bg.b, "log_likelihood": m.log_likelihood},
         "gamma_gamma": {"p": gg.p, "q": gg.q, "v": gg.v, "log_likelihood": m.gamma_gamma_log_likelihood},
         "parameters_at_limit": m.parameters_at_limit,
+        // A recompute's own provisional fit, replaced at the next recompute
+        // until FitModel records one.
+        "fitted_by_recompute": m.fitted_by_recompute,
         "holdout": m.holdout.as_ref().map(|h| json!({
             "holdout_end": timestamp(h.holdout_end.as_ref()),
             "predicted_purchases": h.predicted_purchases,

@@ -1,8 +1,11 @@
 //! RecomputeScores, GetScore and BatchGetScores.
 //!
 //! A recompute scores every customer of the read model with the newest
-//! model, stores the encoded scores, then writes them to the cache; its
-//! stream ends only after both, so every new score is visible to GetScore.
+//! FitModel model (or, before any, one it fits itself), stores the encoded
+//! scores and writes them to the cache, then drops the cached entries of
+//! customers scored online meanwhile (their stored scores are newer); its
+//! stream ends only after all of it, so every new score is visible to
+//! GetScore.
 //! Reads go cache first, then the store (filling the cache); cache failures
 //! only cost latency (they are counted in the cache stats).
 
@@ -19,8 +22,6 @@ use patron_domain::{
     ApiError, ErrorCode, Money, Violations,
     activity::check_id,
     models::{
-        bgnbd::BgNbdParams,
-        gamma_gamma::GammaGammaParams,
         scores::{
             Baseline, ChurnRisk, CustomerScores, CustomerSignals, FittedModel, LifecycleStage,
             ModelSettings, ValueQuadrant, ValueTier, score_customer,
@@ -175,51 +176,67 @@ pub(crate) struct ScoringRun {
     pub as_of_day: i32,
 }
 
-/// The model a recompute as of `as_of` scores with: the newest fit; before
-/// the first, one fitted now on the data up to `as_of` and stored as FitModel
-/// stores it. None (with an empty version) when the data identifies no
-/// model (nobody has made a second repeat purchase): the population is then
-/// scored without one (`score_customer` says what that leaves out), and the
-/// next recompute tries the fit again.
-async fn model_for(
-    store: &ScoringStore,
+/// A recompute's population, scored, with the model it was scored with.
+struct ScoredPopulation {
+    snapshot: ScoringSnapshot,
+    /// None when the data identifies no model (nobody has made a second
+    /// repeat purchase): the population is then scored without one
+    /// (`score_customer` says what that leaves out).
+    model: Option<pb::ModelFit>,
+    /// The recompute fitted `model` itself; it is not recorded yet.
+    fitted_now: bool,
+    scores: Vec<CustomerScores>,
+    prospects: Vec<String>,
+    baseline: Baseline,
+}
+
+/// Scores the snapshot as of `as_of` with `pinned`, the newest model
+/// FitModel recorded. Without one (no FitModel yet, or only models earlier
+/// recomputes fitted for themselves) it fits a model on the same summaries
+/// it scores, so the provisional model follows the data until an analyst
+/// records one. CPU-bound: run it on a blocking thread.
+fn score_snapshot(
+    snapshot: ScoringSnapshot,
+    pinned: Option<pb::ModelFit>,
     as_of: DateTime<Utc>,
-) -> ApiResult<(String, Option<FittedModel>)> {
-    let model = match models::newest(store).await? {
-        Some(model) => model,
-        None => {
-            let request = pb::FitModelRequest {
-                as_of: Some(to_timestamp(as_of)),
-                holdout_end: None,
-            };
-            match models::fit(store, request).await {
-                Ok(model) => model,
-                Err(e) if e.reason == models::NOT_IDENTIFIABLE => {
-                    tracing::info!(reason = %e.message, "scoring without a purchase model");
-                    return Ok((String::new(), None));
-                }
-                Err(e) => return Err(e),
+    at: DateTime<Utc>,
+) -> ApiResult<ScoredPopulation> {
+    let as_of_day = day_of(as_of);
+    let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
+    let (model, fitted_now) = match pinned {
+        Some(model) => (Some(model), false),
+        None => match models::fit_population(&summaries, as_of, at) {
+            Ok(model) => (
+                Some(pb::ModelFit {
+                    fitted_by_recompute: true,
+                    ..model
+                }),
+                true,
+            ),
+            Err(e) if e.reason == models::NOT_IDENTIFIABLE => {
+                tracing::info!(reason = %e.message, "scoring without a purchase model");
+                (None, false)
             }
-        }
+            Err(e) => return Err(e),
+        },
     };
-    let (bg, gg) = (
-        model.bg_nbd.unwrap_or_default(),
-        model.gamma_gamma.unwrap_or_default(),
+    let fitted = model.as_ref().map(models::fitted);
+    let (signals, prospects) = signals_and_prospects(&summaries, &snapshot, as_of_day);
+    let (scores, baseline) = score_population_with_baseline(
+        &summaries,
+        Some(&signals),
+        fitted.as_ref(),
+        &ModelSettings::default(),
+        as_of_day,
     );
-    let fitted = FittedModel {
-        bg_nbd: BgNbdParams {
-            r: bg.r,
-            alpha: bg.alpha,
-            a: bg.a,
-            b: bg.b,
-        },
-        gamma_gamma: GammaGammaParams {
-            p: gg.p,
-            q: gg.q,
-            v: gg.v,
-        },
-    };
-    Ok((model.model_version, Some(fitted)))
+    Ok(ScoredPopulation {
+        snapshot,
+        model,
+        fitted_now,
+        scores,
+        prospects,
+        baseline,
+    })
 }
 
 /// A customer's signals from outside purchases.
@@ -374,23 +391,35 @@ async fn run(
     as_of: DateTime<Utc>,
     tx: &mpsc::Sender<Result<pb::RecomputeScoresResponse, Status>>,
 ) -> ApiResult<()> {
-    let (model_version, fitted) = model_for(store, as_of).await?;
     let as_of_day = day_of(as_of);
     let started = std::time::Instant::now();
     let snapshot = store.snapshot(READ_MODEL).await?;
     let read = started.elapsed();
-    let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
-    let (signals, prospects) = signals_and_prospects(&summaries, &snapshot, as_of_day);
-    let (scores, baseline) = score_population_with_baseline(
-        &summaries,
-        Some(&signals),
-        fitted.as_ref(),
-        &ModelSettings::default(),
-        as_of_day,
-    );
-    drop((summaries, signals));
-    let total = (scores.len() + prospects.len()) as i64;
+    let pinned = models::newest(store)
+        .await?
+        .filter(|m| !m.fitted_by_recompute);
     let at = now();
+    let population =
+        tokio::task::spawn_blocking(move || score_snapshot(snapshot, pinned, as_of, at))
+            .await
+            .map_err(|e| ApiError::internal(format!("scoring: {e}")))??;
+    if let Some(model) = population.model.as_ref().filter(|_| population.fitted_now) {
+        models::save(store, model).await?;
+    }
+    let ScoredPopulation {
+        snapshot,
+        model,
+        scores,
+        prospects,
+        baseline,
+        ..
+    } = population;
+    let model_version = model
+        .as_ref()
+        .map(|m| m.model_version.clone())
+        .unwrap_or_default();
+    let fitted = model.as_ref().map(models::fitted);
+    let total = (scores.len() + prospects.len()) as i64;
     let scored = started.elapsed();
     let progress = |done: i64| pb::RecomputeScoresResponse {
         done,
@@ -473,9 +502,21 @@ async fn run(
     encoder
         .await
         .map_err(|e| ApiError::internal(format!("encoding scores: {e}")))?;
-    if let Some(replacement) = replacement {
-        replacement.finish().await?;
+    // Every write of this recompute reaches the cache before its scores are
+    // all committed, so none lands on top of a later online score...
+    let waited = std::time::Instant::now();
+    if let Some(last) = caching.take() {
+        let _ = last.await;
     }
+    cache_wait += waited.elapsed();
+    // ...except those written while it ran: online scores of data it did not
+    // read, which the store keeps and the recompute's older scores may have
+    // replaced in the cache (for the TTL, an hour by default). Those entries
+    // are dropped below, so reads load the newer scores from the store.
+    let newer = match replacement {
+        Some(replacement) => replacement.finish().await?,
+        None => store.scores_newer_than(data_seq).await?,
+    };
     let run = ScoringRun {
         model_version: model_version.clone(),
         model: fitted,
@@ -488,16 +529,23 @@ async fn run(
         .save_baseline(&model_version, at, data_seq, &json)
         .await?;
     let stored = started.elapsed();
-    // New scores replace cached ones before the stream ends.
-    if let Some(last) = caching.take() {
-        let _ = last.await;
+    if !newer.is_empty() {
+        let keys: Vec<String> = newer.iter().map(|id| cache_key(id)).collect();
+        if let Err(e) = cache.invalidate(&keys).await {
+            tracing::warn!(
+                error = %e,
+                customers = keys.len(),
+                "could not drop cached scores older than online ones; they expire within the TTL"
+            );
+        }
     }
     tracing::info!(
         customers = total,
         read_ms = read.as_millis() as u64,
         score_ms = (scored - read).as_millis() as u64,
         // Encoding and caching overlap with storing; `cache_wait_ms` is the
-        // time the store step waited for the cache, `cache_ms` the tail.
+        // time the store step waited for the cache, `cache_ms` the tail
+        // (dropping entries that online scores made stale).
         store_ms = (stored - scored).as_millis() as u64,
         cache_wait_ms = cache_wait.as_millis() as u64,
         cache_ms = (started.elapsed() - stored).as_millis() as u64,
