@@ -81,6 +81,68 @@ async fn redis_round_trip_with_jittered_ttl() {
     assert_eq!((hits, misses, errors), (2, 3, 0));
 }
 
+/// A fill (a read that missed, loaded from the store) adds what is absent
+/// and never replaces a write that landed meanwhile; a later write replaces
+/// a filled entry.
+async fn fill_keeps_writes(cache: &impl ScoreCache) {
+    let b = Bytes::from_static;
+    cache.put("k", b(b"new")).await.unwrap();
+    cache
+        .fill_many(vec![("k".into(), b(b"old")), ("j".into(), b(b"loaded"))])
+        .await
+        .unwrap();
+    assert_eq!(cache.get("k").await.unwrap(), Some(b(b"new")));
+    assert_eq!(cache.get("j").await.unwrap(), Some(b(b"loaded")));
+    cache.put("j", b(b"written")).await.unwrap();
+    cache
+        .fill_many(vec![("j".into(), b(b"loaded again"))])
+        .await
+        .unwrap();
+    assert_eq!(cache.get("j").await.unwrap(), Some(b(b"written")));
+}
+
+#[tokio::test]
+async fn a_fill_never_replaces_a_written_entry() {
+    let local = Cache::from_settings(&RedisSettings::default(), &CacheSettings::default());
+    assert_eq!(local.backend_name(), "local");
+    fill_keeps_writes(&local).await;
+
+    let Some(url) = redis_url() else {
+        return skip("Redis fill test", "REDIS_URL is not set");
+    };
+    let settings = redis_settings(&url);
+    let redis = connected(&settings, &CacheSettings::default()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !redis.near_tier_live() {
+        assert!(Instant::now() < deadline, "the near tier did not go live");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    fill_keeps_writes(&redis).await;
+    // Redis itself holds the writes (not only this replica's near tier), and
+    // a hash a fill created expires like any other.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (key, want) in [("k", "new"), ("j", "written")] {
+        let got: String = redis::cmd("HGET")
+            .arg(settings.hash_of(key))
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(got, want);
+    }
+    redis
+        .fill_many(vec![("filled-only".into(), Bytes::from_static(b"x"))])
+        .await
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(settings.hash_of("filled-only"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(pttl > 0, "pttl {pttl}");
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_fails_fast_and_is_counted() {
     let settings = redis_settings("redis://127.0.0.1:1");

@@ -62,6 +62,15 @@ pub trait ScoreCache: Send + Sync {
         &self,
         entries: Vec<(String, Bytes)>,
     ) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Adds the entries the cache does not hold: how a read that missed
+    /// and loaded from the store fills the cache. An entry written meanwhile
+    /// is kept: a recompute's or an online score's write lands between the
+    /// load and the fill only if it is newer than what the load read, and
+    /// a plain write would put the older score back for the whole TTL.
+    fn fill_many(
+        &self,
+        entries: Vec<(String, Bytes)>,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Removes entries (in one round trip on Redis, which also tells the
     /// other replicas' near tiers).
     fn invalidate(&self, keys: &[String]) -> impl Future<Output = Result<(), CacheError>> + Send;
@@ -180,6 +189,13 @@ impl ScoreCache for Cache {
         match self {
             Cache::Redis(c) => c.put_many(entries).await,
             Cache::Local(c) => c.put_many(entries).await,
+        }
+    }
+
+    async fn fill_many(&self, entries: Vec<(String, Bytes)>) -> Result<(), CacheError> {
+        match self {
+            Cache::Redis(c) => c.fill_many(entries).await,
+            Cache::Local(c) => c.fill_many(entries).await,
         }
     }
 

@@ -14,7 +14,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use quick_cache::sync::Cache as QuickCache;
+use quick_cache::sync::{Cache as QuickCache, GuardResult};
 
 use crate::{CacheError, CacheSettings, CacheStats, ScoreCache, jittered};
 
@@ -143,6 +143,25 @@ impl LocalCache {
     }
 
     /// Stores `value` under `key` for this cache's TTL (with jitter).
+    /// Stores `value` under `key` unless a live entry is there; false if
+    /// one was. Atomic: of a fill and a concurrent [`Self::store`], the
+    /// store's value stays.
+    pub(crate) fn fill(&self, key: String, value: Bytes) -> bool {
+        let now = Instant::now();
+        let key = Key::from(key);
+        // An expired entry is as good as none (a lookup would remove it).
+        self.entries.remove_if(&key, |e| e.expires <= now);
+        // A placeholder guard inserts only if nothing took the key since;
+        // no waiting on another filler of the same key (it fills it).
+        match self.entries.get_value_or_guard(&key, Some(Duration::ZERO)) {
+            GuardResult::Guard(guard) => {
+                let expires = now + jittered(self.ttl, self.jitter);
+                guard.insert(Entry { value, expires }).is_ok()
+            }
+            GuardResult::Value(_) | GuardResult::Timeout => false,
+        }
+    }
+
     pub(crate) fn store(&self, key: String, value: Bytes) {
         let expires = Instant::now() + jittered(self.ttl, self.jitter);
         self.entries.insert(key.into(), Entry { value, expires });
@@ -182,6 +201,13 @@ impl ScoreCache for LocalCache {
     async fn put_many(&self, entries: Vec<(String, Bytes)>) -> Result<(), CacheError> {
         for (key, value) in entries {
             self.store(key, value);
+        }
+        Ok(())
+    }
+
+    async fn fill_many(&self, entries: Vec<(String, Bytes)>) -> Result<(), CacheError> {
+        for (key, value) in entries {
+            self.fill(key, value);
         }
         Ok(())
     }

@@ -573,6 +573,39 @@ impl ScoreCache for RedisCache {
         written
     }
 
+    /// One round trip: `HSETNX` per entry (with the hash's TTL set if the
+    /// hash is new, as in `put_many`), in one `MULTI`/`EXEC`. The near tier
+    /// takes only the entries Redis took. Nothing is announced: the other
+    /// replicas' near tiers hold no value that this fill replaces.
+    async fn fill_many(&self, entries: Vec<(String, Bytes)>) -> Result<(), CacheError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.connected()?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value) in &entries {
+            let hash = self.hash_of(key);
+            pipe.hset_nx(&hash, key, value.as_ref());
+            pipe.cmd("PEXPIRE")
+                .arg(&hash)
+                .arg(self.ttl_ms())
+                .arg("NX")
+                .ignore();
+        }
+        let added: Vec<bool> = self.run(pipe.query_async(&mut conn)).await?;
+        if let Some(near) = &self.near
+            && near.live()
+        {
+            for ((key, value), added) in entries.into_iter().zip(added) {
+                if added {
+                    near.entries.fill(key, value);
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn invalidate(&self, keys: &[String]) -> Result<(), CacheError> {
         if keys.is_empty() {
             return Ok(());

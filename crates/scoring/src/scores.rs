@@ -693,7 +693,8 @@ fn decode(bytes: &[u8]) -> ApiResult<pb::CustomerScore> {
 pub(crate) type Lookups = SingleFlight<ApiResult<Arc<HashMap<String, Bytes>>>>;
 
 /// The encoded scores of `ids` (each a cache miss) that the store holds,
-/// written back to the cache. Concurrent calls share loads: an id another
+/// filled into the cache where it still has none (a score written since the
+/// store read is newer, and stays). Concurrent calls share loads: an id another
 /// call is loading waits for that load, and the rest are read in one query,
 /// so a stampede of reads (single or batched) on expired entries reads
 /// each score once. `cache_answered`: the caller's cache read did not fail
@@ -739,7 +740,7 @@ async fn load_missing(
                         .map(|(id, b)| (id, Bytes::from(b)))
                         .collect();
                     let _ = cache
-                        .put_many(
+                        .fill_many(
                             stored
                                 .iter()
                                 .map(|(id, b)| (cache_key(id), b.clone()))
