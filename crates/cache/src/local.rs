@@ -142,7 +142,6 @@ impl LocalCache {
         None
     }
 
-    /// Stores `value` under `key` for this cache's TTL (with jitter).
     /// Stores `value` under `key` unless a live entry is there; false if
     /// one was. Atomic: of a fill and a concurrent [`Self::store`], the
     /// store's value stays.
@@ -162,6 +161,7 @@ impl LocalCache {
         }
     }
 
+    /// Stores `value` under `key` for this cache's TTL (with jitter).
     pub(crate) fn store(&self, key: String, value: Bytes) {
         let expires = Instant::now() + jittered(self.ttl, self.jitter);
         self.entries.insert(key.into(), Entry { value, expires });
