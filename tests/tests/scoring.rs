@@ -679,6 +679,8 @@ backend_tests! {
         let ids: Vec<String> = (0..3_000).map(|i| format!("bulk-{i}")).collect();
         let first: Vec<ScoreRow> = ids.iter().map(|id| row(id, "first at 20")).collect();
         store.save_scores("m2", at, 20, &first).await.unwrap();
+        let (none, before_online) = store.scores_newer_since(0, i64::MAX).await.unwrap();
+        assert!(none.is_empty());
         // Online updates of every third customer at 30, then a recompute that read at 25.
         let online: Vec<ScoreRow> = ids.iter().step_by(3).map(|id| row(id, "online at 30")).collect();
         store.save_scores("m2", at, 30, &online).await.unwrap();
@@ -689,11 +691,18 @@ backend_tests! {
             let want: &[u8] = if i % 3 == 0 { b"online at 30" } else { b"recompute at 25" };
             assert_eq!(after[id], want, "{id}");
         }
-        // What the recompute must drop from the cache: the online scores.
-        let mut newer = store.scores_newer_than(25).await.unwrap();
+        // What the recompute must leave out of the cache: the online scores,
+        // as saved since it read (here: since before the online updates).
+        let (mut newer, seen) = store.scores_newer_since(before_online, 25).await.unwrap();
         newer.sort_by_key(|id| id.trim_start_matches("bulk-").parse::<usize>().unwrap());
         let online_ids: Vec<String> = ids.iter().step_by(3).cloned().collect();
         assert_eq!(newer, online_ids);
+        assert!(seen > before_online);
+        // Asked again from where it got to: nothing new.
+        assert_eq!(store.scores_newer_since(seen, 25).await.unwrap(), (vec![], seen));
+        // From the start, the older online score of c-1 (at 10) is not newer than 25.
+        let (all, _) = store.scores_newer_since(0, 25).await.unwrap();
+        assert_eq!(all.len(), online_ids.len());
     }
 
     async fn a_full_recompute_replaces_the_scores_table_keeping_newer_and_unscored_rows(app: TestApp) {
@@ -718,24 +727,50 @@ backend_tests! {
         replacement.write(&chunk(0..3)).await.unwrap();
         replacement.write(&chunk(3..5)).await.unwrap();
         replacement.write(&[row("c-6", "recompute at 20")]).await.unwrap();
-        // Nothing shows before the swap.
+        // Online scoring goes on while the recompute's scores are copied: it
+        // waits only for the swap at the end (before, it waited for the
+        // whole replacement, seconds at a million customers).
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            store.save_scores("m1", at, 25, &[row("c-3", "online at 25")]),
+        )
+        .await
+        .expect("an online score waited for the recompute's copy")
+        .unwrap();
+        // The first pass of the takeover (before other writes wait) sees
+        // what was saved up to now...
+        let prepared = replacement.prepare().await.unwrap();
+        // ...and online scoring still goes on: a later score of a rescored
+        // customer, a lagging one (of data the recompute read) of a rescored
+        // and of a customer it did not score, and a new customer.
+        for (id, data_seq, text) in [("c-4", 26, "online at 26"), ("c-5", 15, "lagging at 15"), ("c-9", 27, "new at 27"), ("c-1", 18, "lagging at 18")] {
+            tokio::time::timeout(std::time::Duration::from_secs(20), store.save_scores("m1", at, data_seq, &[row(id, text)]))
+                .await
+                .expect("an online score waited for the recompute's takeover")
+                .unwrap();
+        }
+        // Nothing of the recompute shows before the swap.
         assert_eq!(store.scores(&ids(0..7)).await.unwrap()["c-0"], b"old at 10");
-        let newer = replacement.finish().await.unwrap();
-        assert_eq!(newer, ["c-2"], "the kept scores newer than the recompute's are named");
+        let newer = prepared.swap().await.unwrap();
+        assert_eq!(newer, ["c-2", "c-3", "c-4"], "the kept scores newer than the recompute's are named");
 
-        let after = store.scores(&ids(0..7)).await.unwrap();
+        let after = store.scores(&ids(0..10)).await.unwrap();
         let text = |id: &str| String::from_utf8(after[id].clone()).unwrap();
-        for id in ["c-0", "c-1", "c-3", "c-4", "c-6"] {
+        for id in ["c-0", "c-1", "c-6"] {
             assert_eq!(text(id), "recompute at 20", "{id}");
         }
         assert_eq!(text("c-2"), "online at 30", "a later online score survives the recompute");
-        assert_eq!(text("c-5"), "old at 10", "a customer the recompute did not score keeps its score");
-        // The recompute is one new revision; the rows it kept keep theirs.
+        assert_eq!(text("c-3"), "online at 25", "so does one written during the recompute");
+        assert_eq!(text("c-4"), "online at 26", "and one written after the first pass of the takeover");
+        assert_eq!(text("c-5"), "lagging at 15", "a customer the recompute did not score keeps its latest score");
+        assert_eq!(text("c-9"), "new at 27", "a customer new since the first pass is kept");
+        // The recompute is one new revision, after the online score written
+        // while it ran (so a follower of the revisions sees both, in commit
+        // order); the rows it kept keep theirs.
         let mut changed = store.scores_after((head, None), 1_000).await.unwrap();
         changed.retain(|r| r.0 > head);
-        let changed_ids: Vec<&str> = changed.iter().map(|r| r.1.as_str()).collect();
-        assert_eq!(changed_ids, ["c-0", "c-1", "c-3", "c-4", "c-6"]);
-        assert!(changed.iter().all(|r| r.0 == head + 1), "{changed:?}");
+        let changed: Vec<(i64, &str)> = changed.iter().map(|r| (r.0 - head, r.1.as_str())).collect();
+        assert_eq!(changed, [(1, "c-3"), (2, "c-4"), (3, "c-5"), (4, "c-9"), (6, "c-0"), (6, "c-1"), (6, "c-6")]);
 
         // The swapped-in table has the original's keys and indexes: upserts,
         // a second replacement, and one abandoned (which changes nothing).
@@ -762,6 +797,20 @@ backend_tests! {
             .map(|r| r.try_get::<String>("", "indexname").unwrap())
             .collect::<Vec<_>>();
         assert_eq!(indexes, ["scoring_scores_by_revision", "scoring_scores_pkey"]);
+        // The revision column, added at the swap, is the migration's again.
+        let revision = storage
+            .connection()
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT column_default || ' ' || is_nullable || ' ' || data_type AS d FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = 'scoring_scores' AND column_name = 'revision'",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<String>("", "d")
+            .unwrap();
+        assert_eq!(revision, "0 NO bigint");
         // Ids compare bytewise ("C") in every service's tables, the swapped-in
         // score table included (see the migration m20261126_000012).
         let not_bytewise = storage

@@ -434,7 +434,17 @@ async fn run(
     // before the store shows it: until then a miss can still load (and
     // cache) a customer's previous score, which the TTL bounds. Elsewhere
     // each chunk is saved, then cached.
+    //
+    // Online scoring goes on meanwhile (on PostgreSQL until the swap at the
+    // end), so a customer may already have a newer score than this
+    // recompute's, in the store and in the cache: before each chunk goes to
+    // the cache, the scores saved since the last look are checked (a range
+    // of the revision index) and such customers left out, so a purchase
+    // that showed does not disappear again until the recompute ends.
     let data_seq = snapshot.data_seq;
+    let snapshot_revision = snapshot.score_revision;
+    let mut looked_up_to = snapshot_revision;
+    let mut newer_online: HashSet<String> = HashSet::new();
     let mut replacement = store
         .begin_replacement(&model_version, at, data_seq)
         .await?;
@@ -484,6 +494,13 @@ async fn run(
             }
         }
         done += rows.len() as i64;
+        let (newer, seen) = store.scores_newer_since(looked_up_to, data_seq).await?;
+        looked_up_to = seen;
+        newer_online.extend(newer);
+        let mut rows = rows;
+        if !newer_online.is_empty() {
+            rows.retain(|r| !newer_online.contains(&r.customer_id));
+        }
         let waited = std::time::Instant::now();
         if let Some(previous) = caching.take() {
             let _ = previous.await;
@@ -509,13 +526,19 @@ async fn run(
         let _ = last.await;
     }
     cache_wait += waited.elapsed();
-    // ...except those written while it ran: online scores of data it did not
-    // read, which the store keeps and the recompute's older scores may have
-    // replaced in the cache (for the TTL, an hour by default). Those entries
-    // are dropped below, so reads load the newer scores from the store.
+    // ...but an online score saved just after a chunk's check may have
+    // reached the cache before that chunk did, which then replaced it with
+    // this recompute's older score (for the TTL, an hour by default). Every
+    // customer with a newer score than this recompute's is dropped from the
+    // cache below, so reads load the newer scores from the store.
     let newer = match replacement {
         Some(replacement) => replacement.finish().await?,
-        None => store.scores_newer_than(data_seq).await?,
+        None => {
+            store
+                .scores_newer_since(snapshot_revision, data_seq)
+                .await?
+                .0
+        }
     };
     let run = ScoringRun {
         model_version: model_version.clone(),
@@ -525,9 +548,14 @@ async fn run(
     };
     let json = serde_json::to_string(&run)
         .map_err(|e| ApiError::internal(format!("encoding the baseline: {e}")))?;
+    let first = store.latest_baseline_id().await?.is_none();
     store
         .save_baseline(&model_version, at, data_seq, &json)
         .await?;
+    if first && let Err(e) = score_the_first_recomputes_latecomers(store, cache).await {
+        // Best effort, as online scoring is: the next recompute scores them.
+        tracing::warn!(error = %e, "could not score the customers who arrived during the first recompute");
+    }
     let stored = started.elapsed();
     if !newer.is_empty() {
         let keys: Vec<String> = newer.iter().map(|id| cache_key(id)).collect();
@@ -552,6 +580,34 @@ async fn run(
         "scores recomputed"
     );
     let _ = tx.send(Ok(progress(total))).await;
+    Ok(())
+}
+
+/// Online scoring needs a recompute's baseline, so until the first one is
+/// saved it scores nobody: customers who reached the read model after the
+/// first recompute read it (a lead created meanwhile, say) would have no
+/// score until the next recompute. With the baseline saved, online scoring
+/// scores them here. (A purchase of an already scored customer in that
+/// window still waits for the next recompute.)
+async fn score_the_first_recomputes_latecomers(
+    store: &ScoringStore,
+    cache: &Cache,
+) -> ApiResult<()> {
+    // The read model's position before reading who is unscored: the scores
+    // reflect at least that much (and a concurrent online score of later
+    // data is not replaced, see `save_scores`).
+    let data_seq = store.cursor(READ_MODEL).await?;
+    let latecomers = store.customers_without_score().await?;
+    let online = OnlineScorer::new(store.clone(), cache.clone());
+    for chunk in latecomers.chunks(1_000) {
+        online.rescore(chunk.to_vec(), Vec::new(), data_seq).await?;
+    }
+    if !latecomers.is_empty() {
+        tracing::info!(
+            customers = latecomers.len(),
+            "scored customers who reached the read model during the first recompute"
+        );
+    }
     Ok(())
 }
 

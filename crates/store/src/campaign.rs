@@ -663,17 +663,7 @@ impl Snapshot {
 }
 
 async fn view_revision<C: ConnectionTrait>(db: &C) -> Result<i64, ApiError> {
-    db.query_one(
-        Query::select()
-            .column("last_revision")
-            .from("campaign_view_head")
-            .and_where(Expr::col("id").eq(1)),
-    )
-    .await
-    .map_err(db_error)?
-    .ok_or_else(|| ApiError::internal("campaign_view_head row is missing"))?
-    .try_get("", "last_revision")
-    .map_err(db_error)
+    crate::cursor::last_revision(db, "campaign_view_head").await
 }
 
 /// A stored segment with the watcher's bookkeeping.

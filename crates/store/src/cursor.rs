@@ -94,6 +94,24 @@ pub(crate) async fn save<C: ConnectionTrait>(
     ))
 }
 
+/// The last revision of a feed this service publishes, as `db` sees it.
+pub(crate) async fn last_revision<C: ConnectionTrait>(
+    db: &C,
+    head: &'static str,
+) -> Result<i64, ApiError> {
+    db.query_one(
+        Query::select()
+            .column("last_revision")
+            .from(head)
+            .and_where(Expr::col("id").eq(1)),
+    )
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| ApiError::internal(format!("{head} row is missing")))?
+    .try_get("", "last_revision")
+    .map_err(db_error)
+}
+
 /// Takes the next revision of a feed this service publishes (a `*_head`
 /// table holding one counter row), inside the caller's transaction. The
 /// counter row stays locked until commit, so revisions become visible in

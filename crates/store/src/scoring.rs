@@ -102,9 +102,30 @@ const SCORE_COLUMNS: [&str; 11] = [
 ];
 
 /// The prefix of the table a full recompute fills before it replaces
-/// `scoring_scores` (one at a time: its transaction holds the score counter
-/// row).
+/// `scoring_scores` (one at a time: see [`REPLACEMENT_LOCK`]).
 const NEXT_SCORES: &str = "scoring_scores_next";
+
+/// What a replacement's COPY fills: every score column but `revision`,
+/// which is known only once the replacement holds the score counter, at the
+/// end ([`ScoreReplacement::finish`]).
+const COPIED_COLUMNS: [&str; 10] = [
+    "customer_id",
+    "model_version",
+    "computed_at",
+    "segment",
+    "value_tier",
+    "value_quadrant",
+    "churn_risk",
+    "lifecycle_stage",
+    "score",
+    "data_seq",
+];
+
+/// The transaction-scoped advisory lock a replacement holds from start to
+/// end, so replacements run one at a time (in every replica): the tables a
+/// replacement finds left over are then orphans of one that died.
+/// ("patron" in ASCII, then 1.)
+const REPLACEMENT_LOCK: i64 = 0x7061_7472_6f6e_0001;
 
 /// What every score of one write shares.
 struct ScoreStamp<'a> {
@@ -144,10 +165,10 @@ impl ScoreStamp<'_> {
 pub struct ScoreReplacement {
     txn: sea_orm::DatabaseTransaction,
     copy: PgCopyIn<PoolConnection<Postgres>>,
+    pool: sqlx::PgPool,
     table: String,
     model_version: String,
     computed_at: DateTime<Utc>,
-    revision: i64,
     data_seq: i64,
 }
 
@@ -159,7 +180,7 @@ impl ScoreReplacement {
         // Microseconds since 2000-01-01, PostgreSQL's timestamp epoch.
         let at = self.computed_at.timestamp_micros() - 946_684_800_000_000;
         for r in scores {
-            buf.extend((SCORE_COLUMNS.len() as i16).to_be_bytes());
+            buf.extend((COPIED_COLUMNS.len() as i16).to_be_bytes());
             let mut bytes = |b: &[u8]| {
                 buf.extend((b.len() as i32).to_be_bytes());
                 buf.extend_from_slice(b);
@@ -177,7 +198,6 @@ impl ScoreReplacement {
                 bytes(label.as_bytes());
             }
             bytes(&r.score);
-            bytes(&self.revision.to_be_bytes());
             bytes(&self.data_seq.to_be_bytes());
         }
         self.copy.send(buf).await.map_err(sqlx_error)?;
@@ -185,61 +205,166 @@ impl ScoreReplacement {
     }
 
     /// Indexes the new table, takes over what the recompute must not
-    /// replace, swaps it in and commits. Kept from the old table: scores of
-    /// customers the recompute did not score, and scores of a later
-    /// position of the change feed than the recompute read (online scoring
-    /// before this replacement began), each with its own revision. Returns
-    /// the customers of the latter: newer than the recompute's own scores.
-    pub async fn finish(mut self) -> Result<Vec<String>, ApiError> {
+    /// replace, swaps it in and commits: [`prepare`](Self::prepare), then
+    /// [`PreparedReplacement::swap`]. Returns the customers whose online
+    /// score, newer than the recompute's, was kept.
+    pub async fn finish(self) -> Result<Vec<String>, ApiError> {
+        self.prepare().await?.swap().await
+    }
+
+    /// Everything that can be done before other score writes must wait:
+    /// ends the COPY, adds the primary key, and collects the rows of the old
+    /// table to keep (see [`PreparedReplacement`]) as saved up to now.
+    pub async fn prepare(mut self) -> Result<PreparedReplacement, ApiError> {
+        let started = std::time::Instant::now();
         self.copy
             .send((-1i16).to_be_bytes().as_slice())
             .await
             .map_err(sqlx_error)?;
         self.copy.finish().await.map_err(sqlx_error)?;
         let next = &self.table;
-        let columns = SCORE_COLUMNS.join(", ");
-        let sets: Vec<String> = SCORE_COLUMNS[1..]
-            .iter()
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
-            .collect();
-        // Every new row is of feed position `data_seq`. The takeover is two
-        // statements, not one upsert of the whole old table: an upsert locks
-        // (and so rewrites) every new row it conflicts with, a million at a
-        // million customers (9.8 s against 1.4 s for these two on 1M rows
-        // on the benchmark machine). The anti-join gets the memory to hash
-        // the new ids instead of probing the index once per old row.
         let txn = &self.txn;
         let run = |sql: String| async move { txn.execute_unprepared(&sql).await.map_err(db_error) };
         run(format!(
             "ALTER TABLE {next} ADD CONSTRAINT {next}_pkey PRIMARY KEY (customer_id)"
         ))
         .await?;
+        // The rows to keep, as saved up to `seen`: the first pass of the
+        // takeover, over the whole old table. It runs before other writes
+        // wait; the swap then looks only at rows saved after `seen` (a
+        // range of the revision index). Revisions become visible in order,
+        // so every row up to `seen` is visible here.
+        let seen = crate::cursor::last_revision(txn, "scoring_score_head").await?;
+        let columns = SCORE_COLUMNS.join(", ");
+        // The anti-join gets the memory to hash the new ids instead of
+        // probing the index once per old row.
         run("SET LOCAL work_mem = '256MB'".to_owned()).await?;
-        // Customers the recompute did not score.
+        let kept = format!("{next}_kept");
         run(format!(
-            "INSERT INTO {next} ({columns}) SELECT {columns} FROM scoring_scores o \
-             WHERE NOT EXISTS (SELECT 1 FROM {next} n WHERE n.customer_id = o.customer_id)"
+            "CREATE TEMPORARY TABLE {kept} ON COMMIT DROP AS \
+             SELECT {columns} FROM scoring_scores o WHERE o.revision <= {seen} \
+             AND NOT EXISTS (SELECT 1 FROM {next} n WHERE n.customer_id = o.customer_id)"
         ))
         .await?;
-        // Scores of a later feed position than the recompute read.
-        let newer = txn
-            .query_all_raw(sea_orm::Statement::from_string(
+        run(format!(
+            "INSERT INTO {kept} ({columns}) SELECT {columns} FROM scoring_scores o \
+             WHERE o.revision <= {seen} AND o.data_seq > {} \
+             AND EXISTS (SELECT 1 FROM {next} n WHERE n.customer_id = o.customer_id)",
+            self.data_seq
+        ))
+        .await?;
+        Ok(PreparedReplacement {
+            txn: self.txn,
+            pool: self.pool,
+            table: self.table,
+            data_seq: self.data_seq,
+            seen,
+            started,
+        })
+    }
+}
+
+/// A replacement whose new table is filled and keyed, with the rows of the
+/// old table to keep collected up to revision `seen`: scores of customers
+/// the recompute did not score, and scores of a later position of the
+/// change feed than it read (online scoring while it ran), each with its
+/// own revision.
+pub struct PreparedReplacement {
+    txn: sea_orm::DatabaseTransaction,
+    pool: sqlx::PgPool,
+    table: String,
+    data_seq: i64,
+    seen: i64,
+    started: std::time::Instant,
+}
+
+impl PreparedReplacement {
+    /// Takes the next revision (all the new scores share it), takes over
+    /// the kept rows and those saved since `seen`, builds the revision
+    /// index, swaps the table in and commits. Other score writes (online
+    /// scoring) wait for this part only. Returns the customers whose online
+    /// score, newer than the recompute's, was kept.
+    pub async fn swap(self) -> Result<Vec<String>, ApiError> {
+        let (next, seen, data_seq) = (&self.table, self.seen, self.data_seq);
+        let kept = format!("{next}_kept");
+        let columns = SCORE_COLUMNS.join(", ");
+        let sets = SCORE_COLUMNS[1..]
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let txn = &self.txn;
+        let run = |sql: String| async move { txn.execute_unprepared(&sql).await.map_err(db_error) };
+        let returning = |sql: String| async move {
+            txn.query_all_raw(sea_orm::Statement::from_string(
                 sea_orm::DbBackend::Postgres,
-                format!(
-                    "INSERT INTO {next} ({columns}) SELECT {columns} FROM scoring_scores \
-                     WHERE data_seq > {} \
-                     ON CONFLICT (customer_id) DO UPDATE SET {} \
-                     WHERE {next}.data_seq < EXCLUDED.data_seq \
-                     RETURNING customer_id",
-                    self.data_seq,
-                    sets.join(", ")
-                ),
+                sql,
             ))
             .await
             .map_err(db_error)?
             .iter()
             .map(|r| r.try_get::<String>("", "customer_id").map_err(db_error))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+        };
+        // From here to the commit every other score write waits (the counter
+        // row orders revisions by commit, see `cursor::next_revision`).
+        let revision = crate::cursor::next_revision(txn, "scoring_score_head").await?;
+        let locked = std::time::Instant::now();
+        // A column added with a constant default is not written into the
+        // rows (PostgreSQL 11+ keeps the value in the catalog for the rows
+        // already there): a million rows get their revision at once. Later
+        // inserts get the migration's default again.
+        run(format!(
+            "ALTER TABLE {next} ADD COLUMN revision bigint NOT NULL DEFAULT {revision}"
+        ))
+        .await?;
+        run(format!(
+            "ALTER TABLE {next} ALTER COLUMN revision SET DEFAULT 0"
+        ))
+        .await?;
+        // Every new row is of feed position `data_seq`. Each takeover is two
+        // statements, not one upsert: an upsert locks (and so rewrites)
+        // every new row it conflicts with. First the rows kept up to `seen`:
+        // customers the recompute did not score, then later feed positions.
+        run(format!(
+            "INSERT INTO {next} ({columns}) SELECT {columns} FROM {kept} k \
+             WHERE NOT EXISTS (SELECT 1 FROM {next} n WHERE n.customer_id = k.customer_id)"
+        ))
+        .await?;
+        let mut newer = returning(format!(
+            "INSERT INTO {next} ({columns}) SELECT {columns} FROM {kept} WHERE data_seq > {data_seq} \
+             ON CONFLICT (customer_id) DO UPDATE SET {sets} \
+             WHERE {next}.data_seq < EXCLUDED.data_seq RETURNING customer_id"
+        ))
+        .await?;
+        // Then the rows saved since: customers not in the new table yet, a
+        // newer version of a row kept above, and later feed positions than
+        // the recompute's own scores.
+        let since = format!("(SELECT {columns} FROM scoring_scores WHERE revision > {seen}) s");
+        run(format!(
+            "INSERT INTO {next} ({columns}) SELECT {columns} FROM {since} \
+             WHERE NOT EXISTS (SELECT 1 FROM {next} n WHERE n.customer_id = s.customer_id)"
+        ))
+        .await?;
+        run(format!(
+            "UPDATE {next} SET {} FROM {since} WHERE s.customer_id = {next}.customer_id \
+             AND {next}.revision <> {revision} AND {next}.revision < s.revision",
+            SCORE_COLUMNS[1..]
+                .iter()
+                .map(|c| format!("{c} = s.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .await?;
+        newer.extend(
+            returning(format!(
+                "INSERT INTO {next} ({columns}) SELECT {columns} FROM {since} \
+                 WHERE data_seq > {data_seq} \
+                 ON CONFLICT (customer_id) DO UPDATE SET {sets} \
+                 WHERE {next}.data_seq < EXCLUDED.data_seq RETURNING customer_id"
+            ))
+            .await?,
+        );
         for sql in [
             format!("CREATE INDEX {next}_by_revision ON {next} (revision, customer_id)"),
             "DROP TABLE scoring_scores".to_owned(),
@@ -251,6 +376,26 @@ impl ScoreReplacement {
             run(sql).await?;
         }
         self.txn.commit().await.map_err(db_error)?;
+        let locked = locked.elapsed();
+        // The planner knows nothing of the new table until it is analyzed,
+        // which autovacuum does only later (or, where it is off, never):
+        // a sample of it, now, for the queries that follow. The scores are
+        // in place either way: a failure here is only logged.
+        if let Err(e) = sqlx::raw_sql("ANALYZE scoring_scores")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "could not analyze the new score table");
+        }
+        newer.sort();
+        newer.dedup();
+        tracing::info!(
+            ms = self.started.elapsed().as_millis() as u64,
+            // How long other score writes (online scoring) waited at most.
+            locked_ms = locked.as_millis() as u64,
+            kept_newer = newer.len(),
+            "score table replaced"
+        );
         Ok(newer)
     }
 }
@@ -325,6 +470,10 @@ async fn set_customer_column<'a, C: ConnectionTrait>(
 pub struct ScoringSnapshot {
     /// The read model's position in profile's change feed.
     pub data_seq: i64,
+    /// The last score revision saved when the snapshot was taken: scores
+    /// written while the snapshot is scored have later ones (see
+    /// [`ScoringStore::scores_newer_since`]).
+    pub score_revision: i64,
     /// Customers with purchases; index = `Purchase::customer`.
     pub ids: Vec<String>,
     pub purchases: Vec<Purchase>,
@@ -637,6 +786,7 @@ impl ScoringStore {
     pub async fn snapshot(&self, consumer: &str) -> Result<ScoringSnapshot, ApiError> {
         let txn = self.begin_snapshot().await?;
         let data_seq = crate::cursor::load(&txn, "scoring_feed_cursor", consumer).await?;
+        let score_revision = crate::cursor::last_revision(&txn, "scoring_score_head").await?;
         // Both in the transaction's snapshot; on PostgreSQL the purchase days
         // come over connections of their own, so the two reads overlap.
         let (days, facts) = tokio::join!(
@@ -647,6 +797,7 @@ impl ScoringStore {
         txn.commit().await.map_err(db_error)?;
         Ok(ScoringSnapshot {
             data_seq,
+            score_revision,
             ids,
             purchases,
             facts,
@@ -800,25 +951,56 @@ impl ScoringStore {
         txn.commit().await.map_err(db_error)
     }
 
-    /// The customers whose stored score reflects a later position of the
-    /// change feed than `data_seq`: online scores written while a recompute
-    /// that read at `data_seq` ran. A full scan: it serves the chunked
-    /// recompute (SQLite); a PostgreSQL replacement names them itself
-    /// ([`ScoreReplacement::finish`]).
-    pub async fn scores_newer_than(&self, data_seq: i64) -> Result<Vec<String>, ApiError> {
-        let rows = self
-            .db
-            .query_all(
-                Query::select()
-                    .column("customer_id")
-                    .from("scoring_scores")
-                    .and_where(Expr::col("data_seq").gt(data_seq)),
-            )
-            .await
-            .map_err(db_error)?;
-        rows.iter()
-            .map(|r| r.try_get("", "customer_id").map_err(db_error))
-            .collect()
+    /// Of the scores saved after revision `after`, the customers whose
+    /// score reflects a later position of the change feed than `data_seq`
+    /// (online scores written while a recompute that read at `data_seq`
+    /// ran), and the last revision seen, to pass as `after` next time: a
+    /// range of the revision index, so asking again and again while a
+    /// recompute runs costs only what was saved since.
+    ///
+    /// Revisions become visible in order (`cursor::next_revision`), so
+    /// nothing at or below the returned revision can appear later.
+    pub async fn scores_newer_since(
+        &self,
+        after: i64,
+        data_seq: i64,
+    ) -> Result<(Vec<String>, i64), ApiError> {
+        // In pages in index order: with `ORDER BY ... LIMIT` the planner
+        // walks the index even on a table it has no statistics for yet (a
+        // score table just swapped in), where `revision > r` alone is
+        // estimated at a third of the table and read with a full scan.
+        const PAGE: u64 = 10_000;
+        let mut newer = Vec::new();
+        let mut at: (i64, Option<String>) = (after, None);
+        loop {
+            let rows = self
+                .db
+                .query_all(
+                    Query::select()
+                        .columns(["customer_id", "revision", "data_seq"])
+                        .from("scoring_scores")
+                        .cond_where(crate::query::after_position(
+                            Expr::col("revision"),
+                            Expr::col("customer_id"),
+                            (at.0, at.1.as_deref()),
+                        ))
+                        .order_by("revision", sea_orm::Order::Asc)
+                        .order_by("customer_id", sea_orm::Order::Asc)
+                        .limit(PAGE),
+                )
+                .await
+                .map_err(db_error)?;
+            for r in &rows {
+                let id: String = r.try_get("", "customer_id").map_err(db_error)?;
+                if r.try_get::<i64>("", "data_seq").map_err(db_error)? > data_seq {
+                    newer.push(id.clone());
+                }
+                at = (r.try_get("", "revision").map_err(db_error)?, Some(id));
+            }
+            if (rows.len() as u64) < PAGE {
+                return Ok((newer, at.0));
+            }
+        }
     }
 
     /// Starts replacing every stored score with a full recompute's, on
@@ -827,10 +1009,10 @@ impl ScoringStore {
     /// Rewriting a million rows in place leaves a million dead versions in
     /// a table that is rewritten again at the next recompute; instead the
     /// new scores go into a fresh table without indexes, which is indexed
-    /// and swapped in at the end (see [`ScoreReplacement`]). All of it is
-    /// one transaction holding the score counter row, so no other score is
-    /// written meanwhile (online scoring waits), and the whole recompute
-    /// becomes visible at once, with one revision.
+    /// and swapped in at the end (see [`ScoreReplacement`]). The whole
+    /// recompute becomes visible at once, with one revision; online scoring
+    /// goes on while the scores are copied, and waits only for the swap
+    /// ([`ScoreReplacement::finish`]).
     pub async fn begin_replacement(
         &self,
         model_version: &str,
@@ -841,9 +1023,11 @@ impl ScoringStore {
             return Ok(None);
         }
         let txn = begin_write(&self.db).await?;
-        let revision = crate::cursor::next_revision(&txn, "scoring_score_head").await?;
-        // Holding the counter row, no other replacement runs: tables left
-        // by one that died half-way are orphans.
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({REPLACEMENT_LOCK})"))
+            .await
+            .map_err(db_error)?;
+        // Holding the lock, no other replacement runs: tables left by one
+        // that died half-way are orphans.
         let leftovers = txn
             .query_all_raw(sea_orm::Statement::from_string(
                 sea_orm::DbBackend::Postgres,
@@ -862,9 +1046,11 @@ impl ScoringStore {
         // not expose), so it is created and filled outside the transaction;
         // a unique name keeps it apart until the swap.
         let table = format!("{NEXT_SCORES}_{}", uuid::Uuid::now_v7().simple());
+        // Without `revision` until the end (`COPIED_COLUMNS`).
         let pool = self.db.get_postgres_connection_pool();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "CREATE TABLE {table} (LIKE scoring_scores INCLUDING DEFAULTS)"
+            "CREATE TABLE {table} (LIKE scoring_scores INCLUDING DEFAULTS); \
+             ALTER TABLE {table} DROP COLUMN revision"
         )))
         .execute(pool)
         .await
@@ -872,7 +1058,7 @@ impl ScoringStore {
         let mut copy = pool
             .copy_in_raw(&format!(
                 "COPY {table} ({}) FROM STDIN (FORMAT binary)",
-                SCORE_COLUMNS.join(", ")
+                COPIED_COLUMNS.join(", ")
             ))
             .await
             .map_err(sqlx_error)?;
@@ -882,10 +1068,10 @@ impl ScoringStore {
         Ok(Some(ScoreReplacement {
             txn,
             copy,
+            pool: pool.clone(),
             table,
             model_version: model_version.to_owned(),
             computed_at,
-            revision,
             data_seq,
         }))
     }
@@ -1056,6 +1242,34 @@ impl ScoringStore {
         Ok(())
     }
 
+    /// Customers of the read model without a stored score.
+    pub async fn customers_without_score(&self) -> Result<Vec<String>, ApiError> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .column(("c", "customer_id"))
+                    .from_as("scoring_customers", "c")
+                    .and_where(
+                        Expr::exists(
+                            Query::select()
+                                .expr(Expr::val(1))
+                                .from_as("scoring_scores", "s")
+                                .and_where(
+                                    Expr::col(("s", "customer_id")).equals(("c", "customer_id")),
+                                )
+                                .to_owned(),
+                        )
+                        .not(),
+                    ),
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| r.try_get("", "customer_id").map_err(db_error))
+            .collect()
+    }
+
     /// The id of the newest baseline, to tell whether a held one is current.
     pub async fn latest_baseline_id(&self) -> Result<Option<i64>, ApiError> {
         let row = self
@@ -1091,5 +1305,17 @@ impl ScoringStore {
             ))
         })
         .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replacement_copies_every_score_column_but_the_revision() {
+        let mut want = SCORE_COLUMNS.to_vec();
+        want.retain(|c| *c != "revision");
+        assert_eq!(COPIED_COLUMNS.to_vec(), want);
     }
 }
