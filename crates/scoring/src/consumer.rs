@@ -79,12 +79,27 @@ impl FeedConsumer for ReadModel {
         created.sort_unstable();
         created.dedup();
         Box::pin(async move {
+            let started = std::time::Instant::now();
+            let purchases = batch.purchases.len();
             self.store.apply(READ_MODEL, batch, advance).await?;
+            let applied = started.elapsed();
             // The batch is committed; rescoring its buyers is best effort
             // (a failure leaves their scores as the last recompute made them).
-            if let Err(e) = self.online.rescore(buyers, created, advance.to).await {
-                tracing::warn!(error = %e, "online scoring failed; scores wait for the next recompute");
-            }
+            let rescored = match self.online.rescore(buyers, created, advance.to).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "online scoring failed; scores wait for the next recompute");
+                    0
+                }
+            };
+            tracing::debug!(
+                to = advance.to,
+                purchases,
+                rescored,
+                apply_ms = applied.as_millis() as u64,
+                rescore_ms = (started.elapsed() - applied).as_millis() as u64,
+                "read model batch applied"
+            );
             Ok(())
         })
     }

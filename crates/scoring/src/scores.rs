@@ -703,7 +703,9 @@ impl OnlineScorer {
             .cloned()
             .collect();
         customers.extend(buyers.iter().cloned());
+        let started = std::time::Instant::now();
         let snapshot = self.store.histories(&customers).await?;
+        let read = started.elapsed();
         let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
         let (signals, prospects) = signals_and_prospects(&summaries, &snapshot, as_of_day);
         let settings = ModelSettings::default();
@@ -732,10 +734,20 @@ impl OnlineScorer {
         if rows.is_empty() {
             return Ok(0);
         }
+        let scored = started.elapsed();
         self.store
             .save_scores(&run.model_version, at, data_seq, &rows)
             .await?;
+        let saved = started.elapsed();
         refresh_cache(&self.cache, &rows).await;
+        tracing::debug!(
+            customers = rows.len(),
+            read_ms = read.as_millis() as u64,
+            score_ms = (scored - read).as_millis() as u64,
+            save_ms = (saved - scored).as_millis() as u64,
+            cache_ms = (started.elapsed() - saved).as_millis() as u64,
+            "rescored online"
+        );
         Ok(rows.len())
     }
 }
