@@ -781,6 +781,10 @@ backend_tests! {
         let mut abandoned = store.begin_replacement("m4", at, 50).await.unwrap().unwrap();
         abandoned.write(&chunk(0..7)).await.unwrap();
         drop(abandoned);
+        // Abandoned after the first pass of the takeover, too.
+        let mut abandoned = store.begin_replacement("m5", at, 50).await.unwrap().unwrap();
+        abandoned.write(&chunk(0..7)).await.unwrap();
+        drop(abandoned.prepare().await.unwrap());
         let last = store.scores(&ids(0..7)).await.unwrap();
         assert_eq!(last["c-0"], b"online at 40");
         assert_eq!(last["c-1"], b"recompute at 20");
@@ -797,6 +801,16 @@ backend_tests! {
             .map(|r| r.try_get::<String>("", "indexname").unwrap())
             .collect::<Vec<_>>();
         assert_eq!(indexes, ["scoring_scores_by_revision", "scoring_scores_pkey"]);
+        // The rows collected to keep went with their transactions, finished or abandoned.
+        let kept_tables = storage
+            .connection()
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE '%\\_kept'",
+            ))
+            .await
+            .unwrap();
+        assert!(kept_tables.is_empty());
         // The revision column, added at the swap, is the migration's again.
         let revision = storage
             .connection()

@@ -239,9 +239,12 @@ impl ScoreReplacement {
         // The anti-join gets the memory to hash the new ids instead of
         // probing the index once per old row.
         run("SET LOCAL work_mem = '256MB'".to_owned()).await?;
+        // A table of this transaction, dropped before it commits (a rollback
+        // takes it away too). Not TEMPORARY: that needs the TEMP privilege,
+        // which locked-down databases revoke.
         let kept = format!("{next}_kept");
         run(format!(
-            "CREATE TEMPORARY TABLE {kept} ON COMMIT DROP AS \
+            "CREATE UNLOGGED TABLE {kept} AS \
              SELECT {columns} FROM scoring_scores o WHERE o.revision <= {seen} \
              AND NOT EXISTS (SELECT 1 FROM {next} n WHERE n.customer_id = o.customer_id)"
         ))
@@ -366,6 +369,7 @@ impl PreparedReplacement {
             .await?,
         );
         for sql in [
+            format!("DROP TABLE {kept}"),
             format!("CREATE INDEX {next}_by_revision ON {next} (revision, customer_id)"),
             "DROP TABLE scoring_scores".to_owned(),
             // The names the migrations gave the originals.
