@@ -86,7 +86,8 @@ pub struct FeedbackSignals {
     pub complaints: i32,
 }
 
-/// The stored columns of a score, key first.
+/// The stored columns of a score, key first, `revision` last (see
+/// [`COPIED_COLUMNS`]).
 const SCORE_COLUMNS: [&str; 11] = [
     "customer_id",
     "model_version",
@@ -97,8 +98,8 @@ const SCORE_COLUMNS: [&str; 11] = [
     "churn_risk",
     "lifecycle_stage",
     "score",
-    "revision",
     "data_seq",
+    "revision",
 ];
 
 /// The prefix of the table a full recompute fills before it replaces
@@ -107,19 +108,8 @@ const NEXT_SCORES: &str = "scoring_scores_next";
 
 /// What a replacement's COPY fills: every score column but `revision`,
 /// which is known only once the replacement holds the score counter, at the
-/// end ([`ScoreReplacement::finish`]).
-const COPIED_COLUMNS: [&str; 10] = [
-    "customer_id",
-    "model_version",
-    "computed_at",
-    "segment",
-    "value_tier",
-    "value_quadrant",
-    "churn_risk",
-    "lifecycle_stage",
-    "score",
-    "data_seq",
-];
+/// end ([`PreparedReplacement::swap`]).
+const COPIED_COLUMNS: &[&str] = SCORE_COLUMNS.as_slice().split_at(SCORE_COLUMNS.len() - 1).0;
 
 /// The transaction-scoped advisory lock a replacement holds from start to
 /// end, so replacements run one at a time (in every replica): the tables a
@@ -150,8 +140,8 @@ impl ScoreStamp<'_> {
                     r.churn_risk.into(),
                     r.lifecycle_stage.into(),
                     r.score.clone().into(),
-                    self.revision.into(),
                     self.data_seq.into(),
+                    self.revision.into(),
                 ]
             })
             .collect()
@@ -1320,6 +1310,6 @@ mod tests {
     fn a_replacement_copies_every_score_column_but_the_revision() {
         let mut want = SCORE_COLUMNS.to_vec();
         want.retain(|c| *c != "revision");
-        assert_eq!(COPIED_COLUMNS.to_vec(), want);
+        assert_eq!(COPIED_COLUMNS, want);
     }
 }
