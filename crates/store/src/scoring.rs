@@ -459,6 +459,27 @@ async fn set_customer_column<'a, C: ConnectionTrait>(
     Ok(())
 }
 
+/// Up to `limit` stored scores after `after` in (revision, customer id)
+/// order: a range of the revision index (see `query::after_position`).
+fn scores_page(
+    columns: [&'static str; 3],
+    after: (i64, Option<&str>),
+    limit: u64,
+) -> sea_orm::sea_query::SelectStatement {
+    Query::select()
+        .columns(columns)
+        .from("scoring_scores")
+        .cond_where(crate::query::after_position(
+            Expr::col("revision"),
+            Expr::col("customer_id"),
+            after,
+        ))
+        .order_by("revision", sea_orm::Order::Asc)
+        .order_by("customer_id", sea_orm::Order::Asc)
+        .limit(limit)
+        .to_owned()
+}
+
 /// What scoring reads to score customers.
 #[derive(Debug, Default)]
 pub struct ScoringSnapshot {
@@ -969,19 +990,11 @@ impl ScoringStore {
         loop {
             let rows = self
                 .db
-                .query_all(
-                    Query::select()
-                        .columns(["customer_id", "revision", "data_seq"])
-                        .from("scoring_scores")
-                        .cond_where(crate::query::after_position(
-                            Expr::col("revision"),
-                            Expr::col("customer_id"),
-                            (at.0, at.1.as_deref()),
-                        ))
-                        .order_by("revision", sea_orm::Order::Asc)
-                        .order_by("customer_id", sea_orm::Order::Asc)
-                        .limit(PAGE),
-                )
+                .query_all(&scores_page(
+                    ["customer_id", "revision", "data_seq"],
+                    (at.0, at.1.as_deref()),
+                    PAGE,
+                ))
                 .await
                 .map_err(db_error)?;
             for r in &rows {
@@ -1081,19 +1094,11 @@ impl ScoringStore {
     ) -> Result<Vec<(i64, String, Vec<u8>)>, ApiError> {
         let rows = self
             .db
-            .query_all(
-                Query::select()
-                    .columns(["revision", "customer_id", "score"])
-                    .from("scoring_scores")
-                    .cond_where(crate::query::after_position(
-                        Expr::col("revision"),
-                        Expr::col("customer_id"),
-                        after,
-                    ))
-                    .order_by("revision", sea_orm::sea_query::Order::Asc)
-                    .order_by("customer_id", sea_orm::sea_query::Order::Asc)
-                    .limit(limit),
-            )
+            .query_all(&scores_page(
+                ["revision", "customer_id", "score"],
+                after,
+                limit,
+            ))
             .await
             .map_err(db_error)?;
         rows.iter()
