@@ -783,19 +783,12 @@ impl FeedbackStore {
     ) -> Result<Vec<(i64, String)>, ApiError> {
         let rows = self
             .db
-            .query_all(
-                Query::select()
-                    .columns(["revision", "customer_id"])
-                    .from("feedback_summary_revisions")
-                    .cond_where(crate::query::after_position(
-                        Expr::col("revision"),
-                        Expr::col("customer_id"),
-                        after,
-                    ))
-                    .order_by("revision", sea_orm::Order::Asc)
-                    .order_by("customer_id", sea_orm::Order::Asc)
-                    .limit(limit),
-            )
+            .query_all(&crate::query::page_after(
+                "feedback_summary_revisions",
+                ["revision", "customer_id"],
+                after,
+                limit,
+            ))
             .await
             .map_err(db_error)?;
         rows.iter()

@@ -136,6 +136,30 @@ pub fn after_position(revision: Expr, customer_id: Expr, after: (i64, Option<&st
     }
 }
 
+/// Up to `limit` rows of `table` after `after` in (revision, customer id)
+/// order: a range of its (revision, customer_id) index. With `ORDER BY ...
+/// LIMIT` the planner walks that index even where it has no statistics for
+/// the table yet (see [`after_position`] for the start of the range).
+pub fn page_after<const N: usize>(
+    table: &'static str,
+    columns: [&'static str; N],
+    after: (i64, Option<&str>),
+    limit: u64,
+) -> sea_orm::sea_query::SelectStatement {
+    sea_orm::sea_query::Query::select()
+        .columns(columns)
+        .from(table)
+        .cond_where(after_position(
+            Expr::col("revision"),
+            Expr::col("customer_id"),
+            after,
+        ))
+        .order_by("revision", sea_orm::Order::Asc)
+        .order_by("customer_id", sea_orm::Order::Asc)
+        .limit(limit)
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use sea_orm::sea_query::{PostgresQueryBuilder, Query, SqliteQueryBuilder};

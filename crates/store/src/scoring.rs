@@ -459,27 +459,6 @@ async fn set_customer_column<'a, C: ConnectionTrait>(
     Ok(())
 }
 
-/// Up to `limit` stored scores after `after` in (revision, customer id)
-/// order: a range of the revision index (see `query::after_position`).
-fn scores_page(
-    columns: [&'static str; 3],
-    after: (i64, Option<&str>),
-    limit: u64,
-) -> sea_orm::sea_query::SelectStatement {
-    Query::select()
-        .columns(columns)
-        .from("scoring_scores")
-        .cond_where(crate::query::after_position(
-            Expr::col("revision"),
-            Expr::col("customer_id"),
-            after,
-        ))
-        .order_by("revision", sea_orm::Order::Asc)
-        .order_by("customer_id", sea_orm::Order::Asc)
-        .limit(limit)
-        .to_owned()
-}
-
 /// What scoring reads to score customers.
 #[derive(Debug, Default)]
 pub struct ScoringSnapshot {
@@ -990,7 +969,8 @@ impl ScoringStore {
         loop {
             let rows = self
                 .db
-                .query_all(&scores_page(
+                .query_all(&crate::query::page_after(
+                    "scoring_scores",
                     ["customer_id", "revision", "data_seq"],
                     (at.0, at.1.as_deref()),
                     PAGE,
@@ -1094,7 +1074,8 @@ impl ScoringStore {
     ) -> Result<Vec<(i64, String, Vec<u8>)>, ApiError> {
         let rows = self
             .db
-            .query_all(&scores_page(
+            .query_all(&crate::query::page_after(
+                "scoring_scores",
                 ["revision", "customer_id", "score"],
                 after,
                 limit,
