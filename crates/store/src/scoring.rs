@@ -450,7 +450,8 @@ async fn set_customer_column<'a, C: ConnectionTrait>(
             how: if add {
                 crate::bulk::Update::Add
             } else {
-                crate::bulk::Update::Replace
+                // Most purchases repeat the customer's currency: no rewrite.
+                crate::bulk::Update::ReplaceIfDifferent
             },
         },
         None,
