@@ -789,59 +789,42 @@ backend_tests! {
         assert_eq!(last["c-0"], b"online at 40");
         assert_eq!(last["c-1"], b"recompute at 20");
         use sea_orm::ConnectionTrait;
-        let indexes = storage
-            .connection()
-            .query_all_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT indexname FROM pg_indexes WHERE tablename LIKE 'scoring_scores%' ORDER BY 1",
-            ))
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.try_get::<String>("", "indexname").unwrap())
-            .collect::<Vec<_>>();
+        // One text column of every row a catalog query returns.
+        let texts = |sql: &'static str, column: &'static str| {
+            let db = storage.connection().clone();
+            async move {
+                db.query_all_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql))
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.try_get::<String>("", column).unwrap())
+                    .collect::<Vec<_>>()
+            }
+        };
+        let indexes = texts("SELECT indexname FROM pg_indexes WHERE tablename LIKE 'scoring_scores%' ORDER BY 1", "indexname").await;
         assert_eq!(indexes, ["scoring_scores_by_revision", "scoring_scores_pkey"]);
         // The rows collected to keep went with their transactions, finished or abandoned.
-        let kept_tables = storage
-            .connection()
-            .query_all_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT tablename FROM pg_tables WHERE tablename LIKE '%\\_kept'",
-            ))
-            .await
-            .unwrap();
+        let kept_tables = texts("SELECT tablename FROM pg_tables WHERE tablename LIKE '%\\_kept'", "tablename").await;
         assert!(kept_tables.is_empty());
         // The revision column, added at the swap, is the migration's again.
-        let revision = storage
-            .connection()
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT column_default || ' ' || is_nullable || ' ' || data_type AS d FROM information_schema.columns \
-                 WHERE table_schema = current_schema() AND table_name = 'scoring_scores' AND column_name = 'revision'",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get::<String>("", "d")
-            .unwrap();
-        assert_eq!(revision, "0 NO bigint");
+        let revision = texts(
+            "SELECT column_default || ' ' || is_nullable || ' ' || data_type AS d FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'scoring_scores' AND column_name = 'revision'",
+            "d",
+        )
+        .await;
+        assert_eq!(revision, ["0 NO bigint"]);
         // Ids compare bytewise ("C") in every service's tables, the swapped-in
         // score table included (see the migration m20261126_000012).
-        let not_bytewise = storage
-            .connection()
-            .query_all_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT c.table_name || '.' || c.column_name AS col \
-                 FROM information_schema.columns c JOIN information_schema.tables t USING (table_schema, table_name) \
-                 WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' \
-                 AND c.data_type IN ('character varying', 'text') AND (c.column_name = 'id' OR c.column_name LIKE '%\\_id') \
-                 AND c.collation_name IS DISTINCT FROM 'C' ORDER BY 1",
-            ))
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.try_get::<String>("", "col").unwrap())
-            .collect::<Vec<_>>();
+        let not_bytewise = texts(
+            "SELECT c.table_name || '.' || c.column_name AS col \
+             FROM information_schema.columns c JOIN information_schema.tables t USING (table_schema, table_name) \
+             WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' \
+             AND c.data_type IN ('character varying', 'text') AND (c.column_name = 'id' OR c.column_name LIKE '%\\_id') \
+             AND c.collation_name IS DISTINCT FROM 'C' ORDER BY 1",
+            "col",
+        )
+        .await;
         assert_eq!(not_bytewise, Vec::<String>::new());
     }
 
