@@ -764,20 +764,46 @@ backend_tests! {
         assert_eq!(text("c-4"), "online at 26", "and one written after the first pass of the takeover");
         assert_eq!(text("c-5"), "lagging at 15", "a customer the recompute did not score keeps its latest score");
         assert_eq!(text("c-9"), "new at 27", "a customer new since the first pass is kept");
-        // The recompute is one new revision, after the online score written
+        // The recompute is one new revision, after the online scores written
         // while it ran (so a follower of the revisions sees both, in commit
-        // order); the rows it kept keep theirs.
-        let mut changed = store.scores_after((head, None), 1_000).await.unwrap();
-        changed.retain(|r| r.0 > head);
-        let changed: Vec<(i64, &str)> = changed.iter().map(|r| (r.0 - head, r.1.as_str())).collect();
-        assert_eq!(changed, [(1, "c-3"), (2, "c-4"), (3, "c-5"), (4, "c-9"), (6, "c-0"), (6, "c-1"), (6, "c-6")]);
+        // order); the rows it kept keep theirs. (It reserved its revision
+        // ahead of the counter when it began, so the counter skipped ahead.)
+        let revisions_after = |after: i64| {
+            let store = store.clone();
+            async move {
+                let mut changed = store.scores_after((after, None), 1_000).await.unwrap();
+                changed.retain(|r| r.0 > after);
+                changed.into_iter().map(|r| (r.0 - after, r.1)).collect::<Vec<_>>()
+            }
+        };
+        let changed = revisions_after(head).await;
+        let online: Vec<(i64, &str)> = changed[..4].iter().map(|(r, id)| (*r, id.as_str())).collect();
+        assert_eq!(online, [(1, "c-3"), (2, "c-4"), (3, "c-5"), (4, "c-9")]);
+        let recompute: Vec<&str> = changed[4..].iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(recompute, ["c-0", "c-1", "c-6"]);
+        let recompute_revision = changed[4].0;
+        assert!(recompute_revision > 4 && changed[4..].iter().all(|c| c.0 == recompute_revision));
 
-        // The swapped-in table has the original's keys and indexes: upserts,
-        // a second replacement, and one abandoned (which changes nothing).
+        // The swapped-in table has the original's keys and indexes: upserts
+        // (after the recompute's revision), a second replacement, and one
+        // abandoned (which changes nothing).
         store.save_scores("m2", at, 40, &[row("c-0", "online at 40")]).await.unwrap();
+        assert_eq!(revisions_after(head + recompute_revision).await, [(1, "c-0".to_owned())]);
         let mut again = store.begin_replacement("m3", at, 35).await.unwrap().unwrap();
         again.write(&chunk(0..2)).await.unwrap();
+        // More online writes than the replacement reserved revisions for
+        // commit meanwhile (the counter is moved by hand): the swap gives
+        // its rows the revision it takes, still after them.
+        use sea_orm::ConnectionTrait;
+        let db = storage.connection().clone();
+        db.execute_unprepared("UPDATE scoring_score_head SET last_revision = last_revision + 100000000")
+            .await
+            .unwrap();
+        let counter = head + recompute_revision + 1 + 100_000_000;
         assert_eq!(again.finish().await.unwrap(), ["c-0"]);
+        assert_eq!(revisions_after(counter).await, [(1, "c-1".to_owned())]);
+        store.save_scores("m3", at, 45, &[row("c-5", "online at 45")]).await.unwrap();
+        assert_eq!(revisions_after(counter + 1).await, [(1, "c-5".to_owned())]);
         let mut abandoned = store.begin_replacement("m4", at, 50).await.unwrap().unwrap();
         abandoned.write(&chunk(0..7)).await.unwrap();
         drop(abandoned);
@@ -788,7 +814,6 @@ backend_tests! {
         let last = store.scores(&ids(0..7)).await.unwrap();
         assert_eq!(last["c-0"], b"online at 40");
         assert_eq!(last["c-1"], b"recompute at 20");
-        use sea_orm::ConnectionTrait;
         // One text column of every row a catalog query returns.
         let texts = |sql: &'static str, column: &'static str| {
             let db = storage.connection().clone();

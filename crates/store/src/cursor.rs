@@ -11,7 +11,7 @@
 use patron_domain::ApiError;
 use sea_orm::{
     ConnectionTrait,
-    sea_query::{Expr, ExprTrait, OnConflict, Query},
+    sea_query::{Expr, ExprTrait, Func, OnConflict, Query},
 };
 
 use crate::db_error;
@@ -115,16 +115,31 @@ pub(crate) async fn last_revision<C: ConnectionTrait>(
 /// Takes the next revision of a feed this service publishes (a `*_head`
 /// table holding one counter row), inside the caller's transaction. The
 /// counter row stays locked until commit, so revisions become visible in
-/// order and without gaps: a follower that has seen revision r has seen
-/// everything before it.
+/// order: a follower that has seen revision r has seen everything before
+/// it.
 pub(crate) async fn next_revision<C: ConnectionTrait>(
     txn: &C,
     head: &'static str,
 ) -> Result<i64, ApiError> {
+    next_revision_from(txn, head, 0).await
+}
+
+/// [`next_revision`], but at least `at_least`: a writer that reserved a
+/// revision ahead of the counter (see `scoring::ScoreReplacement`) takes
+/// it, and the counter skips ahead to it. Followers only compare
+/// revisions, so a skip is invisible to them.
+pub(crate) async fn next_revision_from<C: ConnectionTrait>(
+    txn: &C,
+    head: &'static str,
+    at_least: i64,
+) -> Result<i64, ApiError> {
     txn.query_one(
         Query::update()
             .table(head)
-            .value("last_revision", Expr::col("last_revision").add(1))
+            .value(
+                "last_revision",
+                Func::greatest([Expr::col("last_revision").add(1), Expr::val(at_least)]),
+            )
             .and_where(Expr::col("id").eq(1))
             .returning_col("last_revision"),
     )

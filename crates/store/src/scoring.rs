@@ -107,9 +107,19 @@ const SCORE_COLUMNS: [&str; 11] = [
 const NEXT_SCORES: &str = "scoring_scores_next";
 
 /// What a replacement's COPY fills: every score column but `revision`,
-/// which is known only once the replacement holds the score counter, at the
-/// end ([`PreparedReplacement::swap`]).
+/// which the new table's default gives every row (the revision the
+/// replacement reserved, see [`REVISIONS_RESERVED`]).
 const COPIED_COLUMNS: &[&str] = SCORE_COLUMNS.as_slice().split_at(SCORE_COLUMNS.len() - 1).0;
+
+/// How far ahead of the score counter a replacement reserves its
+/// revision when it begins. Its new rows carry that revision from the
+/// COPY on, so the revision index is built before other score writes
+/// must wait; at the swap the counter skips ahead to it. Each online
+/// score write takes one revision, so the reservation holds unless 16
+/// million of them commit during one recompute; if they do, the swap
+/// gives the rows the revision it takes instead (one UPDATE of the table:
+/// slower, never wrong).
+const REVISIONS_RESERVED: i64 = 1 << 24;
 
 /// The transaction-scoped advisory lock a replacement holds from start to
 /// end, so replacements run one at a time (in every replica): the tables a
@@ -157,6 +167,8 @@ pub struct ScoreReplacement {
     copy: PgCopyIn<PoolConnection<Postgres>>,
     pool: sqlx::PgPool,
     table: String,
+    /// The revision every new row carries (see [`REVISIONS_RESERVED`]).
+    reserved: i64,
     model_version: String,
     computed_at: DateTime<Utc>,
     data_seq: i64,
@@ -203,7 +215,7 @@ impl ScoreReplacement {
     }
 
     /// Everything that can be done before other score writes must wait:
-    /// ends the COPY, adds the primary key, and collects the rows of the old
+    /// ends the COPY, builds the indexes, and collects the rows of the old
     /// table to keep (see [`PreparedReplacement`]) as saved up to now.
     pub async fn prepare(mut self) -> Result<PreparedReplacement, ApiError> {
         let started = std::time::Instant::now();
@@ -215,10 +227,15 @@ impl ScoreReplacement {
         let next = &self.table;
         let txn = &self.txn;
         let run = |sql: String| async move { txn.execute_unprepared(&sql).await.map_err(db_error) };
-        run(format!(
-            "ALTER TABLE {next} ADD CONSTRAINT {next}_pkey PRIMARY KEY (customer_id)"
-        ))
-        .await?;
+        for sql in [
+            format!("ALTER TABLE {next} ADD CONSTRAINT {next}_pkey PRIMARY KEY (customer_id)"),
+            format!("CREATE INDEX {next}_by_revision ON {next} (revision, customer_id)"),
+            // Rows inserted later (by the takeover, by online scoring once
+            // the table is swapped in) name their revision.
+            format!("ALTER TABLE {next} ALTER COLUMN revision SET DEFAULT 0"),
+        ] {
+            run(sql).await?;
+        }
         // The rows to keep, as saved up to `seen`: the first pass of the
         // takeover, over the whole old table. It runs before other writes
         // wait; the swap then looks only at rows saved after `seen` (a
@@ -250,6 +267,7 @@ impl ScoreReplacement {
             txn: self.txn,
             pool: self.pool,
             table: self.table,
+            reserved: self.reserved,
             data_seq: self.data_seq,
             seen,
             started,
@@ -266,16 +284,17 @@ pub struct PreparedReplacement {
     txn: sea_orm::DatabaseTransaction,
     pool: sqlx::PgPool,
     table: String,
+    reserved: i64,
     data_seq: i64,
     seen: i64,
     started: std::time::Instant,
 }
 
 impl PreparedReplacement {
-    /// Takes the next revision (all the new scores share it), takes over
-    /// the kept rows and those saved since `seen`, builds the revision
-    /// index, swaps the table in and commits. Other score writes (online
-    /// scoring) wait for this part only. Returns the customers whose online
+    /// Takes the reserved revision (all the new scores share it), takes
+    /// over the kept rows and those saved since `seen`, swaps the table in
+    /// and commits. Other score writes (online scoring) wait for this part
+    /// only. Returns the customers whose online
     /// score, newer than the recompute's, was kept.
     pub async fn swap(self) -> Result<Vec<String>, ApiError> {
         let (next, seen, data_seq) = (&self.table, self.seen, self.data_seq);
@@ -301,20 +320,22 @@ impl PreparedReplacement {
         };
         // From here to the commit every other score write waits (the counter
         // row orders revisions by commit, see `cursor::next_revision`).
-        let revision = crate::cursor::next_revision(txn, "scoring_score_head").await?;
+        let revision =
+            crate::cursor::next_revision_from(txn, "scoring_score_head", self.reserved).await?;
         let locked = std::time::Instant::now();
-        // A column added with a constant default is not written into the
-        // rows (PostgreSQL 11+ keeps the value in the catalog for the rows
-        // already there): a million rows get their revision at once. Later
-        // inserts get the migration's default again.
-        run(format!(
-            "ALTER TABLE {next} ADD COLUMN revision bigint NOT NULL DEFAULT {revision}"
-        ))
-        .await?;
-        run(format!(
-            "ALTER TABLE {next} ALTER COLUMN revision SET DEFAULT 0"
-        ))
-        .await?;
+        if revision != self.reserved {
+            // More online writes than reserved for committed meanwhile.
+            tracing::warn!(
+                reserved = self.reserved,
+                revision,
+                "the score counter passed the replacement's reserved revision; rewriting its rows"
+            );
+            run(format!(
+                "UPDATE {next} SET revision = {revision} WHERE revision = {}",
+                self.reserved
+            ))
+            .await?;
+        }
         // Every new row is of feed position `data_seq`. Each takeover is two
         // statements, not one upsert: an upsert locks (and so rewrites)
         // every new row it conflicts with. First the rows kept up to `seen`:
@@ -360,7 +381,6 @@ impl PreparedReplacement {
         );
         for sql in [
             format!("DROP TABLE {kept}"),
-            format!("CREATE INDEX {next}_by_revision ON {next} (revision, customer_id)"),
             "DROP TABLE scoring_scores".to_owned(),
             // The names the migrations gave the originals.
             format!("ALTER TABLE {next} RENAME TO scoring_scores"),
@@ -1034,11 +1054,14 @@ impl ScoringStore {
         // not expose), so it is created and filled outside the transaction;
         // a unique name keeps it apart until the swap.
         let table = format!("{NEXT_SCORES}_{}", uuid::Uuid::now_v7().simple());
-        // Without `revision` until the end (`COPIED_COLUMNS`).
+        // Every row gets the reserved revision from the column's default
+        // (`COPIED_COLUMNS`).
+        let reserved =
+            crate::cursor::last_revision(&txn, "scoring_score_head").await? + REVISIONS_RESERVED;
         let pool = self.db.get_postgres_connection_pool();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "CREATE TABLE {table} (LIKE scoring_scores INCLUDING DEFAULTS); \
-             ALTER TABLE {table} DROP COLUMN revision"
+             ALTER TABLE {table} ALTER COLUMN revision SET DEFAULT {reserved}"
         )))
         .execute(pool)
         .await
@@ -1058,6 +1081,7 @@ impl ScoringStore {
             copy,
             pool: pool.clone(),
             table,
+            reserved,
             model_version: model_version.to_owned(),
             computed_at,
             data_seq,
