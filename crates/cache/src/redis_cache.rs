@@ -81,8 +81,16 @@ const PIPELINES_IN_FLIGHT: usize = 4;
 const BULK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The in-process tier in front of Redis.
+///
+/// A value read from Redis (or filled into it) is on its way for a round
+/// trip; a write or an invalidation that lands meanwhile makes it stale.
+/// So every change but a fill moves `changes` first and then changes the
+/// entries, and a value read while `changes` moved is not kept
+/// ([`Self::fill_read`]). Without that, a read racing an online score's
+/// write put the older score back into the tier for the near TTL.
 struct Near {
     entries: LocalCache,
+    changes: AtomicU64,
     /// Subscribed to invalidations: only then is the tier read or filled.
     live: AtomicBool,
     /// The pub/sub channel, and this process's id on it (its own messages
@@ -92,8 +100,47 @@ struct Near {
 }
 
 impl Near {
+    /// Off until subscribed to `channel`.
+    fn new(entries: LocalCache, channel: String) -> Self {
+        Self {
+            entries,
+            changes: AtomicU64::new(0),
+            live: AtomicBool::new(false),
+            channel,
+            origin: format!("{:016x}", rand::random::<u64>()),
+        }
+    }
+
     fn live(&self) -> bool {
         self.live.load(Ordering::Acquire)
+    }
+
+    /// Where the tier's changes are: take it before a Redis round trip
+    /// whose values [`Self::fill_read`] may keep.
+    fn version(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// Every change to the entries but a fill: the version moves first.
+    fn change(&self, f: impl FnOnce(&LocalCache)) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        f(&self.entries);
+    }
+
+    /// Keeps `value`, read from Redis after [`Self::version`] gave
+    /// `read_at`, unless the tier changed since or holds a live entry.
+    /// A change between the check and the fill moved the version before
+    /// it touched the entries: the second check sees it and drops the
+    /// fill (or the change's own removal did).
+    fn fill_read(&self, read_at: u64, key: &str, value: Bytes) -> bool {
+        if self.version() != read_at || !self.entries.fill(key.to_owned(), value) {
+            return false;
+        }
+        if self.version() != read_at {
+            self.entries.remove(key);
+            return false;
+        }
+        true
     }
 
     /// Applies one invalidation message: `origin\n*` or `origin\nkey\nkey...`
@@ -105,13 +152,15 @@ impl Near {
         if origin == self.origin {
             return;
         }
-        if keys == "*" {
-            self.entries.invalidate_all();
-        } else {
-            for key in keys.split('\n') {
-                self.entries.remove(key);
+        self.change(|entries| {
+            if keys == "*" {
+                entries.invalidate_all();
+            } else {
+                for key in keys.split('\n') {
+                    entries.remove(key);
+                }
             }
-        }
+        });
     }
 
     /// The message announcing a write of `keys`.
@@ -150,16 +199,14 @@ impl RedisCache {
     /// Returns at once; connects in a background task, retrying with backoff.
     pub fn connect_in_background(redis: &RedisSettings, cache: &CacheSettings) -> Self {
         let near = (cache.near_ttl_ms > 0).then(|| {
-            Arc::new(Near {
-                entries: LocalCache::with_ttl(
+            Arc::new(Near::new(
+                LocalCache::with_ttl(
                     Duration::from_millis(cache.near_ttl_ms),
                     0.0,
                     cache.near_capacity,
                 ),
-                live: AtomicBool::new(false),
-                channel: format!("{}invalidations", redis.key_prefix),
-                origin: format!("{:016x}", rand::random::<u64>()),
-            })
+                format!("{}invalidations", redis.key_prefix),
+            ))
         });
         let this = Self {
             conn: Arc::default(),
@@ -359,6 +406,7 @@ impl RedisCache {
         by_bucket.sort_unstable_by_key(|&(bucket, _)| bucket);
         let mut pipe = redis::pipe();
         let mut order = Vec::with_capacity(by_bucket.len());
+        let read_at = self.near().map(Near::version);
         for run in by_bucket.chunk_by(|a, b| a.0 == b.0) {
             let mut hmget = redis::cmd("HMGET");
             hmget.arg(hash_name(&self.prefix, run[0].0));
@@ -374,11 +422,11 @@ impl RedisCache {
         let replies: Vec<Vec<Option<Vec<u8>>>> =
             self.run_within(limit, pipe.query_async(&mut conn)).await?;
         let mut values = vec![None; order.len()];
-        let near = self.near();
+        let near = self.near().zip(read_at);
         for (i, value) in order.into_iter().zip(replies.into_iter().flatten()) {
             let value = value.map(Bytes::from);
-            if let (Some(near), Some(v)) = (near, &value) {
-                near.entries.store(keys[i].as_ref().to_owned(), v.clone());
+            if let (Some((near, read_at)), Some(v)) = (near, &value) {
+                near.fill_read(read_at, keys[i].as_ref(), v.clone());
             }
             values[i] = value;
         }
@@ -399,7 +447,7 @@ async fn subscribe_forever(client: Client, near: Arc<Near>) {
         .await;
         match subscribed {
             Ok(mut pubsub) => {
-                near.entries.invalidate_all();
+                near.change(LocalCache::invalidate_all);
                 near.live.store(true, Ordering::Release);
                 delay = Duration::from_millis(200);
                 let mut messages = pubsub.on_message();
@@ -409,7 +457,7 @@ async fn subscribe_forever(client: Client, near: Arc<Near>) {
                     }
                 }
                 near.live.store(false, Ordering::Release);
-                near.entries.invalidate_all();
+                near.change(LocalCache::invalidate_all);
                 tracing::warn!(
                     "redis invalidation subscription lost; near cache off until it is back"
                 );
@@ -563,11 +611,13 @@ impl ScoreCache for RedisCache {
         // large to name, starts over like every other replica's).
         if let Some(near) = &self.near {
             if written.is_err() || bulk {
-                near.entries.invalidate_all();
+                near.change(LocalCache::invalidate_all);
             } else if near.live() {
-                for (key, value) in entries {
-                    near.entries.store(key, value);
-                }
+                near.change(|near| {
+                    for (key, value) in entries {
+                        near.store(key, value);
+                    }
+                });
             }
         }
         written
@@ -582,6 +632,7 @@ impl ScoreCache for RedisCache {
             return Ok(());
         }
         let mut conn = self.connected()?;
+        let read_at = self.near().map(Near::version);
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (key, value) in &entries {
@@ -594,12 +645,10 @@ impl ScoreCache for RedisCache {
                 .ignore();
         }
         let added: Vec<bool> = self.run(pipe.query_async(&mut conn)).await?;
-        if let Some(near) = &self.near
-            && near.live()
-        {
+        if let (Some(near), Some(read_at)) = (self.near(), read_at) {
             for ((key, value), added) in entries.into_iter().zip(added) {
                 if added {
-                    near.entries.fill(key, value);
+                    near.fill_read(read_at, &key, value);
                 }
             }
         }
@@ -611,9 +660,11 @@ impl ScoreCache for RedisCache {
             return Ok(());
         }
         if let Some(near) = &self.near {
-            for key in keys {
-                near.entries.remove(key);
-            }
+            near.change(|near| {
+                for key in keys {
+                    near.remove(key);
+                }
+            });
         }
         let mut conn = self.connected()?;
         let mut pipe = redis::pipe();
@@ -660,6 +711,44 @@ fn round_trips(pieces: &[Range<usize>]) -> Vec<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_near_tier_keeps_no_value_read_before_a_change() {
+        let near = Near::new(
+            LocalCache::with_ttl(Duration::from_secs(60), 0.0, 100),
+            "test:invalidations".to_owned(),
+        );
+        let now = Instant::now;
+        let value = |s: &'static str| Bytes::from_static(s.as_bytes());
+        // Nothing changed during the read: kept.
+        let read_at = near.version();
+        assert!(near.fill_read(read_at, "a", value("a1")));
+        assert_eq!(near.entries.lookup("a", now()), Some(value("a1")));
+        // Another replica's write announced while a read of the older value
+        // was on its way: the old value is not kept.
+        let read_at = near.version();
+        near.apply("other-replica\nb");
+        assert!(!near.fill_read(read_at, "b", value("b-old")));
+        assert_eq!(near.entries.lookup("b", now()), None);
+        // Nor after an invalidation of everything (a recompute's write).
+        let read_at = near.version();
+        near.apply("other-replica\n*");
+        assert!(!near.fill_read(read_at, "b", value("b-old")));
+        // This replica's own write while a read was on its way: the written
+        // value stays.
+        let read_at = near.version();
+        near.change(|e| e.store("c".to_owned(), value("c-new")));
+        assert!(!near.fill_read(read_at, "c", value("c-old")));
+        assert_eq!(near.entries.lookup("c", now()), Some(value("c-new")));
+        // A fill never replaces a live entry, read at any version.
+        assert!(!near.fill_read(near.version(), "c", value("c-old")));
+        assert_eq!(near.entries.lookup("c", now()), Some(value("c-new")));
+        // Its own announcements come back to it over the channel and change
+        // nothing.
+        let read_at = near.version();
+        near.apply(&format!("{}\nd", near.origin));
+        assert!(near.fill_read(read_at, "d", value("d1")));
+    }
 
     #[test]
     fn writes_are_cut_into_whole_hashes_and_bounded_round_trips() {
