@@ -120,6 +120,9 @@ impl PurchaseDays {
 }
 
 const TABLE: &str = "scoring_customer_days";
+/// COPY messages (one row each) parsed between yields of the runtime
+/// worker: a few milliseconds of work.
+const YIELD_EVERY: u32 = 16_384;
 const COLUMNS: &str = "customer_id, day, amount_nanos, cost_nanos, transactions";
 
 /// Every purchase day, read with binary COPY over two connections that see
@@ -206,8 +209,18 @@ async fn copy_part(
                 .await
                 .map_err(sqlx_error)?;
             let mut reader = CopyReader::default();
+            let mut chunks = 0u32;
             while let Some(chunk) = stream.try_next().await.map_err(sqlx_error)? {
                 reader.feed(&chunk, &mut out)?;
+                // While PostgreSQL keeps the socket full this loop never
+                // waits, and tokio takes the worker back only after many
+                // socket reads (100 ms and more of parsing): every other
+                // task on that worker (the feed consumer's round trips,
+                // calls) would wait that long at each step.
+                chunks = chunks.wrapping_add(1);
+                if chunks.is_multiple_of(YIELD_EVERY) {
+                    tokio::task::yield_now().await;
+                }
             }
             reader.finish()?;
         }

@@ -229,7 +229,8 @@ impl ScoreReplacement {
         let run = |sql: String| async move { txn.execute_unprepared(&sql).await.map_err(db_error) };
         for sql in [
             format!("ALTER TABLE {next} ADD CONSTRAINT {next}_pkey PRIMARY KEY (customer_id)"),
-            format!("CREATE INDEX {next}_by_revision ON {next} (revision, customer_id)"),
+            // "_by_revision" would pass PostgreSQL's 63-byte limit for names.
+            format!("CREATE INDEX {next}_rev ON {next} (revision, customer_id)"),
             // Rows inserted later (by the takeover, by online scoring once
             // the table is swapped in) name their revision.
             format!("ALTER TABLE {next} ALTER COLUMN revision SET DEFAULT 0"),
@@ -385,7 +386,7 @@ impl PreparedReplacement {
             // The names the migrations gave the originals.
             format!("ALTER TABLE {next} RENAME TO scoring_scores"),
             format!("ALTER INDEX {next}_pkey RENAME TO scoring_scores_pkey"),
-            format!("ALTER INDEX {next}_by_revision RENAME TO scoring_scores_by_revision"),
+            format!("ALTER INDEX {next}_rev RENAME TO scoring_scores_by_revision"),
         ] {
             run(sql).await?;
         }
