@@ -440,7 +440,9 @@ async fn run(
     // recompute's, in the store and in the cache: before each chunk goes to
     // the cache, the scores saved since the last look are checked (a range
     // of the revision index) and such customers left out, so a purchase
-    // that showed does not disappear again until the recompute ends.
+    // that showed does not disappear again until the recompute ends; an
+    // online score saved between a chunk's look and its cache write is
+    // found by the next look and its entry dropped.
     let data_seq = snapshot.data_seq;
     let snapshot_revision = snapshot.score_revision;
     let mut looked_up_to = snapshot_revision;
@@ -494,18 +496,27 @@ async fn run(
             }
         }
         done += rows.len() as i64;
-        let (newer, seen) = store.scores_newer_since(looked_up_to, data_seq).await?;
-        looked_up_to = seen;
-        newer_online.extend(newer);
-        let mut rows = rows;
-        if !newer_online.is_empty() {
-            rows.retain(|r| !newer_online.contains(&r.customer_id));
-        }
         let waited = std::time::Instant::now();
         if let Some(previous) = caching.take() {
             let _ = previous.await;
         }
         cache_wait += waited.elapsed();
+        // Every earlier chunk is in the cache now, so an online score saved
+        // since the last look may have been replaced there by one of them
+        // (saved after that chunk's look, cached before its write): such
+        // entries are dropped here, so reads load the online scores now
+        // rather than after the recompute. Customers still to come are
+        // left out of their chunks.
+        let (newer, seen) = store.scores_newer_since(looked_up_to, data_seq).await?;
+        looked_up_to = seen;
+        if !newer.is_empty() {
+            drop_cached(cache, &newer).await;
+            newer_online.extend(newer);
+        }
+        let mut rows = rows;
+        if !newer_online.is_empty() {
+            rows.retain(|r| !newer_online.contains(&r.customer_id));
+        }
         let cache = cache.clone();
         caching = Some(tokio::spawn(
             async move { refresh_cache(&cache, &rows).await },
@@ -526,11 +537,11 @@ async fn run(
         let _ = last.await;
     }
     cache_wait += waited.elapsed();
-    // ...but an online score saved just after a chunk's check may have
-    // reached the cache before that chunk did, which then replaced it with
-    // this recompute's older score (for the TTL, an hour by default). Every
-    // customer with a newer score than this recompute's is dropped from the
-    // cache below, so reads load the newer scores from the store.
+    // ...but an online score saved just after the last chunk's check may
+    // have reached the cache before that chunk did, which then replaced it
+    // with this recompute's older score (for the TTL, an hour by default).
+    // Every customer with a newer score than this recompute's is dropped
+    // from the cache below, so reads load the newer scores from the store.
     let newer = match replacement {
         Some(replacement) => replacement.finish().await?,
         None => {
@@ -557,16 +568,7 @@ async fn run(
         tracing::warn!(error = %e, "could not score the customers who arrived during the first recompute");
     }
     let stored = started.elapsed();
-    if !newer.is_empty() {
-        let keys: Vec<String> = newer.iter().map(|id| cache_key(id)).collect();
-        if let Err(e) = cache.invalidate(&keys).await {
-            tracing::warn!(
-                error = %e,
-                customers = keys.len(),
-                "could not drop cached scores older than online ones; they expire within the TTL"
-            );
-        }
-    }
+    drop_cached(cache, &newer).await;
     tracing::info!(
         customers = total,
         read_ms = read.as_millis() as u64,
@@ -609,6 +611,23 @@ async fn score_the_first_recomputes_latecomers(
         );
     }
     Ok(())
+}
+
+/// Drops the cached scores of `customers`, which have newer scores in the
+/// store than a recompute may have cached; on failure they expire within
+/// the TTL.
+async fn drop_cached(cache: &Cache, customers: &[String]) {
+    if customers.is_empty() {
+        return;
+    }
+    let keys: Vec<String> = customers.iter().map(|id| cache_key(id)).collect();
+    if let Err(e) = cache.invalidate(&keys).await {
+        tracing::warn!(
+            error = %e,
+            customers = keys.len(),
+            "could not drop cached scores older than online ones; they expire within the TTL"
+        );
+    }
 }
 
 /// Writes new scores over cached ones (pipelined); on failure they expire
