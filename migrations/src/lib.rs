@@ -20,6 +20,7 @@ mod m20261123_000009_scoring_feedback;
 mod m20261124_000010_scoring_online;
 mod m20261125_000011_campaign_change_order;
 mod m20261126_000012_bytewise_ids;
+mod m20261127_000013_scoring_awaiting_baseline;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -55,7 +56,8 @@ migrator!(
         m20261123_000006_scoring_products::Migration,
         m20261123_000009_scoring_feedback::Migration,
         m20261124_000010_scoring_online::Migration,
-        m20261126_000012_bytewise_ids::Scoring
+        m20261126_000012_bytewise_ids::Scoring,
+        m20261127_000013_scoring_awaiting_baseline::Migration
     ]
 );
 migrator!(

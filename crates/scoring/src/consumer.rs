@@ -81,6 +81,14 @@ impl FeedConsumer for ReadModel {
         Box::pin(async move {
             let started = std::time::Instant::now();
             let purchases = batch.purchases.len();
+            // Before the first recompute saves a baseline, online scoring
+            // can score nobody: the batch records whom it changes, for that
+            // recompute to rescore (`score_the_first_recomputes_latecomers`).
+            // The rescore below looks again after the commit, so each of
+            // them is either recorded before the baseline or rescored here.
+            if !self.online.has_baseline().await? {
+                batch.awaiting_baseline = buyers.iter().chain(&created).cloned().collect();
+            }
             self.store.apply(READ_MODEL, batch, advance).await?;
             let applied = started.elapsed();
             // The batch is committed; rescoring its buyers is best effort

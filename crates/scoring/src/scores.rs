@@ -12,7 +12,10 @@
 use std::{
     collections::{HashMap, HashSet},
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use chrono::{DateTime, Utc};
@@ -563,7 +566,7 @@ async fn run(
     store
         .save_baseline(&model_version, at, data_seq, &json)
         .await?;
-    if first && let Err(e) = score_the_first_recomputes_latecomers(store, cache).await {
+    if first && let Err(e) = score_the_first_recomputes_latecomers(store, cache, data_seq).await {
         // Best effort, as online scoring is: the next recompute scores them.
         tracing::warn!(error = %e, "could not score the customers who arrived during the first recompute");
     }
@@ -586,24 +589,40 @@ async fn run(
 }
 
 /// Online scoring needs a recompute's baseline, so until the first one is
-/// saved it scores nobody: customers who reached the read model after the
-/// first recompute read it (a lead created meanwhile, say) would have no
-/// score until the next recompute. With the baseline saved, online scoring
-/// scores them here. (A purchase of an already scored customer in that
-/// window still waits for the next recompute.)
+/// saved it scores nobody: a customer whose data changed after the first
+/// recompute read the read model at `read_at` (a lead created meanwhile, a
+/// purchase of a customer that recompute scored from older data) would keep
+/// no score, or a stale one, until the next recompute. With the baseline
+/// saved, online scoring scores them here: customers without a score, and
+/// those the feed consumer recorded as awaiting a baseline after `read_at`.
+///
+/// None is missed: the consumer records a batch's customers in the batch's
+/// transaction when it saw no baseline before, and rescores them itself if
+/// it sees one after the commit. A customer not rescored by the consumer
+/// was committed before the baseline was saved, so before the list below is
+/// read.
 async fn score_the_first_recomputes_latecomers(
     store: &ScoringStore,
     cache: &Cache,
+    read_at: i64,
 ) -> ApiResult<()> {
     // The read model's position before reading who is unscored: the scores
     // reflect at least that much (and a concurrent online score of later
     // data is not replaced, see `save_scores`).
     let data_seq = store.cursor(READ_MODEL).await?;
-    let latecomers = store.customers_without_score().await?;
+    let mut latecomers = store.customers_without_score().await?;
+    latecomers.extend(store.awaiting_baseline_after(read_at).await?);
+    latecomers.sort_unstable();
+    latecomers.dedup();
     let online = OnlineScorer::new(store.clone(), cache.clone());
     for chunk in latecomers.chunks(1_000) {
         online.rescore(chunk.to_vec(), Vec::new(), data_seq).await?;
     }
+    // Those recorded after `read_at` are scored now; those before it, by the
+    // recompute. (A batch that looked for a baseline before it was saved
+    // and commits after this may leave rows: its consumer saw the baseline
+    // after the commit and scored them, and nothing reads them again.)
+    store.clear_awaiting_baseline().await?;
     if !latecomers.is_empty() {
         tracing::info!(
             customers = latecomers.len(),
@@ -654,6 +673,8 @@ pub(crate) struct OnlineScorer {
     cache: Cache,
     /// The run in use and its baseline id.
     held: Arc<Mutex<Option<HeldRun>>>,
+    /// A baseline has been seen (baselines are never removed).
+    baseline_seen: Arc<AtomicBool>,
 }
 
 impl OnlineScorer {
@@ -662,7 +683,20 @@ impl OnlineScorer {
             store,
             cache,
             held: Arc::default(),
+            baseline_seen: Arc::default(),
         }
+    }
+
+    /// Whether any recompute has saved a baseline, so that [`Self::rescore`]
+    /// can score. Before the first, the feed consumer records the customers
+    /// it changes instead (`ReadModelBatch::awaiting_baseline`).
+    pub(crate) async fn has_baseline(&self) -> ApiResult<bool> {
+        if self.baseline_seen.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let seen = self.store.latest_baseline_id().await?.is_some();
+        self.baseline_seen.store(seen, Ordering::Relaxed);
+        Ok(seen)
     }
 
     /// The newest recompute's run, reloaded when another one lands.

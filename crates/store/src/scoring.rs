@@ -431,6 +431,11 @@ pub struct ReadModelBatch {
     /// Customer id per recorded interaction.
     pub interactions: Vec<String>,
     pub erased: Vec<String>,
+    /// Customers changed by this batch that online scoring cannot rescore
+    /// yet (no recompute has saved a baseline): recorded with the batch's
+    /// feed position, for the first recompute to rescore
+    /// ([`ScoringStore::awaiting_baseline_after`]).
+    pub awaiting_baseline: Vec<String>,
 }
 
 /// Upserts one column of `scoring_customers` for many customers, creating
@@ -682,6 +687,25 @@ impl ScoringStore {
             .await
             .map_err(db_error)?;
         }
+        let mut awaiting = batch.awaiting_baseline;
+        awaiting.sort_unstable();
+        awaiting.dedup();
+        crate::bulk::insert(
+            &txn,
+            "scoring_awaiting_baseline",
+            &["customer_id", "data_seq"],
+            awaiting
+                .into_iter()
+                .map(|id| vec![id.into(), advance.to.into()])
+                .collect(),
+            crate::bulk::Conflict::Update {
+                key: &["customer_id"],
+                columns: &["data_seq"],
+                how: crate::bulk::Update::Replace,
+            },
+            None,
+        )
+        .await?;
         crate::cursor::save(&txn, "scoring_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
     }
@@ -1274,6 +1298,40 @@ impl ScoringStore {
         rows.iter()
             .map(|r| r.try_get("", "customer_id").map_err(db_error))
             .collect()
+    }
+
+    /// Customers recorded by the feed consumer while there was no baseline
+    /// (see [`ReadModelBatch::awaiting_baseline`]) whose latest change came
+    /// after feed position `data_seq`.
+    pub async fn awaiting_baseline_after(&self, data_seq: i64) -> Result<Vec<String>, ApiError> {
+        let rows = self
+            .db
+            .query_all(
+                Query::select()
+                    .column("customer_id")
+                    .from("scoring_awaiting_baseline")
+                    .and_where(Expr::col("data_seq").gt(data_seq)),
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| r.try_get("", "customer_id").map_err(db_error))
+            .collect()
+    }
+
+    /// Forgets the customers awaiting a baseline once the first one is
+    /// saved and they are scored: from then on online scoring scores every
+    /// change itself.
+    pub async fn clear_awaiting_baseline(&self) -> Result<(), ApiError> {
+        // A database loaded before the first recompute lists every customer
+        // here: on PostgreSQL TRUNCATE drops a million rows at once, where
+        // DELETE would take seconds.
+        let sql = match self.db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => "TRUNCATE scoring_awaiting_baseline",
+            _ => "DELETE FROM scoring_awaiting_baseline",
+        };
+        self.db.execute_unprepared(sql).await.map_err(db_error)?;
+        Ok(())
     }
 
     /// The id of the newest baseline, to tell whether a held one is current.
