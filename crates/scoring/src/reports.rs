@@ -2,8 +2,6 @@
 //! rate by period over the read model's purchase days, and the product
 //! distribution over the product rollup (definitions in docs/models.md).
 
-use std::collections::{BTreeMap, HashSet};
-
 use chrono::{DateTime, Duration, Utc};
 use patron_domain::{
     ApiError, Currency, Money, Violations,
@@ -155,11 +153,6 @@ fn period_of(raw: i32, v: &mut Violations) -> Option<Period> {
     }
 }
 
-/// (period index, region, category, currency)
-type GroupKey = (usize, String, String, String);
-/// (transactions, distinct customers, quantity, amount nanos)
-type GroupFigures = (i64, HashSet<String>, i64, i128);
-
 /// Transactions, distinct customers, units and revenue per region x
 /// category x period (and currency, when groups mix currencies).
 pub(crate) async fn products(
@@ -189,42 +182,39 @@ pub(crate) async fn products(
             ),
         ));
     }
-    let rows = store
-        .product_days(day_of(start), day_of(end - Duration::nanoseconds(1)) + 1)
-        .await?;
     let starts: Vec<i32> = periods.iter().map(|p| epoch_day(p.0)).collect();
-    let mut groups: BTreeMap<GroupKey, GroupFigures> = BTreeMap::new();
-    for r in rows {
-        let index = starts.partition_point(|&s| s <= r.day).saturating_sub(1);
-        let g = groups
-            .entry((index, r.region, r.category, r.currency))
-            .or_default();
-        g.0 += r.transactions;
-        g.1.insert(r.customer_id);
-        g.2 += r.quantity;
-        g.3 += i128::from(r.amount_nanos);
-    }
+    let mut groups = store
+        .product_groups(
+            day_of(start),
+            day_of(end - Duration::nanoseconds(1)) + 1,
+            &starts,
+        )
+        .await?;
+    groups.sort_unstable_by(|a, b| {
+        (a.period, &a.region, &a.category, &a.currency).cmp(&(
+            b.period,
+            &b.region,
+            &b.category,
+            &b.currency,
+        ))
+    });
     Ok(pb::ProductDistributionReport {
         rows: groups
             .into_iter()
-            .map(
-                |((index, region, category, currency), (n, customers, quantity, amount))| {
-                    pb::ProductDistributionRow {
-                        region,
-                        category,
-                        period: period.label(periods[index].0),
-                        transactions: n,
-                        customers: customers.len() as i64,
-                        quantity,
-                        revenue: Currency::parse(&currency).ok().map(|c| {
-                            to_money(Money {
-                                currency: c,
-                                nanos: i64::try_from(amount).unwrap_or(i64::MAX),
-                            })
-                        }),
-                    }
-                },
-            )
+            .map(|g| pb::ProductDistributionRow {
+                period: period.label(periods[g.period].0),
+                transactions: g.transactions,
+                customers: g.customers,
+                quantity: g.quantity,
+                revenue: Currency::parse(&g.currency).ok().map(|c| {
+                    to_money(Money {
+                        currency: c,
+                        nanos: i64::try_from(g.amount_nanos).unwrap_or(i64::MAX),
+                    })
+                }),
+                region: g.region,
+                category: g.category,
+            })
             .collect(),
     })
 }

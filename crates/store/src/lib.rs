@@ -10,6 +10,7 @@ pub mod cursor;
 mod error;
 pub mod feedback;
 pub mod paging;
+mod product_groups;
 pub mod profile;
 mod purchase_days;
 pub mod query;

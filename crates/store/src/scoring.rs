@@ -16,6 +16,7 @@ use sea_orm::sqlx::{
     postgres::{PgCopyIn, PgPoolCopyExt},
 };
 
+pub use crate::product_groups::ProductGroup;
 use crate::{Storage, begin_write, db_error, purchase_days::PurchaseDays};
 
 /// One stored score: the customer, the labels distributions count, and the
@@ -48,8 +49,7 @@ pub const DISTRIBUTION_COLUMNS: [&str; 5] = [
     "lifecycle_stage",
 ];
 
-/// One transaction (on write) or one rolled-up group (on read) of the
-/// product rollup.
+/// One transaction, on its way to the product rollup.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProductRow {
     pub day: i32,
@@ -774,49 +774,16 @@ impl ScoringStore {
         txn.commit().await.map_err(db_error)
     }
 
-    /// The product rollup's rows for days in `[from_day, to_day)`:
-    /// (day, region, category, currency, customer id, transactions,
-    /// quantity, amount nanos).
-    pub async fn product_days(
+    /// The product distribution's groups over the rollup's days in
+    /// `[from_day, to_day)`, by the periods starting on `period_starts`
+    /// (see [`crate::product_groups`]).
+    pub async fn product_groups(
         &self,
         from_day: i32,
         to_day: i32,
-    ) -> Result<Vec<ProductRow>, ApiError> {
-        let rows = self
-            .db
-            .query_all(
-                Query::select()
-                    .columns([
-                        "day",
-                        "region",
-                        "category",
-                        "currency",
-                        "customer_id",
-                        "transactions",
-                        "quantity",
-                        "amount_nanos",
-                    ])
-                    .from("scoring_product_days")
-                    .and_where(Expr::col("day").gte(from_day))
-                    .and_where(Expr::col("day").lt(to_day)),
-            )
-            .await
-            .map_err(db_error)?;
-        rows.iter()
-            .map(|r| {
-                let g = |c: &str| r.try_get::<String>("", c).map_err(db_error);
-                Ok(ProductRow {
-                    day: r.try_get("", "day").map_err(db_error)?,
-                    region: g("region")?,
-                    category: g("category")?,
-                    currency: g("currency")?,
-                    customer_id: g("customer_id")?,
-                    transactions: r.try_get("", "transactions").map_err(db_error)?,
-                    quantity: r.try_get("", "quantity").map_err(db_error)?,
-                    amount_nanos: r.try_get("", "amount_nanos").map_err(db_error)?,
-                })
-            })
-            .collect()
+        period_starts: &[i32],
+    ) -> Result<Vec<ProductGroup>, ApiError> {
+        crate::product_groups::read(&self.db, from_day, to_day, period_starts).await
     }
 
     /// Everything a recompute reads, from one consistent snapshot (a

@@ -1,0 +1,241 @@
+//! The product distribution's groups (period x region x category x
+//! currency), aggregated while scoring's product rollup streams by.
+//!
+//! The rollup keeps a row per day, region, category, currency and customer,
+//! so that distinct customers can be counted over any period: a year's
+//! report over a million customers reads millions of rows. They are folded
+//! into their groups as they arrive, with the strings numbered once, instead
+//! of being collected first (a year of 10,000,000 transactions took 15 s and
+//! over a gigabyte that way).
+
+use std::collections::{HashMap, HashSet};
+
+use futures::TryStreamExt;
+use patron_domain::ApiError;
+use sea_orm::{
+    ConnectionTrait, StreamTrait,
+    sea_query::{Expr, ExprTrait, Query},
+};
+
+use crate::db_error;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One group of the report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProductGroup {
+    /// Index of the period in the caller's `period_starts`.
+    pub period: usize,
+    pub region: String,
+    pub category: String,
+    pub currency: String,
+    pub transactions: i64,
+    /// Distinct customers with a transaction in the group.
+    pub customers: i64,
+    pub quantity: i64,
+    pub amount_nanos: i128,
+}
+
+/// Strings numbered in order of first appearance.
+#[derive(Default)]
+struct Numbering {
+    numbers: FastMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Numbering {
+    fn number(&mut self, name: &str) -> u32 {
+        if let Some(n) = self.numbers.get(name) {
+            return *n;
+        }
+        let n = self.names.len() as u32;
+        self.numbers.insert(name.to_owned(), n);
+        self.names.push(name.to_owned());
+        n
+    }
+}
+
+/// (period, region, category, currency), each numbered.
+type Key = [u32; 4];
+
+/// Groups being summed.
+pub(crate) struct Groups<'a> {
+    period_starts: &'a [i32],
+    labels: Numbering,
+    /// Customer ids, numbered (their names are never needed again).
+    customers: FastMap<String, u32>,
+    index: FastMap<Key, usize>,
+    groups: Vec<(Key, ProductGroup)>,
+    /// (group, customer) pairs seen, for the distinct count.
+    seen: HashSet<u64, foldhash::fast::RandomState>,
+}
+
+impl<'a> Groups<'a> {
+    /// Groups by the periods starting on `period_starts` (UTC day numbers,
+    /// ascending); a day before the first counts in the first.
+    pub(crate) fn new(period_starts: &'a [i32]) -> Self {
+        Self {
+            period_starts,
+            labels: Numbering::default(),
+            customers: FastMap::default(),
+            index: FastMap::default(),
+            groups: Vec::new(),
+            seen: HashSet::default(),
+        }
+    }
+
+    /// Adds one rollup row.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add(
+        &mut self,
+        day: i32,
+        region: &str,
+        category: &str,
+        currency: &str,
+        customer: &str,
+        transactions: i64,
+        quantity: i64,
+        amount_nanos: i64,
+    ) {
+        let period = self
+            .period_starts
+            .partition_point(|&s| s <= day)
+            .saturating_sub(1);
+        let key = [
+            period as u32,
+            self.labels.number(region),
+            self.labels.number(category),
+            self.labels.number(currency),
+        ];
+        let group = match self.index.get(&key) {
+            Some(g) => *g,
+            None => {
+                let g = self.groups.len();
+                self.index.insert(key, g);
+                self.groups.push((
+                    key,
+                    ProductGroup {
+                        period,
+                        ..Default::default()
+                    },
+                ));
+                g
+            }
+        };
+        let next = self.customers.len() as u32;
+        let customer = match self.customers.get(customer) {
+            Some(c) => *c,
+            None => {
+                self.customers.insert(customer.to_owned(), next);
+                next
+            }
+        };
+        let g = &mut self.groups[group].1;
+        g.transactions += transactions;
+        g.quantity += quantity;
+        g.amount_nanos += i128::from(amount_nanos);
+        if self
+            .seen
+            .insert(((group as u64) << 32) | u64::from(customer))
+        {
+            g.customers += 1;
+        }
+    }
+
+    /// The groups, in no particular order.
+    pub(crate) fn finish(self) -> Vec<ProductGroup> {
+        let names = self.labels.names;
+        self.groups
+            .into_iter()
+            .map(|([_, region, category, currency], g)| ProductGroup {
+                region: names[region as usize].clone(),
+                category: names[category as usize].clone(),
+                currency: names[currency as usize].clone(),
+                ..g
+            })
+            .collect()
+    }
+}
+
+/// The groups of the rollup's days in `[from_day, to_day)`, streamed: rows
+/// are read by position and never kept.
+pub(crate) async fn read<C: ConnectionTrait + StreamTrait>(
+    db: &C,
+    from_day: i32,
+    to_day: i32,
+    period_starts: &[i32],
+) -> Result<Vec<ProductGroup>, ApiError> {
+    let query = Query::select()
+        .columns([
+            "day",
+            "region",
+            "category",
+            "currency",
+            "customer_id",
+            "transactions",
+            "quantity",
+            "amount_nanos",
+        ])
+        .from("scoring_product_days")
+        .and_where(Expr::col("day").gte(from_day))
+        .and_where(Expr::col("day").lt(to_day))
+        .to_owned();
+    let rows = db.stream(&query).await.map_err(db_error)?;
+    let mut rows = std::pin::pin!(rows);
+    let mut groups = Groups::new(period_starts);
+    while let Some(r) = rows.try_next().await.map_err(db_error)? {
+        let text = |i: usize| r.try_get_by_index::<String>(i).map_err(db_error);
+        groups.add(
+            r.try_get_by_index(0).map_err(db_error)?,
+            &text(1)?,
+            &text(2)?,
+            &text(3)?,
+            &text(4)?,
+            r.try_get_by_index(5).map_err(db_error)?,
+            r.try_get_by_index(6).map_err(db_error)?,
+            r.try_get_by_index(7).map_err(db_error)?,
+        );
+    }
+    Ok(groups.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_sum_per_period_and_count_each_customer_once() {
+        // Periods start on days 10 and 20.
+        let starts = [10, 20];
+        let mut g = Groups::new(&starts);
+        g.add(5, "West", "toys", "EUR", "a", 1, 2, 100);
+        g.add(12, "West", "toys", "EUR", "a", 2, 2, 50);
+        g.add(19, "West", "toys", "EUR", "b", 1, 1, 7);
+        g.add(20, "West", "toys", "EUR", "a", 1, 1, 1);
+        g.add(12, "West", "toys", "USD", "a", 1, 1, 3);
+        g.add(12, "East", "toys", "EUR", "a", 1, 1, 4);
+        let mut got = g.finish();
+        got.sort_by(|x, y| {
+            (x.period, &x.region, &x.currency).cmp(&(y.period, &y.region, &y.currency))
+        });
+        let row = |period, region: &str, currency: &str, t, c, q, a| ProductGroup {
+            period,
+            region: region.into(),
+            category: "toys".into(),
+            currency: currency.into(),
+            transactions: t,
+            customers: c,
+            quantity: q,
+            amount_nanos: a,
+        };
+        assert_eq!(
+            got,
+            [
+                row(0, "East", "EUR", 1, 1, 1, 4),
+                row(0, "West", "EUR", 4, 2, 5, 157),
+                row(0, "West", "USD", 1, 1, 1, 3),
+                row(1, "West", "EUR", 1, 1, 1, 1),
+            ]
+        );
+    }
+}
