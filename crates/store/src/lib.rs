@@ -6,6 +6,7 @@
 
 mod bulk;
 pub mod campaign;
+mod copy_out;
 pub mod cursor;
 mod error;
 pub mod feedback;

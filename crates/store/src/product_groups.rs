@@ -5,19 +5,22 @@
 //! so that distinct customers can be counted over any period: a year's
 //! report over a million customers reads millions of rows. They are folded
 //! into their groups as they arrive, with the strings numbered once, instead
-//! of being collected first (a year of 10,000,000 transactions took 15 s and
-//! over a gigabyte that way).
+//! of being collected first (a year of 10,000,000 transactions took 12 s and
+//! 3.4 GB at its peak that way).
 
 use std::collections::{HashMap, HashSet};
 
 use futures::TryStreamExt;
 use patron_domain::ApiError;
 use sea_orm::{
-    ConnectionTrait, StreamTrait,
+    DatabaseConnection, DbBackend, StreamTrait,
     sea_query::{Expr, ExprTrait, Query},
 };
 
-use crate::db_error;
+use crate::{
+    copy_out::{self, CopyRows, copy_out},
+    db_error,
+};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -157,32 +160,63 @@ impl<'a> Groups<'a> {
     }
 }
 
-/// The groups of the rollup's days in `[from_day, to_day)`, streamed: rows
-/// are read by position and never kept.
-pub(crate) async fn read<C: ConnectionTrait + StreamTrait>(
-    db: &C,
+impl CopyRows for Groups<'_> {
+    const FIELDS: usize = 8;
+
+    fn row(&mut self, f: &[&[u8]]) -> Result<(), ApiError> {
+        self.add(
+            copy_out::int4(f[0])?,
+            copy_out::text(f[1])?,
+            copy_out::text(f[2])?,
+            copy_out::text(f[3])?,
+            copy_out::text(f[4])?,
+            copy_out::int8(f[5])?,
+            copy_out::int8(f[6])?,
+            copy_out::int8(f[7])?,
+        );
+        Ok(())
+    }
+}
+
+const COLUMNS: [&str; 8] = [
+    "day",
+    "region",
+    "category",
+    "currency",
+    "customer_id",
+    "transactions",
+    "quantity",
+    "amount_nanos",
+];
+
+/// The groups of the rollup's days in `[from_day, to_day)`, streamed: on
+/// PostgreSQL with binary COPY, elsewhere row by row, read by position.
+pub(crate) async fn read(
+    db: &DatabaseConnection,
     from_day: i32,
     to_day: i32,
     period_starts: &[i32],
 ) -> Result<Vec<ProductGroup>, ApiError> {
+    let groups = Groups::new(period_starts);
+    if db.get_database_backend() == DbBackend::Postgres {
+        // Integers only are spliced into the statement.
+        let copy = format!(
+            "COPY (SELECT {} FROM scoring_product_days WHERE day >= {from_day} AND day < {to_day}) \
+             TO STDOUT (FORMAT binary)",
+            COLUMNS.join(", ")
+        );
+        let groups = copy_out(db.get_postgres_connection_pool(), None, &copy, groups).await?;
+        return Ok(groups.finish());
+    }
     let query = Query::select()
-        .columns([
-            "day",
-            "region",
-            "category",
-            "currency",
-            "customer_id",
-            "transactions",
-            "quantity",
-            "amount_nanos",
-        ])
+        .columns(COLUMNS)
         .from("scoring_product_days")
         .and_where(Expr::col("day").gte(from_day))
         .and_where(Expr::col("day").lt(to_day))
         .to_owned();
     let rows = db.stream(&query).await.map_err(db_error)?;
     let mut rows = std::pin::pin!(rows);
-    let mut groups = Groups::new(period_starts);
+    let mut groups = groups;
     while let Some(r) = rows.try_next().await.map_err(db_error)? {
         let text = |i: usize| r.try_get_by_index::<String>(i).map_err(db_error);
         groups.add(

@@ -12,14 +12,13 @@
 
 use std::collections::HashMap;
 
-use futures::TryStreamExt;
 use patron_domain::{ApiError, models::summary::Purchase};
-use sea_orm::{
-    ConnectionTrait, DbBackend, Statement,
-    sqlx::{self, Connection, Postgres, pool::PoolConnection},
-};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, sqlx};
 
-use crate::db_error;
+use crate::{
+    copy_out::{self, CopyRows, copy_out},
+    db_error,
+};
 
 /// Customers numbered in order of first appearance, and one [`Purchase`]
 /// per transaction: a row (customer, day) of the read model sums all
@@ -120,9 +119,6 @@ impl PurchaseDays {
 }
 
 const TABLE: &str = "scoring_customer_days";
-/// COPY messages (one row each) parsed between yields of the runtime
-/// worker: a few milliseconds of work.
-const YIELD_EVERY: u32 = 16_384;
 const COLUMNS: &str = "customer_id, day, amount_nanos, cost_nanos, transactions";
 
 /// Every purchase day, read with binary COPY over two connections that see
@@ -159,7 +155,18 @@ pub(crate) async fn read_all_postgres<C: ConnectionTrait>(
     let part = |condition: String, reserve: i64| {
         let (pool, snapshot) = (pool.clone(), snapshot.clone());
         let reserve = usize::try_from(reserve * rows_per_block).unwrap_or(0);
-        tokio::spawn(async move { copy_part(&pool, &snapshot, &condition, reserve).await })
+        tokio::spawn(async move {
+            let copy = format!(
+                "COPY (SELECT {COLUMNS} FROM {TABLE} WHERE {condition}) TO STDOUT (FORMAT binary)"
+            );
+            copy_out(
+                &pool,
+                Some(&snapshot),
+                &copy,
+                PurchaseDays::with_capacity(reserve),
+            )
+            .await
+        })
     };
     // The first part takes the second in (see `merge`): room for both.
     let first = part(format!("ctid < '({middle},0)'::tid"), pages);
@@ -173,227 +180,25 @@ pub(crate) async fn read_all_postgres<C: ConnectionTrait>(
     Ok(all)
 }
 
-/// The rows matching `condition`, in a transaction on its own connection
-/// that imports `snapshot`.
-async fn copy_part(
-    pool: &sqlx::PgPool,
-    snapshot: &str,
-    condition: &str,
-    reserve: usize,
-) -> Result<PurchaseDays, ApiError> {
-    // A snapshot id is hex digits and dashes; it is spliced into SQL.
-    if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(ApiError::internal(format!(
-            "unexpected snapshot id {snapshot:?}"
-        )));
-    }
-    let mut conn: PoolConnection<Postgres> = pool.acquire().await.map_err(sqlx_error)?;
-    let read = async {
-        let mut txn = conn
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(sqlx_error)?;
-        // Checked above: hex digits and dashes only.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "SET TRANSACTION SNAPSHOT '{snapshot}'"
-        )))
-        .execute(&mut *txn)
-        .await
-        .map_err(sqlx_error)?;
-        let mut out = PurchaseDays::with_capacity(reserve);
-        {
-            let mut stream = txn
-                .copy_out_raw(&format!(
-                    "COPY (SELECT {COLUMNS} FROM {TABLE} WHERE {condition}) TO STDOUT (FORMAT binary)"
-                ))
-                .await
-                .map_err(sqlx_error)?;
-            let mut reader = CopyReader::default();
-            let mut chunks = 0u32;
-            while let Some(chunk) = stream.try_next().await.map_err(sqlx_error)? {
-                reader.feed(&chunk, &mut out)?;
-                // While PostgreSQL keeps the socket full this loop never
-                // waits, and tokio takes the worker back only after many
-                // socket reads (100 ms and more of parsing): every other
-                // task on that worker (the feed consumer's round trips,
-                // calls) would wait that long at each step.
-                chunks = chunks.wrapping_add(1);
-                if chunks.is_multiple_of(YIELD_EVERY) {
-                    tokio::task::yield_now().await;
-                }
-            }
-            reader.finish()?;
-        }
-        txn.commit().await.map_err(sqlx_error)?;
-        Ok(out)
-    };
-    let result = read.await;
-    if result.is_err() {
-        // It may have stopped mid-COPY or mid-transaction: do not hand it
-        // back to the pool.
-        conn.close_on_drop();
-    }
-    result
-}
+impl CopyRows for PurchaseDays {
+    const FIELDS: usize = 5;
 
-fn sqlx_error(e: sqlx::Error) -> ApiError {
-    db_error(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
-        std::sync::Arc::new(e),
-    )))
-}
-
-/// Parses PostgreSQL's binary COPY format for rows of
-/// (text, int4, int8, int8, int4), fed in chunks that may split a row.
-#[derive(Default)]
-struct CopyReader {
-    pending: Vec<u8>,
-    header_done: bool,
-    ended: bool,
-}
-
-/// The 11-byte signature that opens a binary COPY.
-pub(crate) const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-
-impl CopyReader {
-    fn feed(&mut self, chunk: &[u8], out: &mut PurchaseDays) -> Result<(), ApiError> {
-        // PostgreSQL sends each row as its own message: parse straight from
-        // it, and keep only a partial row's bytes for the next chunk.
-        if self.pending.is_empty() {
-            let used = self.parse(chunk, out)?;
-            self.pending.extend_from_slice(&chunk[used..]);
-        } else {
-            self.pending.extend_from_slice(chunk);
-            let pending = std::mem::take(&mut self.pending);
-            let used = self.parse(&pending, out)?;
-            self.pending = pending;
-            self.pending.drain(..used);
-        }
+    fn row(&mut self, f: &[&[u8]]) -> Result<(), ApiError> {
+        self.push(
+            copy_out::text(f[0])?,
+            copy_out::int4(f[1])?,
+            copy_out::int8(f[2])?,
+            copy_out::int8(f[3])?,
+            copy_out::int4(f[4])?,
+        );
         Ok(())
     }
-
-    /// Parses what `buf` holds completely (header, rows, trailer): the bytes
-    /// used.
-    fn parse(&mut self, buf: &[u8], out: &mut PurchaseDays) -> Result<usize, ApiError> {
-        let mut at = 0;
-        if !self.header_done {
-            // Signature, flags (4 bytes), header extension length (4) and
-            // the extension itself.
-            if buf.len() < SIGNATURE.len() + 8 {
-                return Ok(0);
-            }
-            if &buf[..SIGNATURE.len()] != SIGNATURE {
-                return Err(bad("missing signature"));
-            }
-            let ext = be_u32(&buf[SIGNATURE.len() + 4..]) as usize;
-            at = SIGNATURE.len() + 8 + ext;
-            if buf.len() < at {
-                return Ok(0);
-            }
-            self.header_done = true;
-        }
-        while !self.ended {
-            match row(&buf[at..], out)? {
-                Some(Row::Data(used)) => at += used,
-                Some(Row::Trailer) => {
-                    at += 2;
-                    self.ended = true;
-                }
-                None => break,
-            }
-        }
-        if self.ended && at < buf.len() {
-            return Err(bad("data after the trailer"));
-        }
-        Ok(at)
-    }
-
-    fn finish(&self) -> Result<(), ApiError> {
-        if self.ended && self.pending.is_empty() {
-            Ok(())
-        } else {
-            Err(bad("the stream ended before its trailer"))
-        }
-    }
-}
-
-/// What [`row`] found.
-enum Row {
-    /// A row of that many bytes, pushed.
-    Data(usize),
-    /// The end of the stream (2 bytes).
-    Trailer,
-}
-
-/// Parses one row (or the trailer) at the start of `buf`; `None` if `buf`
-/// holds only part of it.
-fn row(buf: &[u8], out: &mut PurchaseDays) -> Result<Option<Row>, ApiError> {
-    if buf.len() < 2 {
-        return Ok(None);
-    }
-    let fields = i16::from_be_bytes([buf[0], buf[1]]);
-    if fields == -1 {
-        return Ok(Some(Row::Trailer));
-    }
-    if fields != 5 {
-        return Err(bad("a row without 5 fields"));
-    }
-    let mut at = 2;
-    let mut field = |len_expected: Option<usize>| -> Result<Option<&[u8]>, ApiError> {
-        if buf.len() < at + 4 {
-            return Ok(None);
-        }
-        let len = i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-        let len = usize::try_from(len).map_err(|_| bad("a NULL in a NOT NULL column"))?;
-        if len_expected.is_some_and(|l| l != len) {
-            return Err(bad("a field of unexpected width"));
-        }
-        if buf.len() < at + 4 + len {
-            return Ok(None);
-        }
-        let value = &buf[at + 4..at + 4 + len];
-        at += 4 + len;
-        Ok(Some(value))
-    };
-    let Some(id) = field(None)? else {
-        return Ok(None);
-    };
-    let id = std::str::from_utf8(id).map_err(|_| bad("a customer id that is not UTF-8"))?;
-    // One field at a time: after a partial one, the next must not be read.
-    let Some(day) = field(Some(4))? else {
-        return Ok(None);
-    };
-    let day = be_u32(day) as i32;
-    let Some(amount) = field(Some(8))? else {
-        return Ok(None);
-    };
-    let amount = be_u64(amount) as i64;
-    let Some(cost) = field(Some(8))? else {
-        return Ok(None);
-    };
-    let cost = be_u64(cost) as i64;
-    let Some(transactions) = field(Some(4))? else {
-        return Ok(None);
-    };
-    let transactions = be_u32(transactions) as i32;
-    out.push(id, day, amount, cost, transactions);
-    Ok(Some(Row::Data(at)))
-}
-
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn be_u64(b: &[u8]) -> u64 {
-    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-}
-
-fn bad(what: &str) -> ApiError {
-    ApiError::internal(format!("reading {TABLE} with COPY: {what}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::copy_out::{CopyReader, SIGNATURE};
 
     /// A binary COPY of `rows`, as PostgreSQL writes it.
     fn copy_bytes(rows: &[(&str, i32, i64, i64, i32)]) -> Vec<u8> {

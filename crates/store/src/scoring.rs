@@ -1065,7 +1065,7 @@ impl ScoringStore {
             ))
             .await
             .map_err(sqlx_error)?;
-        let mut header = crate::purchase_days::SIGNATURE.to_vec();
+        let mut header = crate::copy_out::SIGNATURE.to_vec();
         header.extend([0u8; 8]); // flags, header extension length
         copy.send(header).await.map_err(sqlx_error)?;
         Ok(Some(ScoreReplacement {
