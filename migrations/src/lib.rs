@@ -21,6 +21,7 @@ mod m20261124_000010_scoring_online;
 mod m20261125_000011_campaign_change_order;
 mod m20261126_000012_bytewise_ids;
 mod m20261127_000013_scoring_awaiting_baseline;
+mod m20261127_000014_scoring_product_channels;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -57,7 +58,8 @@ migrator!(
         m20261123_000009_scoring_feedback::Migration,
         m20261124_000010_scoring_online::Migration,
         m20261126_000012_bytewise_ids::Scoring,
-        m20261127_000013_scoring_awaiting_baseline::Migration
+        m20261127_000013_scoring_awaiting_baseline::Migration,
+        m20261127_000014_scoring_product_channels::Migration
     ]
 );
 migrator!(

@@ -632,6 +632,7 @@ async fn postgres_crash_under_write_load_loses_nothing() {
             nanos: 0,
         }),
         period: patron_tests::pb::common::Period::Year as i32,
+        by_channel: false,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

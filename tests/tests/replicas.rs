@@ -45,6 +45,7 @@ backend_tests! {
             start_time: Some(prost_types::Timestamp { seconds: 1_704_067_200, nanos: 0 }),
             end_time: Some(prost_types::Timestamp { seconds: 1_798_761_600, nanos: 0 }),
             period: common::Period::Year as i32,
+            by_channel: false,
         };
         let total = |r: &pb::ProductDistributionReport| r.rows.iter().map(|r| r.transactions).sum::<i64>();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -30,26 +30,26 @@ fn midnight(date: &str) -> Option<Timestamp> {
 
 /// a, b, c buy in early 2025; d last bought on 2024-03-15.
 async fn seed(app: &TestApp) {
-    // (day, region, category, quantity), 10 EUR each.
-    type Purchase = (&'static str, &'static str, &'static str, i32);
+    // (day, region, category, quantity, channel), 10 EUR each.
+    type Purchase = (&'static str, &'static str, &'static str, i32, &'static str);
     let people: [(&str, &[Purchase]); 4] = [
         (
             "a",
             &[
-                ("2025-01-05", "East", "books", 1),
-                ("2025-01-20", "East", "books", 2),
-                ("2025-03-02", "West", "toys", 1),
+                ("2025-01-05", "East", "books", 1, "web"),
+                ("2025-01-20", "East", "books", 2, "store"),
+                ("2025-03-02", "West", "toys", 1, "web"),
             ],
         ),
         (
             "b",
             &[
-                ("2025-01-31", "East", "books", 1),
-                ("2025-02-01", "East", "toys", 3),
+                ("2025-01-31", "East", "books", 1, "web"),
+                ("2025-02-01", "East", "toys", 3, "app"),
             ],
         ),
-        ("c", &[("2025-02-10", "West", "toys", 1)]),
-        ("d", &[("2024-03-15", "East", "books", 1)]),
+        ("c", &[("2025-02-10", "West", "toys", 1, "")]),
+        ("d", &[("2024-03-15", "East", "books", 1, "web")]),
     ];
     for (name, days) in people {
         let id = app
@@ -69,7 +69,7 @@ async fn seed(app: &TestApp) {
             .iter()
             .enumerate()
             .map(
-                |(k, (day, region, category, quantity))| profile_pb::Transaction {
+                |(k, (day, region, category, quantity, channel))| profile_pb::Transaction {
                     id: format!("rep-{name}-{k}"),
                     customer_id: id.clone(),
                     occurred_at: Some(at(day)),
@@ -81,6 +81,7 @@ async fn seed(app: &TestApp) {
                     quantity: *quantity,
                     region: (*region).into(),
                     category: (*category).into(),
+                    channel: (*channel).into(),
                     ..Default::default()
                 },
             )
@@ -151,12 +152,14 @@ backend_tests! {
             start_time: midnight("2025-01-01"),
             end_time: midnight("2025-04-01"),
             period: common::Period::Month as i32,
+            by_channel: false,
         };
         // The rollup follows the feed: wait until it has all seven transactions.
         let all_time = pb::GetProductDistributionReportRequest {
             start_time: midnight("2024-01-01"),
             end_time: midnight("2026-01-01"),
             period: common::Period::Year as i32,
+            by_channel: false,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let yearly = loop {
@@ -186,6 +189,28 @@ backend_tests! {
         let books_2025 = yearly.rows.iter().find(|r| r.period == "2025" && r.category == "books").unwrap();
         assert_eq!((books_2025.transactions, books_2025.customers), (3, 2));
         assert!(yearly.rows.iter().any(|r| r.period == "2024" && r.customers == 1));
+        assert!(report.rows.iter().chain(&yearly.rows).all(|r| r.channel.is_empty()), "channels only when asked");
+
+        // By channel: January's books split in two (customer a bought in
+        // both channels), and a transaction without one counts under "".
+        let by_channel = pb::GetProductDistributionReportRequest { by_channel: true, ..request };
+        let report = app.scoring().get_product_distribution_report(by_channel).await.unwrap().into_inner();
+        // [period, region, category, channel], [transactions, customers, units, revenue]
+        let rows: Vec<([&str; 4], [i64; 4])> = report
+            .rows
+            .iter()
+            .map(|r| {
+                let revenue = r.revenue.as_ref().unwrap().units;
+                ([r.period.as_str(), &r.region, &r.category, &r.channel], [r.transactions, r.customers, r.quantity, revenue])
+            })
+            .collect();
+        assert_eq!(rows, [
+            (["2025-01", "East", "books", "store"], [1, 1, 2, 10]),
+            (["2025-01", "East", "books", "web"], [2, 2, 2, 20]),
+            (["2025-02", "East", "toys", "app"], [1, 1, 3, 10]),
+            (["2025-02", "West", "toys", ""], [1, 1, 1, 10]),
+            (["2025-03", "West", "toys", "web"], [1, 1, 1, 10]),
+        ]);
         let err = app.scoring().get_product_distribution_report(pb::GetProductDistributionReportRequest { period: -1, ..Default::default() }).await.unwrap_err();
         assert_eq!((err.code(), violated_fields(&err)), (Code::InvalidArgument, vec!["period".to_owned()]));
     }

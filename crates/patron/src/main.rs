@@ -196,6 +196,9 @@ enum ReportCommand {
         from: Option<chrono::NaiveDate>,
         #[arg(long, default_value = "month")]
         period: String,
+        /// Split each row by sales channel too.
+        #[arg(long)]
+        by_channel: bool,
         #[command(flatten)]
         target: client::Target,
     },
@@ -531,7 +534,7 @@ async fn main() -> ExitCode {
                     ReportCommand::Segments { target } => report::segments(client::channel(&target).await?).await,
                     ReportCommand::Cohorts { from, months, target } => report::cohorts(client::channel(&target).await?, from, months).await,
                     ReportCommand::Churn { from, period, target } => report::churn(client::channel(&target).await?, from, &period).await,
-                    ReportCommand::Products { from, period, target } => report::products(client::channel(&target).await?, from, &period).await,
+                    ReportCommand::Products { from, period, by_channel, target } => report::products(client::channel(&target).await?, from, &period, by_channel).await,
                     ReportCommand::Nps { by, target } => report::nps(client::channel(&target).await?, &by).await,
                     ReportCommand::Complaints { by, target } => report::complaints(client::channel(&target).await?, &by).await,
                 }

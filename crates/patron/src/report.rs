@@ -214,11 +214,13 @@ pub(crate) async fn churn(
     Ok(())
 }
 
-/// Transactions, customers, units and revenue per region x category x period.
+/// Transactions, customers, units and revenue per region x category x period
+/// (x sales channel with `by_channel`).
 pub(crate) async fn products(
     channel: Channel,
     from: Option<chrono::NaiveDate>,
     by: &str,
+    by_channel: bool,
 ) -> anyhow::Result<()> {
     use patron_proto::scoring::{
         GetProductDistributionReportRequest, scoring_service_client::ScoringServiceClient,
@@ -228,12 +230,28 @@ pub(crate) async fn products(
             start_time: since(from),
             end_time: None,
             period: period(by)?,
+            by_channel,
         })
         .await?
         .into_inner();
+    // The channel column only when asked for.
+    let channel_of = |c: &str| {
+        if by_channel {
+            format!(" {c:<10}")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<10} {:<12} {:<14} {:>12} {:>10} {:>9} {:>16}",
-        "PERIOD", "REGION", "CATEGORY", "TRANSACTIONS", "CUSTOMERS", "UNITS", "REVENUE"
+        "{:<10} {:<12} {:<14}{} {:>12} {:>10} {:>9} {:>16}",
+        "PERIOD",
+        "REGION",
+        "CATEGORY",
+        channel_of("CHANNEL"),
+        "TRANSACTIONS",
+        "CUSTOMERS",
+        "UNITS",
+        "REVENUE"
     );
     for row in &r.rows {
         let revenue = row.revenue.as_ref().map_or("-".to_owned(), |m| {
@@ -244,10 +262,11 @@ pub(crate) async fn products(
             )
         });
         println!(
-            "{:<10} {:<12} {:<14} {:>12} {:>10} {:>9} {:>16}",
+            "{:<10} {:<12} {:<14}{} {:>12} {:>10} {:>9} {:>16}",
             row.period,
             row.region,
             row.category,
+            channel_of(&row.channel),
             row.transactions,
             row.customers,
             row.quantity,

@@ -142,6 +142,7 @@ impl FeedConsumer for ProductRollup {
                     amount_nanos: nanos(t.amount.as_ref()),
                     region: t.region,
                     category: t.category,
+                    channel: t.channel,
                     customer_id: t.customer_id,
                     transactions: 1,
                     quantity: i64::from(t.quantity.max(1)),

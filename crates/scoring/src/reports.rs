@@ -154,7 +154,8 @@ fn period_of(raw: i32, v: &mut Violations) -> Option<Period> {
 }
 
 /// Transactions, distinct customers, units and revenue per region x
-/// category x period (and currency, when groups mix currencies).
+/// category x period (x channel, if asked; and currency, when groups mix
+/// currencies).
 pub(crate) async fn products(
     store: &ScoringStore,
     req: pb::GetProductDistributionReportRequest,
@@ -188,13 +189,15 @@ pub(crate) async fn products(
             day_of(start),
             day_of(end - Duration::nanoseconds(1)) + 1,
             &starts,
+            req.by_channel,
         )
         .await?;
     groups.sort_unstable_by(|a, b| {
-        (a.period, &a.region, &a.category, &a.currency).cmp(&(
+        (a.period, &a.region, &a.category, &a.channel, &a.currency).cmp(&(
             b.period,
             &b.region,
             &b.category,
+            &b.channel,
             &b.currency,
         ))
     });
@@ -214,6 +217,7 @@ pub(crate) async fn products(
                 }),
                 region: g.region,
                 category: g.category,
+                channel: g.channel,
             })
             .collect(),
     })

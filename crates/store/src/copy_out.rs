@@ -18,7 +18,7 @@ pub(crate) trait CopyRows {
     fn row(&mut self, fields: &[&[u8]]) -> Result<(), ApiError>;
 }
 
-pub(crate) const MAX_FIELDS: usize = 8;
+pub(crate) const MAX_FIELDS: usize = 16;
 
 /// COPY messages (one row each) parsed between yields of the runtime
 /// worker: a few milliseconds of work.

@@ -1,7 +1,9 @@
 //! The product distribution's groups (period x region x category x
-//! currency), aggregated while scoring's product rollup streams by.
+//! currency, and channel when asked), aggregated while scoring's product
+//! rollup streams by.
 //!
-//! The rollup keeps a row per day, region, category, currency and customer,
+//! The rollup keeps a row per day, region, category, channel, currency and
+//! customer,
 //! so that distinct customers can be counted over any period: a year's
 //! report over a million customers reads millions of rows. They are folded
 //! into their groups as they arrive, with the strings numbered once, instead
@@ -31,6 +33,8 @@ pub struct ProductGroup {
     pub period: usize,
     pub region: String,
     pub category: String,
+    /// "" unless grouped by channel.
+    pub channel: String,
     pub currency: String,
     pub transactions: i64,
     /// Distinct customers with a transaction in the group.
@@ -58,12 +62,13 @@ impl Numbering {
     }
 }
 
-/// (period, region, category, currency), each numbered.
-type Key = [u32; 4];
+/// (period, region, category, channel, currency), each numbered.
+type Key = [u32; 5];
 
 /// Groups being summed.
 pub(crate) struct Groups<'a> {
     period_starts: &'a [i32],
+    by_channel: bool,
     labels: Numbering,
     /// Customer ids, numbered (their names are never needed again).
     customers: FastMap<String, u32>,
@@ -75,10 +80,12 @@ pub(crate) struct Groups<'a> {
 
 impl<'a> Groups<'a> {
     /// Groups by the periods starting on `period_starts` (UTC day numbers,
-    /// ascending); a day before the first counts in the first.
-    pub(crate) fn new(period_starts: &'a [i32]) -> Self {
+    /// ascending; a day before the first counts in the first), and by
+    /// channel if `by_channel`.
+    pub(crate) fn new(period_starts: &'a [i32], by_channel: bool) -> Self {
         Self {
             period_starts,
+            by_channel,
             labels: Numbering::default(),
             customers: FastMap::default(),
             index: FastMap::default(),
@@ -94,6 +101,7 @@ impl<'a> Groups<'a> {
         day: i32,
         region: &str,
         category: &str,
+        channel: &str,
         currency: &str,
         customer: &str,
         transactions: i64,
@@ -108,6 +116,8 @@ impl<'a> Groups<'a> {
             period as u32,
             self.labels.number(region),
             self.labels.number(category),
+            self.labels
+                .number(if self.by_channel { channel } else { "" }),
             self.labels.number(currency),
         ];
         let group = match self.index.get(&key) {
@@ -150,18 +160,21 @@ impl<'a> Groups<'a> {
         let names = self.labels.names;
         self.groups
             .into_iter()
-            .map(|([_, region, category, currency], g)| ProductGroup {
-                region: names[region as usize].clone(),
-                category: names[category as usize].clone(),
-                currency: names[currency as usize].clone(),
-                ..g
-            })
+            .map(
+                |([_, region, category, channel, currency], g)| ProductGroup {
+                    region: names[region as usize].clone(),
+                    category: names[category as usize].clone(),
+                    channel: names[channel as usize].clone(),
+                    currency: names[currency as usize].clone(),
+                    ..g
+                },
+            )
             .collect()
     }
 }
 
 impl CopyRows for Groups<'_> {
-    const FIELDS: usize = 8;
+    const FIELDS: usize = 9;
 
     fn row(&mut self, f: &[&[u8]]) -> Result<(), ApiError> {
         self.add(
@@ -170,18 +183,20 @@ impl CopyRows for Groups<'_> {
             copy_out::text(f[2])?,
             copy_out::text(f[3])?,
             copy_out::text(f[4])?,
-            copy_out::int8(f[5])?,
+            copy_out::text(f[5])?,
             copy_out::int8(f[6])?,
             copy_out::int8(f[7])?,
+            copy_out::int8(f[8])?,
         );
         Ok(())
     }
 }
 
-const COLUMNS: [&str; 8] = [
+const COLUMNS: [&str; 9] = [
     "day",
     "region",
     "category",
+    "channel",
     "currency",
     "customer_id",
     "transactions",
@@ -196,8 +211,9 @@ pub(crate) async fn read(
     from_day: i32,
     to_day: i32,
     period_starts: &[i32],
+    by_channel: bool,
 ) -> Result<Vec<ProductGroup>, ApiError> {
-    let groups = Groups::new(period_starts);
+    let groups = Groups::new(period_starts, by_channel);
     if db.get_database_backend() == DbBackend::Postgres {
         // Integers only are spliced into the statement.
         let copy = format!(
@@ -225,9 +241,10 @@ pub(crate) async fn read(
             &text(2)?,
             &text(3)?,
             &text(4)?,
-            r.try_get_by_index(5).map_err(db_error)?,
+            &text(5)?,
             r.try_get_by_index(6).map_err(db_error)?,
             r.try_get_by_index(7).map_err(db_error)?,
+            r.try_get_by_index(8).map_err(db_error)?,
         );
     }
     Ok(groups.finish())
@@ -237,38 +254,91 @@ pub(crate) async fn read(
 mod tests {
     use super::*;
 
-    #[test]
-    fn groups_sum_per_period_and_count_each_customer_once() {
+    /// (period, region, channel, currency, transactions, customers,
+    /// quantity, amount), sorted.
+    type Summary = Vec<(usize, String, String, String, i64, i64, i64, i128)>;
+
+    fn grouped(by_channel: bool) -> Summary {
         // Periods start on days 10 and 20.
         let starts = [10, 20];
-        let mut g = Groups::new(&starts);
-        g.add(5, "West", "toys", "EUR", "a", 1, 2, 100);
-        g.add(12, "West", "toys", "EUR", "a", 2, 2, 50);
-        g.add(19, "West", "toys", "EUR", "b", 1, 1, 7);
-        g.add(20, "West", "toys", "EUR", "a", 1, 1, 1);
-        g.add(12, "West", "toys", "USD", "a", 1, 1, 3);
-        g.add(12, "East", "toys", "EUR", "a", 1, 1, 4);
-        let mut got = g.finish();
-        got.sort_by(|x, y| {
-            (x.period, &x.region, &x.currency).cmp(&(y.period, &y.region, &y.currency))
-        });
-        let row = |period, region: &str, currency: &str, t, c, q, a| ProductGroup {
-            period,
-            region: region.into(),
-            category: "toys".into(),
-            currency: currency.into(),
-            transactions: t,
-            customers: c,
-            quantity: q,
-            amount_nanos: a,
-        };
+        let mut g = Groups::new(&starts, by_channel);
+        g.add(5, "West", "toys", "web", "EUR", "a", 1, 2, 100);
+        g.add(12, "West", "toys", "store", "EUR", "a", 2, 2, 50);
+        g.add(19, "West", "toys", "web", "EUR", "b", 1, 1, 7);
+        g.add(20, "West", "toys", "web", "EUR", "a", 1, 1, 1);
+        g.add(12, "West", "toys", "web", "USD", "a", 1, 1, 3);
+        g.add(12, "East", "toys", "web", "EUR", "a", 1, 1, 4);
+        let mut got: Summary = g
+            .finish()
+            .into_iter()
+            .map(|g| {
+                assert_eq!(g.category, "toys");
+                let ProductGroup {
+                    period,
+                    region,
+                    channel,
+                    currency,
+                    ..
+                } = g;
+                (
+                    period,
+                    region,
+                    channel,
+                    currency,
+                    g.transactions,
+                    g.customers,
+                    g.quantity,
+                    g.amount_nanos,
+                )
+            })
+            .collect();
+        got.sort();
+        got
+    }
+
+    /// A group: period, [region, channel, currency], [transactions,
+    /// customers, quantity], amount.
+    fn row(
+        p: usize,
+        [region, channel, currency]: [&str; 3],
+        [t, c, q]: [i64; 3],
+        a: i128,
+    ) -> (usize, String, String, String, i64, i64, i64, i128) {
+        (
+            p,
+            region.into(),
+            channel.into(),
+            currency.into(),
+            t,
+            c,
+            q,
+            a,
+        )
+    }
+
+    #[test]
+    fn groups_sum_per_period_and_count_each_customer_once() {
         assert_eq!(
-            got,
+            grouped(false),
             [
-                row(0, "East", "EUR", 1, 1, 1, 4),
-                row(0, "West", "EUR", 4, 2, 5, 157),
-                row(0, "West", "USD", 1, 1, 1, 3),
-                row(1, "West", "EUR", 1, 1, 1, 1),
+                row(0, ["East", "", "EUR"], [1, 1, 1], 4),
+                row(0, ["West", "", "EUR"], [4, 2, 5], 157),
+                row(0, ["West", "", "USD"], [1, 1, 1], 3),
+                row(1, ["West", "", "EUR"], [1, 1, 1], 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn by_channel_each_channel_is_a_group_of_its_own() {
+        assert_eq!(
+            grouped(true),
+            [
+                row(0, ["East", "web", "EUR"], [1, 1, 1], 4),
+                row(0, ["West", "store", "EUR"], [2, 1, 2], 50),
+                row(0, ["West", "web", "EUR"], [2, 2, 3], 107),
+                row(0, ["West", "web", "USD"], [1, 1, 1], 3),
+                row(1, ["West", "web", "EUR"], [1, 1, 1], 1),
             ]
         );
     }

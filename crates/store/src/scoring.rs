@@ -55,6 +55,8 @@ pub struct ProductRow {
     pub day: i32,
     pub region: String,
     pub category: String,
+    /// Sales channel ("" when not given).
+    pub channel: String,
     pub currency: String,
     pub customer_id: String,
     /// 1 on write.
@@ -719,12 +721,20 @@ impl ScoringStore {
         advance: crate::cursor::Advance,
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
-        // (day, region, category, currency, customer) -> (transactions, quantity, amount)
-        type Group<'a> = (i32, &'a str, &'a str, &'a str, &'a str);
+        // (day, region, category, channel, currency, customer) ->
+        // (transactions, quantity, amount)
+        type Group<'a> = (i32, &'a str, &'a str, &'a str, &'a str, &'a str);
         let mut grouped: HashMap<Group<'_>, (i64, i64, i64)> = HashMap::new();
         for r in rows {
             let e = grouped
-                .entry((r.day, &r.region, &r.category, &r.currency, &r.customer_id))
+                .entry((
+                    r.day,
+                    &r.region,
+                    &r.category,
+                    &r.channel,
+                    &r.currency,
+                    &r.customer_id,
+                ))
                 .or_default();
             e.0 += 1;
             e.1 += r.quantity;
@@ -734,6 +744,7 @@ impl ScoringStore {
             "day",
             "region",
             "category",
+            "channel",
             "currency",
             "customer_id",
             "transactions",
@@ -743,11 +754,12 @@ impl ScoringStore {
         let rows = grouped
             .into_iter()
             .map(
-                |((day, region, category, currency, customer), (n, quantity, amount))| {
+                |((day, region, category, channel, currency, customer), (n, quantity, amount))| {
                     vec![
                         day.into(),
                         region.into(),
                         category.into(),
+                        channel.into(),
                         currency.into(),
                         customer.into(),
                         n.into(),
@@ -763,8 +775,8 @@ impl ScoringStore {
             &columns,
             rows,
             crate::bulk::Conflict::Update {
-                key: &columns[..5],
-                columns: &columns[5..],
+                key: &columns[..6],
+                columns: &columns[6..],
                 how: crate::bulk::Update::Add,
             },
             None,
@@ -775,15 +787,16 @@ impl ScoringStore {
     }
 
     /// The product distribution's groups over the rollup's days in
-    /// `[from_day, to_day)`, by the periods starting on `period_starts`
-    /// (see [`crate::product_groups`]).
+    /// `[from_day, to_day)`, by the periods starting on `period_starts`,
+    /// and by channel too if `by_channel` (see [`crate::product_groups`]).
     pub async fn product_groups(
         &self,
         from_day: i32,
         to_day: i32,
         period_starts: &[i32],
+        by_channel: bool,
     ) -> Result<Vec<ProductGroup>, ApiError> {
-        crate::product_groups::read(&self.db, from_day, to_day, period_starts).await
+        crate::product_groups::read(&self.db, from_day, to_day, period_starts, by_channel).await
     }
 
     /// Everything a recompute reads, from one consistent snapshot (a
