@@ -192,7 +192,8 @@ impl CopyRows for Groups<'_> {
     }
 }
 
-const COLUMNS: [&str; 9] = [
+/// The rollup's columns: its key (the first six), then its sums.
+pub(crate) const COLUMNS: [&str; 9] = [
     "day",
     "region",
     "category",

@@ -740,17 +740,7 @@ impl ScoringStore {
             e.1 += r.quantity;
             e.2 += r.amount_nanos;
         }
-        let columns = [
-            "day",
-            "region",
-            "category",
-            "channel",
-            "currency",
-            "customer_id",
-            "transactions",
-            "quantity",
-            "amount_nanos",
-        ];
+        let columns = crate::product_groups::COLUMNS;
         let rows = grouped
             .into_iter()
             .map(
