@@ -14,8 +14,9 @@
 
 use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
 
-/// Sets (or, going down, resets) the collation of each table's id columns.
-async fn collate(
+/// Sets (or, going down, resets) the collation of each table's id columns
+/// (later migrations use it for the id columns of their new tables).
+pub(crate) async fn collate(
     m: &SchemaManager<'_>,
     tables: &[(&str, &[&str])],
     collation: &str,

@@ -10,7 +10,9 @@
 //! first recompute rescores those whose change it did not read. Once a
 //! baseline exists nothing is written here.
 
-use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
+use sea_orm_migration::prelude::*;
+
+use crate::m20261126_000012_bytewise_ids::collate;
 
 pub(crate) struct Migration;
 
@@ -38,16 +40,8 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        // Ids compare bytewise (m20261126_000012_bytewise_ids).
-        if m.get_database_backend() == DbBackend::Postgres {
-            m.get_connection()
-                .execute_unprepared(
-                    "ALTER TABLE scoring_awaiting_baseline \
-                     ALTER COLUMN customer_id TYPE varchar COLLATE \"C\"",
-                )
-                .await?;
-        }
-        Ok(())
+        // Ids compare bytewise (PostgreSQL only).
+        collate(m, &[("scoring_awaiting_baseline", &["customer_id"])], "C").await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {

@@ -11,6 +11,8 @@
 
 use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
 
+use crate::m20261126_000012_bytewise_ids::collate;
+
 pub(crate) struct Migration;
 
 impl MigrationName for Migration {
@@ -70,13 +72,9 @@ async fn rebuild(
     ];
     if backend == DbBackend::Postgres {
         // (Migrations run in a transaction there.) The primary key's name
-        // follows the table's, and ids compare bytewise
-        // (m20261126_000012_bytewise_ids).
+        // follows the table's.
         batch.push(format!(
             "ALTER TABLE {TABLE} RENAME CONSTRAINT {next}_pkey TO {TABLE}_pkey"
-        ));
-        batch.push(format!(
-            "ALTER TABLE {TABLE} ALTER COLUMN customer_id TYPE varchar COLLATE \"C\""
         ));
     } else {
         batch.insert(0, "SAVEPOINT product_channels".to_owned());
@@ -84,8 +82,9 @@ async fn rebuild(
     }
     m.get_connection()
         .execute_unprepared(&batch.join(";\n"))
-        .await
-        .map(|_| ())
+        .await?;
+    // Ids compare bytewise (PostgreSQL only).
+    collate(m, &[(TABLE, &["customer_id"])], "C").await
 }
 
 #[async_trait::async_trait]
