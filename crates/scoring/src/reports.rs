@@ -23,16 +23,6 @@ use crate::models::day_of;
 /// Most periods one churn report covers.
 const MAX_PERIODS: usize = 1_000;
 
-/// Each customer's purchase days.
-async fn customer_days(store: &ScoringStore) -> ApiResult<Vec<Vec<i32>>> {
-    let (ids, purchases) = store.purchase_days().await?;
-    let mut days = vec![Vec::new(); ids.len()];
-    for p in purchases {
-        days[p.customer as usize].push(p.day);
-    }
-    Ok(days)
-}
-
 fn window(
     v: &mut Violations,
     start: Option<&prost_types::Timestamp>,
@@ -76,8 +66,8 @@ pub(crate) async fn cohorts(
     let (start, end) = window.expect("checked");
     // A partial first day counts from its start; the end is exclusive.
     let range = (day_of(start), day_of(end - Duration::nanoseconds(1)) + 1);
-    let days = customer_days(store).await?;
-    let cohorts = cohort_retention(days.iter().map(Vec::as_slice), range, months, day_of(now()));
+    let days = store.customer_days().await?;
+    let cohorts = cohort_retention(days.customers(), range, months, day_of(now()));
     Ok(pb::CohortRetentionReport {
         cohorts: cohorts
             .into_iter()
@@ -123,8 +113,8 @@ pub(crate) async fn churn(
         ));
     }
     let inactivity = ModelSettings::default().churned_after_days as i32;
-    let days = customer_days(store).await?;
-    let report = churn_rate(days.iter().map(Vec::as_slice), &periods, inactivity);
+    let days = store.customer_days().await?;
+    let report = churn_rate(days.customers(), &periods, inactivity);
     Ok(pb::ChurnRateReport {
         periods: report
             .iter()

@@ -17,7 +17,11 @@ use sea_orm::sqlx::{
 };
 
 pub use crate::product_groups::ProductGroup;
-use crate::{Storage, begin_write, db_error, purchase_days::PurchaseDays};
+pub use crate::purchase_days::CustomerDays;
+use crate::{
+    Storage, begin_write, db_error,
+    purchase_days::{DayRows, PurchaseDays},
+};
 
 /// One stored score: the customer, the labels distributions count, and the
 /// encoded score.
@@ -823,6 +827,33 @@ impl ScoringStore {
         Ok(all)
     }
 
+    /// Each customer's purchase days and nothing else (population reports),
+    /// from one consistent snapshot: on PostgreSQL with binary COPY over two
+    /// connections, as a recompute reads.
+    pub async fn customer_days(&self) -> Result<CustomerDays, ApiError> {
+        use futures::TryStreamExt;
+        use sea_orm::StreamTrait;
+        let txn = self.begin_snapshot().await?;
+        let rows = if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            let pool = self.db.get_postgres_connection_pool();
+            crate::purchase_days::read_all_postgres::<_, DayRows>(&txn, pool).await?
+        } else {
+            let mut q = Query::select();
+            q.columns(["customer_id", "day"])
+                .from("scoring_customer_days");
+            let rows = txn.stream(&q).await.map_err(db_error)?;
+            let mut rows = std::pin::pin!(rows);
+            let mut out = DayRows::default();
+            while let Some(r) = rows.try_next().await.map_err(db_error)? {
+                let id: String = r.try_get_by_index(0).map_err(db_error)?;
+                out.push(&id, r.try_get_by_index(1).map_err(db_error)?);
+            }
+            out
+        };
+        txn.commit().await.map_err(db_error)?;
+        Ok(rows.finish())
+    }
+
     /// A read-only repeatable-read transaction on PostgreSQL; a read
     /// transaction is a snapshot on SQLite.
     async fn begin_snapshot(&self) -> Result<sea_orm::DatabaseTransaction, ApiError> {
@@ -848,9 +879,11 @@ impl ScoringStore {
     ) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
         if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
             let pool = self.db.get_postgres_connection_pool();
-            Ok(crate::purchase_days::read_all_postgres(txn, pool)
-                .await?
-                .finish())
+            Ok(
+                crate::purchase_days::read_all_postgres::<_, PurchaseDays>(txn, pool)
+                    .await?
+                    .finish(),
+            )
         } else {
             read_purchase_days(txn, None).await
         }
