@@ -462,6 +462,68 @@ async fn calls_beyond_max_in_flight_are_shed_with_unavailable() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn population_calls_beyond_the_limit_wait_their_turn() {
+    // Each population-wide call reads the whole read model into memory:
+    // with `limits.population_calls = 1` a burst of them runs one at a
+    // time, and every one is answered (they wait; none is refused).
+    use patron_tests::pb::scoring as spb;
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.limits.population_calls = 1;
+        s.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+    else {
+        return;
+    };
+    let ids = patron_tests::seed_buyers(&app, 60, 7).await;
+    patron_tests::score_everyone(&app, &ids).await;
+    let calls = (0..16).map(|i| {
+        let mut scoring = app.scoring();
+        async move {
+            match i % 4 {
+                0 => scoring
+                    .get_cohort_retention_report(spb::GetCohortRetentionReportRequest::default())
+                    .await
+                    .map(drop),
+                1 => scoring
+                    .get_churn_rate_report(spb::GetChurnRateReportRequest::default())
+                    .await
+                    .map(drop),
+                2 => scoring
+                    .get_product_distribution_report(
+                        spb::GetProductDistributionReportRequest::default(),
+                    )
+                    .await
+                    .map(drop),
+                _ => {
+                    let mut progress = scoring
+                        .recompute_scores(spb::RecomputeScoresRequest::default())
+                        .await?
+                        .into_inner();
+                    while progress.message().await?.is_some() {}
+                    Ok(())
+                }
+            }
+        }
+    });
+    for (i, result) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        result.unwrap_or_else(|e| panic!("call {i}: {e:?}"));
+    }
+    let text = app.metrics().await;
+    assert_eq!(metric(&text, "patron_population_calls_running"), Some(0.0));
+    assert_eq!(metric(&text, "patron_population_calls_waiting"), Some(0.0));
+    let waited = metric(&text, "patron_population_calls_waited_total").unwrap();
+    assert!(
+        waited >= 1.0,
+        "sixteen calls at once, one slot: {waited} waited"
+    );
+}
+
 /// A CA, a server certificate for localhost signed by it, and a client
 /// certificate from an unrelated CA, as PEM files in `dir`.
 struct Pki {

@@ -133,6 +133,11 @@ pub struct LimitSettings {
     /// calls are shed at once with UNAVAILABLE, so a retry goes to another
     /// replica instead of queueing here. 0 = unlimited.
     pub max_in_flight: u32,
+    /// Population-wide calls (RecomputeScores, FitModel, the cohort, churn
+    /// and product reports) running at once in this process; more wait
+    /// their turn within their deadline (see `population.rs`). 0 =
+    /// unlimited.
+    pub population_calls: u32,
 }
 
 impl Default for LimitSettings {
@@ -141,6 +146,7 @@ impl Default for LimitSettings {
             rate_per_client: 0.0,
             burst: 100,
             max_in_flight: 2_000,
+            population_calls: 2,
         }
     }
 }

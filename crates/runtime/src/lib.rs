@@ -11,6 +11,7 @@ pub mod feed;
 pub mod guard;
 pub mod metrics;
 pub mod peers;
+pub mod population;
 pub mod server;
 pub mod telemetry;
 pub mod trace;

@@ -124,6 +124,9 @@ struct Inner {
     feed_position: Family<ConsumerLabels, Gauge>,
     feed_lag: Family<ConsumerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     rejected: Family<RejectedLabels, Counter>,
+    population_running: Gauge,
+    population_waiting: Gauge,
+    population_waited: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -185,6 +188,24 @@ impl Metrics {
             "Age of the newest change a follower applied, when it applied it",
             feed_lag.clone(),
         );
+        let population_running = Gauge::default();
+        registry.register(
+            "patron_population_calls_running",
+            "Population-wide calls (recompute, model fit, cohort, churn and product reports) running",
+            population_running.clone(),
+        );
+        let population_waiting = Gauge::default();
+        registry.register(
+            "patron_population_calls_waiting",
+            "Population-wide calls waiting for a slot (limits.population_calls)",
+            population_waiting.clone(),
+        );
+        let population_waited = Counter::default();
+        registry.register(
+            "patron_population_calls_waited",
+            "Population-wide calls that found every slot taken and waited",
+            population_waited.clone(),
+        );
         registry.register_collector(Box::new(ScrapeTime { cache, storage }));
         Self {
             inner: Arc::new(Inner {
@@ -195,6 +216,9 @@ impl Metrics {
                 feed_position,
                 feed_lag,
                 rejected,
+                population_running,
+                population_waiting,
+                population_waited,
             }),
         }
     }
@@ -220,6 +244,18 @@ impl Metrics {
             .rejected
             .get_or_create(&RejectedLabels { reason })
             .inc();
+    }
+
+    /// Population-wide calls started (+1) or ended (-1) running, and
+    /// started (+1) or ended (-1) waiting (see `population.rs`).
+    pub fn population_call(&self, running: i64, waiting: i64) {
+        self.inner.population_running.inc_by(running);
+        self.inner.population_waiting.inc_by(waiting);
+    }
+
+    /// A population-wide call found every slot taken.
+    pub fn population_waited(&self) {
+        self.inner.population_waited.inc();
     }
 
     /// Records that follower `consumer` applied up to `position`, whose

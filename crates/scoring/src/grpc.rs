@@ -2,7 +2,7 @@
 //! scores and reports.
 
 use patron_proto::scoring::{self as pb, scoring_service_server::ScoringService};
-use patron_runtime::{ServiceContext, error::IntoGrpc};
+use patron_runtime::{ServiceContext, error::IntoGrpc, population::PopulationGate};
 use patron_store::scoring::ScoringStore;
 use tonic::{Request, Response, Status};
 
@@ -13,6 +13,7 @@ pub struct ScoringApi {
     store: ScoringStore,
     cache: patron_cache::Cache,
     lookups: scores::Lookups,
+    population: PopulationGate,
 }
 
 impl ScoringApi {
@@ -21,6 +22,10 @@ impl ScoringApi {
             store: ScoringStore::new(&ctx.storage),
             cache: ctx.cache.clone(),
             lookups: scores::Lookups::default(),
+            population: PopulationGate::new(
+                ctx.settings.limits.population_calls,
+                ctx.metrics.clone(),
+            ),
         }
     }
 }
@@ -32,7 +37,7 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::FitModelRequest>,
     ) -> Result<Response<pb::ModelFit>, Status> {
-        models::fit(&self.store, request.into_inner())
+        models::fit(&self.store, &self.population, request.into_inner())
             .await
             .into_grpc()
     }
@@ -72,9 +77,14 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::RecomputeScoresRequest>,
     ) -> Result<Response<scores::ProgressStream>, Status> {
-        scores::recompute(self.store.clone(), self.cache.clone(), request.into_inner())
-            .map(Response::new)
-            .map_err(patron_runtime::to_status)
+        scores::recompute(
+            self.store.clone(),
+            self.cache.clone(),
+            self.population.clone(),
+            request.into_inner(),
+        )
+        .map(Response::new)
+        .map_err(patron_runtime::to_status)
     }
 
     #[tracing::instrument(skip_all)]
@@ -100,7 +110,7 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::GetCohortRetentionReportRequest>,
     ) -> Result<Response<pb::CohortRetentionReport>, Status> {
-        reports::cohorts(&self.store, request.into_inner())
+        reports::cohorts(&self.store, &self.population, request.into_inner())
             .await
             .into_grpc()
     }
@@ -110,7 +120,7 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::GetChurnRateReportRequest>,
     ) -> Result<Response<pb::ChurnRateReport>, Status> {
-        reports::churn(&self.store, request.into_inner())
+        reports::churn(&self.store, &self.population, request.into_inner())
             .await
             .into_grpc()
     }
@@ -120,7 +130,7 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::GetProductDistributionReportRequest>,
     ) -> Result<Response<pb::ProductDistributionReport>, Status> {
-        reports::products(&self.store, request.into_inner())
+        reports::products(&self.store, &self.population, request.into_inner())
             .await
             .into_grpc()
     }

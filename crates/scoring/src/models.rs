@@ -15,6 +15,7 @@ use patron_proto::scoring as pb;
 use patron_runtime::{
     convert::{now, optional_timestamp, to_timestamp},
     error::ApiResult,
+    population::PopulationGate,
 };
 use patron_store::scoring::ScoringStore;
 use prost::Message;
@@ -41,7 +42,11 @@ fn not_identifiable(e: impl std::fmt::Display) -> ApiError {
 
 /// FitModel: a fit on the whole read model as of `as_of`, validated on
 /// the holdout period when one is given, recorded as the newest model.
-pub(crate) async fn fit(store: &ScoringStore, req: pb::FitModelRequest) -> ApiResult<pb::ModelFit> {
+pub(crate) async fn fit(
+    store: &ScoringStore,
+    gate: &PopulationGate,
+    req: pb::FitModelRequest,
+) -> ApiResult<pb::ModelFit> {
     let now = now();
     let as_of = optional_timestamp(req.as_of.as_ref(), "as_of")?.unwrap_or(now);
     let holdout_end = optional_timestamp(req.holdout_end.as_ref(), "holdout_end")?;
@@ -52,6 +57,7 @@ pub(crate) async fn fit(store: &ScoringStore, req: pb::FitModelRequest) -> ApiRe
         ));
     }
     let as_of_day = day_of(as_of);
+    let _slot = gate.enter().await;
     let (ids, purchases) = store.purchase_days().await?;
     let fit = tokio::task::spawn_blocking(move || {
         let summaries = summarize(ids.len(), &purchases, as_of_day);

@@ -15,6 +15,7 @@ use patron_proto::{common, scoring as pb};
 use patron_runtime::{
     convert::{now, optional_timestamp, to_money},
     error::ApiResult,
+    population::PopulationGate,
 };
 use patron_store::scoring::ScoringStore;
 
@@ -45,6 +46,7 @@ fn window(
 
 pub(crate) async fn cohorts(
     store: &ScoringStore,
+    gate: &PopulationGate,
     req: pb::GetCohortRetentionReportRequest,
 ) -> ApiResult<pb::CohortRetentionReport> {
     let mut v = Violations::new();
@@ -66,6 +68,7 @@ pub(crate) async fn cohorts(
     let (start, end) = window.expect("checked");
     // A partial first day counts from its start; the end is exclusive.
     let range = (day_of(start), day_of(end - Duration::nanoseconds(1)) + 1);
+    let _slot = gate.enter().await;
     let days = store.customer_days().await?;
     let cohorts = cohort_retention(days.customers(), range, months, day_of(now()));
     Ok(pb::CohortRetentionReport {
@@ -87,6 +90,7 @@ pub(crate) async fn cohorts(
 
 pub(crate) async fn churn(
     store: &ScoringStore,
+    gate: &PopulationGate,
     req: pb::GetChurnRateReportRequest,
 ) -> ApiResult<pb::ChurnRateReport> {
     let mut v = Violations::new();
@@ -113,6 +117,7 @@ pub(crate) async fn churn(
         ));
     }
     let inactivity = ModelSettings::default().churned_after_days as i32;
+    let _slot = gate.enter().await;
     let days = store.customer_days().await?;
     let report = churn_rate(days.customers(), &periods, inactivity);
     Ok(pb::ChurnRateReport {
@@ -148,6 +153,7 @@ fn period_of(raw: i32, v: &mut Violations) -> Option<Period> {
 /// currencies).
 pub(crate) async fn products(
     store: &ScoringStore,
+    gate: &PopulationGate,
     req: pb::GetProductDistributionReportRequest,
 ) -> ApiResult<pb::ProductDistributionReport> {
     let mut v = Violations::new();
@@ -174,6 +180,7 @@ pub(crate) async fn products(
         ));
     }
     let starts: Vec<i32> = periods.iter().map(|p| epoch_day(p.0)).collect();
+    let _slot = gate.enter().await;
     let mut groups = store
         .product_groups(
             day_of(start),

@@ -38,6 +38,7 @@ use patron_proto::{common, scoring as pb};
 use patron_runtime::{
     convert::{now, optional_timestamp, to_money, to_timestamp},
     error::ApiResult,
+    population::PopulationGate,
     to_status,
 };
 use patron_store::scoring::{
@@ -152,14 +153,17 @@ fn to_proto(
 
 /// Starts a recompute; the stream reports progress and ends once every new
 /// score is stored and cached.
+/// It waits for a population slot first (`limits.population_calls`).
 pub(crate) fn recompute(
     store: ScoringStore,
     cache: Cache,
+    gate: PopulationGate,
     req: pb::RecomputeScoresRequest,
 ) -> ApiResult<ProgressStream> {
     let as_of = optional_timestamp(req.as_of.as_ref(), "as_of")?.unwrap_or_else(now);
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
+        let _slot = gate.enter().await;
         if let Err(e) = run(&store, &cache, as_of, &tx).await {
             let _ = tx.send(Err(to_status(e))).await;
         }
