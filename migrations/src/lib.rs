@@ -22,6 +22,7 @@ mod m20261125_000011_campaign_change_order;
 mod m20261126_000012_bytewise_ids;
 mod m20261127_000013_scoring_awaiting_baseline;
 mod m20261127_000014_scoring_product_channels;
+mod m20261128_000015_scoring_customer_histories;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -59,7 +60,8 @@ migrator!(
         m20261124_000010_scoring_online::Migration,
         m20261126_000012_bytewise_ids::Scoring,
         m20261127_000013_scoring_awaiting_baseline::Migration,
-        m20261127_000014_scoring_product_channels::Migration
+        m20261127_000014_scoring_product_channels::Migration,
+        m20261128_000015_scoring_customer_histories::Migration
     ]
 );
 migrator!(

@@ -707,6 +707,131 @@ async fn without_migrate_on_start_a_server_waits_for_the_migration_job() {
     running.await.unwrap().unwrap();
 }
 
+/// `m20261128_000015_scoring_customer_histories` packs scoring's day rows
+/// into one history per customer (days in day order, 24 bytes each,
+/// big-endian, extreme values included) and unpacks them on the way down,
+/// on each backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purchase_history_migration_packs_the_day_rows_and_back() {
+    use patron_migrations::{MigratorTrait, ScoringMigrator};
+    use patron_tests::fresh_database;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    // (customer, day, amount, cost, transactions), as the old table held them.
+    let rows: Vec<(String, i32, i64, i64, i32)> = vec![
+        ("a".into(), -3, -7, i64::MIN, 3),
+        ("b".into(), 18_999, 7, 0, 2),
+        ("b".into(), 19_000, 5_000_000_000, 1, 1),
+        ("c".into(), 0, i64::MAX, -1, i32::MAX),
+    ];
+    let packed = |days: &[&(String, i32, i64, i64, i32)]| -> Vec<u8> {
+        days.iter()
+            .flat_map(|(_, day, amount, cost, n)| {
+                [
+                    &day.to_be_bytes()[..],
+                    &amount.to_be_bytes(),
+                    &cost.to_be_bytes(),
+                    &n.to_be_bytes(),
+                ]
+                .concat()
+            })
+            .collect()
+    };
+    let want: Vec<(String, Vec<u8>)> = vec![
+        ("a".into(), packed(&[&rows[0]])),
+        ("b".into(), packed(&[&rows[1], &rows[2]])),
+        ("c".into(), packed(&[&rows[3]])),
+    ];
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some((database, _dir)) = fresh_database(backend).await else {
+            continue;
+        };
+        let storage = patron_store::Storage::connect_lazy(&database)
+            .await
+            .unwrap();
+        let db = storage.connection();
+        let before = ScoringMigrator::get_pending_migrations(db)
+            .await
+            .unwrap()
+            .len()
+            - 1;
+        ScoringMigrator::up(db, Some(before as u32)).await.unwrap();
+        // Inserted newest day first: the packing orders by day.
+        for (id, day, amount, cost, n) in rows.iter().rev() {
+            db.execute_raw(Statement::from_sql_and_values(
+                db.get_database_backend(),
+                match db.get_database_backend() {
+                    DbBackend::Postgres => {
+                        "INSERT INTO scoring_customer_days VALUES ($1, $2, $3, $4, $5)"
+                    }
+                    _ => "INSERT INTO scoring_customer_days VALUES (?, ?, ?, ?, ?)",
+                },
+                [
+                    id.clone().into(),
+                    (*day).into(),
+                    (*amount).into(),
+                    (*cost).into(),
+                    (*n).into(),
+                ],
+            ))
+            .await
+            .unwrap();
+        }
+        ScoringMigrator::up(db, None).await.unwrap();
+        let query = |sql: &str| {
+            db.query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                sql.to_owned(),
+            ))
+        };
+        let got: Vec<(String, Vec<u8>)> =
+            query("SELECT customer_id, days FROM scoring_customer_histories ORDER BY customer_id")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.try_get_by_index(0).unwrap(),
+                        r.try_get_by_index(1).unwrap(),
+                    )
+                })
+                .collect();
+        assert_eq!(got, want, "{backend:?}: packed");
+        assert!(
+            query("SELECT 1 FROM scoring_customer_days").await.is_err(),
+            "{backend:?}: the day rows' table is dropped"
+        );
+
+        ScoringMigrator::down(db, Some(1)).await.unwrap();
+        let got: Vec<(String, i32, i64, i64, i32)> = query(
+            "SELECT customer_id, day, amount_nanos, cost_nanos, transactions \
+             FROM scoring_customer_days ORDER BY customer_id, day",
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.try_get_by_index(0).unwrap(),
+                r.try_get_by_index(1).unwrap(),
+                r.try_get_by_index(2).unwrap(),
+                r.try_get_by_index(3).unwrap(),
+                r.try_get_by_index(4).unwrap(),
+            )
+        })
+        .collect();
+        assert_eq!(got, rows, "{backend:?}: unpacked on the way down");
+        ScoringMigrator::up(db, None).await.unwrap();
+        assert_eq!(
+            query("SELECT customer_id FROM scoring_customer_histories")
+                .await
+                .unwrap()
+                .len(),
+            3,
+            "{backend:?}: and up again"
+        );
+    }
+}
+
 /// A request over `server.max_message_bytes` is RESOURCE_EXHAUSTED, as the
 /// gRPC status-code spec has it, and the server keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

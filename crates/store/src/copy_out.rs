@@ -219,6 +219,14 @@ pub(crate) fn int4(field: &[u8]) -> Result<i32, ApiError> {
     }
 }
 
+/// A field's value as a `bool`.
+pub(crate) fn boolean(field: &[u8]) -> Result<bool, ApiError> {
+    match field {
+        [b] => Ok(*b != 0),
+        _ => Err(bad("a bool field of unexpected width")),
+    }
+}
+
 /// A field's value as an `int8`.
 pub(crate) fn int8(field: &[u8]) -> Result<i64, ApiError> {
     let bytes: [u8; 8] = field

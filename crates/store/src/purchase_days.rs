@@ -1,75 +1,149 @@
-//! Reading scoring's read model of purchase days (tens of millions of rows
-//! for a full recompute) into the form the models take ([`PurchaseDays`]),
-//! or, for the cohort and churn reports, only each customer's days
-//! ([`CustomerDays`]).
+//! Scoring's read model of purchases: one row per customer,
+//! `scoring_customer_histories (customer_id, days)`, where `days` packs the
+//! customer's purchase days (see [`PurchaseDay`]) in day order.
 //!
-//! Any backend fills them row by row. On PostgreSQL a
-//! full read instead streams the table with binary `COPY`, split in two by
-//! block range and read over two connections at once, both importing the
-//! snapshot of the caller's transaction (`pg_export_snapshot`), so the
-//! result is exactly what that transaction sees. Binary COPY hands over
-//! each row as a few length-prefixed fields: no per-row result metadata,
-//! no integer formatting, and no allocation except for customers not seen
-//! before.
+//! One row per customer, not per day: a full recompute reads every
+//! purchase of every customer (tens of millions of days), and PostgreSQL
+//! spends about a microsecond on each row it sends whatever its width, so
+//! the row count bounds the read (1M customers with 10M days: 5.7 s as day
+//! rows, 1.1 s as customer rows, by `psql \copy ... (format binary)` on
+//! synthetic tables). The feed consumer pays for it with a read-modify-write
+//! of each buyer's row ([`add_days`]), and online scoring reads one row per
+//! customer instead of one per day.
+//!
+//! The full reads fill the form the models take ([`PurchaseDays`]) or, for
+//! the cohort and churn reports, only each customer's days
+//! ([`CustomerDays`]), row by row on any backend; on PostgreSQL they stream
+//! the table with binary `COPY`, split in two by block range and read over
+//! two connections at once, both importing the snapshot of the caller's
+//! transaction (`pg_export_snapshot`), so the result is exactly what that
+//! transaction sees.
 
 use std::collections::HashMap;
 
 use patron_domain::{ApiError, models::summary::Purchase};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, sqlx};
-
-use crate::{
-    copy_out::{self, CopyRows, copy_out},
-    db_error,
+use sea_orm::{
+    ConnectionTrait, DbBackend, Statement,
+    sea_query::{Expr, ExprTrait, Query},
+    sqlx,
 };
 
-/// Customers numbered in order of first appearance, and one [`Purchase`]
-/// per transaction: a row (customer, day) of the read model sums all
-/// purchases on that day, and becomes one purchase carrying the day's
+use crate::copy_out::{self, CopyRows, copy_out};
+
+pub(crate) const TABLE: &str = "scoring_customer_histories";
+
+/// The purchases of one customer on one day (UTC), summed.
+///
+/// Packed as 24 bytes, big-endian: `day` (4), `amount_nanos` (8),
+/// `cost_nanos` (8), `transactions` (4). Big-endian because that is what
+/// PostgreSQL's `int4send` / `int8send` write, so SQL can pack and unpack
+/// them too (the migration that introduced the table packs the old day
+/// rows that way); NumPy reads them as
+/// `dtype=[("day", ">i4"), ("amount_nanos", ">i8"), ("cost_nanos", ">i8"), ("transactions", ">i4")]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PurchaseDay {
+    pub day: i32,
+    pub amount_nanos: i64,
+    pub cost_nanos: i64,
+    pub transactions: i32,
+}
+
+impl PurchaseDay {
+    pub(crate) const BYTES: usize = 24;
+
+    fn pack(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.day.to_be_bytes());
+        out.extend_from_slice(&self.amount_nanos.to_be_bytes());
+        out.extend_from_slice(&self.cost_nanos.to_be_bytes());
+        out.extend_from_slice(&self.transactions.to_be_bytes());
+    }
+
+    fn unpack(b: &[u8]) -> Self {
+        let int4 = |at: usize| i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let int8 = |at: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[at..at + 8]);
+            i64::from_be_bytes(x)
+        };
+        Self {
+            day: int4(0),
+            amount_nanos: int8(4),
+            cost_nanos: int8(12),
+            transactions: int4(20),
+        }
+    }
+}
+
+/// The days packed in `packed`, in the order stored (day order).
+pub(crate) fn unpack(packed: &[u8]) -> Result<impl Iterator<Item = PurchaseDay> + '_, ApiError> {
+    if !packed.len().is_multiple_of(PurchaseDay::BYTES) {
+        return Err(ApiError::internal(format!(
+            "a purchase history of {} bytes, not a multiple of {}",
+            packed.len(),
+            PurchaseDay::BYTES
+        )));
+    }
+    Ok(packed
+        .chunks_exact(PurchaseDay::BYTES)
+        .map(PurchaseDay::unpack))
+}
+
+/// `packed` (a stored history, or empty) with `new` added: a day already
+/// there sums its amounts and transactions, other days are inserted in
+/// day order. `new` must be in day order, each day once.
+pub(crate) fn add_days(packed: &[u8], new: &[PurchaseDay]) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::with_capacity(packed.len() + new.len() * PurchaseDay::BYTES);
+    let mut old = unpack(packed)?.peekable();
+    let mut new = new.iter().copied().peekable();
+    loop {
+        let next = match (old.peek(), new.peek()) {
+            (Some(o), Some(n)) if o.day == n.day => {
+                let (o, n) = (old.next(), new.next());
+                let (o, n) = (o.unwrap_or_default(), n.unwrap_or_default());
+                PurchaseDay {
+                    day: o.day,
+                    amount_nanos: o.amount_nanos.saturating_add(n.amount_nanos),
+                    cost_nanos: o.cost_nanos.saturating_add(n.cost_nanos),
+                    transactions: o.transactions.saturating_add(n.transactions),
+                }
+            }
+            (Some(o), Some(n)) if o.day < n.day => old.next().unwrap_or_default(),
+            (Some(_), None) => old.next().unwrap_or_default(),
+            (_, Some(_)) => new.next().unwrap_or_default(),
+            (None, None) => break,
+        };
+        next.pack(&mut out);
+    }
+    Ok(out)
+}
+
+/// One row of the table, as a full read hands it over.
+pub(crate) trait Histories: CopyRows + Default + Send + 'static {
+    /// Room for about `bytes` of packed days, so a large read does not grow
+    /// (and copy, and fault in) its buffers again and again.
+    fn with_capacity(bytes: usize) -> Self;
+    /// Takes one customer's row.
+    fn push(&mut self, id: &str, packed: &[u8]) -> Result<(), ApiError>;
+    /// Appends the other half's customers (each row is another customer).
+    fn merge(&mut self, other: Self);
+}
+
+/// Customers numbered in order of reading, and one [`Purchase`] per
+/// transaction: a [`PurchaseDay`] becomes one purchase carrying the day's
 /// amounts plus one empty purchase per further transaction, so occasions,
 /// sums and transaction counts (RFM frequency) all stay exact.
 #[derive(Default)]
 pub(crate) struct PurchaseDays {
     ids: Vec<String>,
-    /// A full read looks up tens of millions of ids: foldhash, not SipHash
-    /// (the ids are the server's own UUIDs, nothing to defend against).
-    index: HashMap<String, u32, foldhash::fast::RandomState>,
     purchases: Vec<Purchase>,
 }
 
 impl PurchaseDays {
-    pub(crate) fn push(&mut self, id: &str, day: i32, amount: i64, cost: i64, transactions: i32) {
-        let customer = match self.index.get(id) {
-            Some(c) => *c,
-            None => {
-                let c = self.ids.len() as u32;
-                self.index.insert(id.to_owned(), c);
-                self.ids.push(id.to_owned());
-                c
-            }
-        };
-        self.purchases.push(Purchase {
-            customer,
-            day,
-            amount_nanos: amount,
-            cost_nanos: cost,
-        });
-        for _ in 1..transactions {
-            self.purchases.push(Purchase {
-                customer,
-                day,
-                amount_nanos: 0,
-                cost_nanos: 0,
-            });
-        }
-    }
-
     /// The customer ids and purchases, customers numbered in id order
     /// whatever order the rows came in: the fits sum over customers in that
     /// order, and must not depend on where the database stored the rows.
     pub(crate) fn finish(self) -> (Vec<String>, Vec<Purchase>) {
-        let PurchaseDays {
-            ids, mut purchases, ..
-        } = self;
+        let PurchaseDays { ids, mut purchases } = self;
         let mut order: Vec<u32> = (0..ids.len() as u32).collect();
         order.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
         let mut renumber = vec![0u32; ids.len()];
@@ -88,120 +162,71 @@ impl PurchaseDays {
     }
 }
 
-const TABLE: &str = "scoring_customer_days";
-const COLUMNS: &str = "customer_id, day, amount_nanos, cost_nanos, transactions";
-
-/// What one half of a full read fills (see [`read_all_postgres`]).
-pub(crate) trait Half: CopyRows + Send + 'static {
-    /// The read model's columns it takes.
-    const COLUMNS: &'static str;
-    /// Room for about `rows` rows, so a large read does not grow (and copy,
-    /// and fault in) its buffers again and again.
-    fn with_capacity(rows: usize) -> Self;
-    /// Adds the other half's rows (a customer may have rows in both).
-    fn merge(&mut self, other: Self);
-}
-
-impl Half for PurchaseDays {
-    const COLUMNS: &'static str = COLUMNS;
-
-    fn with_capacity(rows: usize) -> Self {
+impl Histories for PurchaseDays {
+    fn with_capacity(bytes: usize) -> Self {
         Self {
             ids: Vec::new(),
-            index: HashMap::default(),
-            purchases: Vec::with_capacity(rows),
+            // Transactions beyond the first of a day add a purchase each;
+            // the table's size (row headers, ids) leaves room for them.
+            purchases: Vec::with_capacity(bytes / PurchaseDay::BYTES),
         }
     }
 
+    fn push(&mut self, id: &str, packed: &[u8]) -> Result<(), ApiError> {
+        let customer = self.ids.len() as u32;
+        for d in unpack(packed)? {
+            self.purchases.push(Purchase {
+                customer,
+                day: d.day,
+                amount_nanos: d.amount_nanos,
+                cost_nanos: d.cost_nanos,
+            });
+            for _ in 1..d.transactions {
+                self.purchases.push(Purchase {
+                    customer,
+                    day: d.day,
+                    amount_nanos: 0,
+                    cost_nanos: 0,
+                });
+            }
+        }
+        self.ids.push(id.to_owned());
+        Ok(())
+    }
+
     fn merge(&mut self, other: Self) {
-        let renumber: Vec<u32> = other
-            .ids
-            .into_iter()
-            .map(|id| match self.index.get(&id) {
-                Some(c) => *c,
-                None => {
-                    let c = self.ids.len() as u32;
-                    self.ids.push(id.clone());
-                    self.index.insert(id, c);
-                    c
-                }
-            })
-            .collect();
+        let offset = self.ids.len() as u32;
+        self.ids.extend(other.ids);
         self.purchases
             .extend(other.purchases.into_iter().map(|p| Purchase {
-                customer: renumber[p.customer as usize],
+                customer: p.customer + offset,
                 ..p
             }));
     }
 }
 
-/// Every purchase day, read with binary COPY over two connections that see
-/// the snapshot of `txn` (a repeatable-read transaction on PostgreSQL).
-pub(crate) async fn read_all_postgres<C: ConnectionTrait, R: Half>(
-    txn: &C,
-    pool: &sqlx::PgPool,
-) -> Result<R, ApiError> {
-    let value =
-        |sql: &str| txn.query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()));
-    let snapshot: String = value("SELECT pg_export_snapshot() AS s")
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| ApiError::internal("pg_export_snapshot returned no row"))?
-        .try_get("", "s")
-        .map_err(db_error)?;
-    // The table's size in blocks now (pg_class.relpages is only an
-    // estimate, 0 until the table is first analyzed).
-    let pages: i64 = value(&format!(
-        "SELECT (pg_relation_size('{TABLE}') / current_setting('block_size')::int8) AS pages"
-    ))
-    .await
-    .map_err(db_error)?
-    .map(|r| r.try_get("", "pages"))
-    .transpose()
-    .map_err(db_error)?
-    .unwrap_or(0);
-    // Two halves by block number; the second is open-ended, so rows in
-    // blocks added since are read too (those the snapshot sees).
-    let middle = pages / 2;
-    // Each part parses on its own task, so both cores work on it. About 81
-    // rows fit in a block; reserve for a few more.
-    let rows_per_block = 100;
-    let part = |condition: String, reserve: i64| {
-        let (pool, snapshot) = (pool.clone(), snapshot.clone());
-        let reserve = usize::try_from(reserve * rows_per_block).unwrap_or(0);
-        tokio::spawn(async move {
-            let copy = format!(
-                "COPY (SELECT {} FROM {TABLE} WHERE {condition}) TO STDOUT (FORMAT binary)",
-                R::COLUMNS
-            );
-            copy_out(&pool, Some(&snapshot), &copy, R::with_capacity(reserve)).await
-        })
-    };
-    // The first part takes the second in (see `merge`): room for both.
-    let first = part(format!("ctid < '({middle},0)'::tid"), pages);
-    let second = part(format!("ctid >= '({middle},0)'::tid"), pages - middle);
-    let joined = |r: Result<Result<R, ApiError>, tokio::task::JoinError>| {
-        r.map_err(|e| ApiError::internal(format!("reading purchase days: {e}")))?
-    };
-    let (a, b) = tokio::join!(first, second);
-    let (mut all, b) = (joined(a)?, joined(b)?);
-    all.merge(b);
-    Ok(all)
+impl CopyRows for PurchaseDays {
+    const FIELDS: usize = 2;
+
+    fn row(&mut self, f: &[&[u8]]) -> Result<(), ApiError> {
+        self.push(copy_out::text(f[0])?, f[1])
+    }
 }
 
-/// Each customer's purchase days (one per read-model row, customers in no
-/// particular order), for population reports that need nothing else: in
-/// one flat array grouped by customer, without the customer ids, so a
-/// million customers with ten million days take about 45 MB.
+/// Each customer's purchase days (customers in no particular order), for
+/// population reports that need nothing else: in one flat array grouped by
+/// customer, without the customer ids, so a million customers with ten
+/// million days take about 45 MB.
 #[derive(Debug, Default, PartialEq)]
 pub struct CustomerDays {
-    /// Customer k's days are `days[starts[k]..starts[k + 1]]`.
+    /// Customer k's days are `days[starts[k]..starts[k + 1]]` (empty, or
+    /// one more than there are customers).
     starts: Vec<u32>,
     days: Vec<i32>,
 }
 
 impl CustomerDays {
-    /// Each customer's days.
+    /// Each customer's days, in day order.
     pub fn customers(&self) -> impl Iterator<Item = &[i32]> + Clone {
         self.starts
             .windows(2)
@@ -209,117 +234,209 @@ impl CustomerDays {
     }
 }
 
-/// [`CustomerDays`] as rows come in: customers numbered by id, one
-/// (customer, day) pair per row.
-#[derive(Default)]
-pub(crate) struct DayRows {
-    /// Only the index: the report needs no id back.
-    index: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
-    rows: Vec<(u32, i32)>,
-}
-
-impl DayRows {
-    pub(crate) fn push(&mut self, id: &str, day: i32) {
-        let next = self.index.len() as u32;
-        let customer = match self.index.get(id) {
-            Some(c) => *c,
-            None => {
-                self.index.insert(id.into(), next);
-                next
-            }
-        };
-        self.rows.push((customer, day));
-    }
-
-    /// Grouped by customer (a counting sort).
-    pub(crate) fn finish(self) -> CustomerDays {
-        let mut starts = vec![0u32; self.index.len() + 1];
-        for &(c, _) in &self.rows {
-            starts[c as usize + 1] += 1;
-        }
-        for k in 1..starts.len() {
-            starts[k] += starts[k - 1];
-        }
-        let mut next = starts.clone();
-        let mut days = vec![0i32; self.rows.len()];
-        for (c, day) in self.rows {
-            days[next[c as usize] as usize] = day;
-            next[c as usize] += 1;
-        }
-        CustomerDays { starts, days }
-    }
-}
-
-impl CopyRows for DayRows {
-    const FIELDS: usize = 2;
-
-    fn row(&mut self, f: &[&[u8]]) -> Result<(), ApiError> {
-        self.push(copy_out::text(f[0])?, copy_out::int4(f[1])?);
-        Ok(())
-    }
-}
-
-impl Half for DayRows {
-    const COLUMNS: &'static str = "customer_id, day";
-
-    fn with_capacity(rows: usize) -> Self {
+impl Histories for CustomerDays {
+    fn with_capacity(bytes: usize) -> Self {
         Self {
-            index: HashMap::default(),
-            rows: Vec::with_capacity(rows),
+            starts: Vec::new(),
+            days: Vec::with_capacity(bytes / PurchaseDay::BYTES),
         }
+    }
+
+    fn push(&mut self, _id: &str, packed: &[u8]) -> Result<(), ApiError> {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        self.days.extend(unpack(packed)?.map(|d| d.day));
+        self.starts.push(self.days.len() as u32);
+        Ok(())
     }
 
     fn merge(&mut self, other: Self) {
-        let mut renumber = vec![0u32; other.index.len()];
-        for (id, c) in other.index {
-            let next = self.index.len() as u32;
-            renumber[c as usize] = *self.index.entry(id).or_insert(next);
+        if self.starts.is_empty() {
+            *self = other;
+            return;
         }
-        self.rows.extend(
-            other
-                .rows
-                .into_iter()
-                .map(|(c, day)| (renumber[c as usize], day)),
-        );
+        let offset = self.days.len() as u32;
+        self.days.extend(other.days);
+        self.starts
+            .extend(other.starts.iter().skip(1).map(|s| s + offset));
     }
 }
 
-impl CopyRows for PurchaseDays {
-    const FIELDS: usize = 5;
+impl CopyRows for CustomerDays {
+    const FIELDS: usize = 2;
 
     fn row(&mut self, f: &[&[u8]]) -> Result<(), ApiError> {
-        self.push(
-            copy_out::text(f[0])?,
-            copy_out::int4(f[1])?,
-            copy_out::int8(f[2])?,
-            copy_out::int8(f[3])?,
-            copy_out::int4(f[4])?,
-        );
-        Ok(())
+        self.push(copy_out::text(f[0])?, f[1])
     }
+}
+
+/// Exports the snapshot of `txn` (a repeatable-read transaction on
+/// PostgreSQL), for reads on other connections to see exactly what it sees
+/// (see [`copy_out`]).
+pub(crate) async fn export_snapshot<C: ConnectionTrait>(txn: &C) -> Result<String, ApiError> {
+    txn.query_one_raw(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT pg_export_snapshot() AS s",
+    ))
+    .await
+    .map_err(crate::db_error)?
+    .ok_or_else(|| ApiError::internal("pg_export_snapshot returned no row"))?
+    .try_get("", "s")
+    .map_err(crate::db_error)
+}
+
+/// Every customer's history, read with binary COPY over two connections
+/// that import `snapshot` (see [`export_snapshot`]) of `txn`.
+pub(crate) async fn read_all_postgres<C: ConnectionTrait, R: Histories>(
+    txn: &C,
+    pool: &sqlx::PgPool,
+    snapshot: &str,
+) -> Result<R, ApiError> {
+    let value =
+        |sql: &str| txn.query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()));
+    // The table's size in blocks now (pg_class.relpages is only an
+    // estimate, 0 until the table is first analyzed).
+    let (pages, block): (i64, i64) = value(&format!(
+        "SELECT pg_relation_size('{TABLE}') / current_setting('block_size')::int8 AS pages, \
+         current_setting('block_size')::int8 AS block"
+    ))
+    .await
+    .map_err(crate::db_error)?
+    .map(|r| Ok::<_, sea_orm::DbErr>((r.try_get("", "pages")?, r.try_get("", "block")?)))
+    .transpose()
+    .map_err(crate::db_error)?
+    .unwrap_or((0, 8192));
+    // Two halves by block number; the second is open-ended, so rows in
+    // blocks added since are read too (those the snapshot sees).
+    let middle = pages / 2;
+    // Each part parses on its own task, so both cores work on it.
+    let part = |condition: String, blocks: i64| {
+        let (pool, snapshot) = (pool.clone(), snapshot.to_owned());
+        let bytes = usize::try_from(blocks * block).unwrap_or(0);
+        tokio::spawn(async move {
+            let copy = format!(
+                "COPY (SELECT customer_id, days FROM {TABLE} WHERE {condition}) \
+                 TO STDOUT (FORMAT binary)"
+            );
+            copy_out(&pool, Some(&snapshot), &copy, R::with_capacity(bytes)).await
+        })
+    };
+    // The first part takes the second in (see `merge`): room for both.
+    let first = part(format!("ctid < '({middle},0)'::tid"), pages);
+    let second = part(format!("ctid >= '({middle},0)'::tid"), pages - middle);
+    let joined = |r: Result<Result<R, ApiError>, tokio::task::JoinError>| {
+        r.map_err(|e| ApiError::internal(format!("reading purchase histories: {e}")))?
+    };
+    let (a, b) = tokio::join!(first, second);
+    let (mut all, b) = (joined(a)?, joined(b)?);
+    all.merge(b);
+    Ok(all)
+}
+
+/// Every customer's history (or those of `only`), row by row: the full
+/// read on SQLite, and the few customers online scoring rescores.
+pub(crate) async fn read_rows<C, R>(db: &C, only: Option<&[String]>) -> Result<R, ApiError>
+where
+    C: ConnectionTrait + sea_orm::StreamTrait,
+    R: Histories,
+{
+    use futures::TryStreamExt;
+    let mut q = Query::select();
+    q.columns(["customer_id", "days"]).from(TABLE);
+    if let Some(ids) = only {
+        q.and_where(Expr::col("customer_id").is_in(crate::query::padded(ids)));
+    }
+    let rows = db.stream(&q).await.map_err(crate::db_error)?;
+    let mut rows = std::pin::pin!(rows);
+    let mut out = R::default();
+    while let Some(r) = rows.try_next().await.map_err(crate::db_error)? {
+        let id: String = r.try_get_by_index(0).map_err(crate::db_error)?;
+        let days: Vec<u8> = r.try_get_by_index(1).map_err(crate::db_error)?;
+        out.push(&id, &days)?;
+    }
+    Ok(out)
+}
+
+/// Adds a feed batch's purchase days (per customer, in day order, each day
+/// once) to the customers' histories, in the caller's transaction: each
+/// buyer's row is read, merged ([`add_days`]) and written back. The caller
+/// must hold the feed cursor's row first (see `ScoringStore::apply`), so no
+/// other replica merges into the same rows meanwhile.
+pub(crate) async fn add_to_histories<C: ConnectionTrait>(
+    txn: &C,
+    mut days: HashMap<&str, Vec<PurchaseDay>>,
+) -> Result<(), ApiError> {
+    let ids: Vec<String> = days.keys().map(|id| (*id).to_owned()).collect();
+    for chunk in ids.chunks(1_000) {
+        let stored = txn
+            .query_all(
+                Query::select()
+                    .columns(["customer_id", "days"])
+                    .from(TABLE)
+                    .and_where(Expr::col("customer_id").is_in(crate::query::padded(chunk))),
+            )
+            .await
+            .map_err(crate::db_error)?;
+        let mut stored: HashMap<String, Vec<u8>> = stored
+            .into_iter()
+            .map(|r| Ok((r.try_get_by_index(0)?, r.try_get_by_index(1)?)))
+            .collect::<Result<_, sea_orm::DbErr>>()
+            .map_err(crate::db_error)?;
+        let mut rows = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            let new = days.remove(id.as_str()).unwrap_or_default();
+            let old = stored.remove(id).unwrap_or_default();
+            rows.push(vec![id.clone().into(), add_days(&old, &new)?.into()]);
+        }
+        crate::bulk::insert(
+            txn,
+            TABLE,
+            &["customer_id", "days"],
+            rows,
+            crate::bulk::Conflict::Update {
+                key: &["customer_id"],
+                columns: &["days"],
+                how: crate::bulk::Update::Replace,
+            },
+            None,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
     use crate::copy_out::{CopyReader, SIGNATURE};
 
-    /// A binary COPY of `rows`, as PostgreSQL writes it.
-    fn copy_bytes(rows: &[(&str, i32, i64, i64, i32)]) -> Vec<u8> {
+    fn day(day: i32, amount_nanos: i64, cost_nanos: i64, transactions: i32) -> PurchaseDay {
+        PurchaseDay {
+            day,
+            amount_nanos,
+            cost_nanos,
+            transactions,
+        }
+    }
+
+    fn pack(days: &[PurchaseDay]) -> Vec<u8> {
+        add_days(&[], days).unwrap()
+    }
+
+    /// A binary COPY of `(customer_id, days)` rows, as PostgreSQL writes it.
+    fn copy_bytes(rows: &[(&str, Vec<u8>)]) -> Vec<u8> {
         let mut b = SIGNATURE.to_vec();
         b.extend(0u32.to_be_bytes()); // flags
         b.extend(3u32.to_be_bytes()); // header extension, skipped
         b.extend([7, 7, 7]);
-        for (id, day, amount, cost, n) in rows {
-            b.extend(5i16.to_be_bytes());
-            b.extend((id.len() as i32).to_be_bytes());
-            b.extend(id.as_bytes());
-            for field in [
-                &day.to_be_bytes()[..],
-                &amount.to_be_bytes()[..],
-                &cost.to_be_bytes()[..],
-                &n.to_be_bytes()[..],
-            ] {
+        for (id, days) in rows {
+            b.extend(2i16.to_be_bytes());
+            for field in [id.as_bytes(), days] {
                 b.extend((field.len() as i32).to_be_bytes());
                 b.extend(field);
             }
@@ -328,87 +445,114 @@ mod tests {
         b
     }
 
-    fn direct(rows: &[(&str, i32, i64, i64, i32)]) -> (Vec<String>, Vec<Purchase>) {
-        let mut out = PurchaseDays::default();
-        for (id, day, amount, cost, n) in rows {
-            out.push(id, *day, *amount, *cost, *n);
-        }
-        out.finish()
+    fn rows() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            (
+                "b",
+                pack(&[day(19_000, 5_000_000_000, 1, 1), day(19_001, 0, 0, 2)]),
+            ),
+            ("a", pack(&[day(-3, -7, i64::MIN, 3)])),
+            ("ü-ñ", pack(&[day(0, i64::MAX, 0, 1)])),
+            ("", pack(&[day(1, 1, 1, 1)])),
+        ]
     }
 
-    const ROWS: [(&str, i32, i64, i64, i32); 5] = [
-        ("b", 19_000, 5_000_000_000, 1, 1),
-        ("a", -3, -7, i64::MIN, 3),
-        ("ü-ñ", 0, i64::MAX, 0, 1),
-        ("b", 19_001, 0, 0, 2),
-        ("", 1, 1, 1, 1),
-    ];
+    fn direct<R: Histories>(rows: &[(&str, Vec<u8>)]) -> R {
+        let mut out = R::default();
+        for (id, days) in rows {
+            out.push(id, days).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn the_packing_is_big_endian_fixed_width_as_sql_writes_it() {
+        // What `int4send(19000) || int8send(-7) || int8send(1) || int4send(2)`
+        // returns in PostgreSQL (the migration packs the old rows so).
+        let want: Vec<u8> = [
+            &19_000i32.to_be_bytes()[..],
+            &(-7i64).to_be_bytes(),
+            &1i64.to_be_bytes(),
+            &2i32.to_be_bytes(),
+        ]
+        .concat();
+        assert_eq!(pack(&[day(19_000, -7, 1, 2)]), want);
+        assert_eq!(
+            unpack(&want).unwrap().collect::<Vec<_>>(),
+            [day(19_000, -7, 1, 2)]
+        );
+        assert!(unpack(&want[..23]).is_err(), "a partial day");
+    }
+
+    #[test]
+    fn purchases_expand_each_days_transactions() {
+        let (ids, purchases) = direct::<PurchaseDays>(&rows()).finish();
+        assert_eq!(ids, ["", "a", "b", "ü-ñ"]);
+        let got: Vec<(u32, i32, i64, i64)> = purchases
+            .iter()
+            .map(|p| (p.customer, p.day, p.amount_nanos, p.cost_nanos))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, 19_000, 5_000_000_000, 1),
+                (2, 19_001, 0, 0),
+                (2, 19_001, 0, 0),
+                (1, -3, -7, i64::MIN),
+                (1, -3, 0, 0),
+                (1, -3, 0, 0),
+                (3, 0, i64::MAX, 0),
+                (0, 1, 1, 1),
+            ]
+        );
+    }
 
     #[test]
     fn rows_split_anywhere_across_chunks_read_the_same() {
-        let bytes = copy_bytes(&ROWS);
-        let want = direct(&ROWS);
+        let rows = rows();
+        let bytes = copy_bytes(&rows);
+        let want = direct::<PurchaseDays>(&rows).finish();
+        let want_days = direct::<CustomerDays>(&rows);
         for chunk in 1..=bytes.len() {
             let (mut reader, mut out) = (CopyReader::default(), PurchaseDays::default());
+            let (mut days_reader, mut days) = (CopyReader::default(), CustomerDays::default());
             for part in bytes.chunks(chunk) {
                 reader.feed(part, &mut out).unwrap();
+                days_reader.feed(part, &mut days).unwrap();
             }
             reader.finish().unwrap();
+            days_reader.finish().unwrap();
             assert_eq!(out.finish(), want, "chunks of {chunk} bytes");
+            assert_eq!(days, want_days, "chunks of {chunk} bytes");
         }
     }
 
     #[test]
-    fn merged_parts_equal_one_read() {
-        for split in 0..=ROWS.len() {
-            let mut a = PurchaseDays::default();
-            let mut b = PurchaseDays::default();
-            for (i, (id, day, amount, cost, n)) in ROWS.iter().enumerate() {
-                let part = if i < split { &mut a } else { &mut b };
-                part.push(id, *day, *amount, *cost, *n);
-            }
-            a.merge(b);
-            let (ids, mut purchases) = a.finish();
-            let (want_ids, mut want) = direct(&ROWS);
-            assert_eq!(ids, want_ids);
-            let key = |p: &Purchase| (p.customer, p.day, p.amount_nanos, p.cost_nanos);
-            purchases.sort_by_key(key);
-            want.sort_by_key(key);
-            assert_eq!(purchases, want, "split at {split}");
-        }
-    }
-
-    #[test]
-    fn day_rows_group_each_customers_days_however_split() {
-        for split in 0..=ROWS.len() {
-            let (mut a, mut b) = (DayRows::default(), DayRows::default());
-            for (i, (id, day, ..)) in ROWS.iter().enumerate() {
-                let part = if i < split { &mut a } else { &mut b };
-                part.push(id, *day);
-            }
-            a.merge(b);
-            let mut got: Vec<Vec<i32>> = a
-                .finish()
-                .customers()
-                .map(|days| {
-                    let mut days = days.to_vec();
-                    days.sort_unstable();
-                    days
-                })
-                .collect();
-            got.sort_unstable();
+    fn merged_halves_equal_one_read() {
+        let rows = rows();
+        for split in 0..=rows.len() {
+            let mut a = direct::<PurchaseDays>(&rows[..split]);
+            a.merge(direct(&rows[split..]));
+            assert_eq!(
+                a.finish(),
+                direct::<PurchaseDays>(&rows).finish(),
+                "split at {split}"
+            );
+            let mut a = direct::<CustomerDays>(&rows[..split]);
+            a.merge(direct(&rows[split..]));
+            let got: Vec<Vec<i32>> = a.customers().map(<[i32]>::to_vec).collect();
             assert_eq!(
                 got,
-                [vec![-3], vec![0], vec![1], vec![19_000, 19_001]],
+                [vec![19_000, 19_001], vec![-3], vec![0], vec![1]],
                 "split at {split}"
             );
         }
-        assert_eq!(DayRows::default().finish().customers().count(), 0);
+        assert_eq!(CustomerDays::default().customers().count(), 0);
     }
 
     #[test]
     fn truncated_or_malformed_streams_are_errors() {
-        let bytes = copy_bytes(&ROWS);
+        let bytes = copy_bytes(&rows());
         let (mut reader, mut out) = (CopyReader::default(), PurchaseDays::default());
         reader.feed(&bytes[..bytes.len() - 2], &mut out).unwrap();
         assert!(reader.finish().is_err(), "no trailer");
@@ -416,10 +560,47 @@ mod tests {
         wrong[0] = b'X';
         let mut reader = CopyReader::default();
         assert!(reader.feed(&wrong, &mut out).is_err(), "bad signature");
-        let mut null = copy_bytes(&[("a", 1, 1, 1, 1)]);
-        let day_len = SIGNATURE.len() + 8 + 3 + 2 + 4 + 1;
-        null[day_len..day_len + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        let mut null = copy_bytes(&[("a", pack(&[day(1, 1, 1, 1)]))]);
+        let days_len = SIGNATURE.len() + 8 + 3 + 2 + 4 + 1;
+        null[days_len..days_len + 4].copy_from_slice(&(-1i32).to_be_bytes());
         let mut reader = CopyReader::default();
-        assert!(reader.feed(&null, &mut out).is_err(), "NULL day");
+        assert!(reader.feed(&null, &mut out).is_err(), "NULL days");
+        let partial = copy_bytes(&[("a", vec![0; 25])]);
+        let mut reader = CopyReader::default();
+        assert!(reader.feed(&partial, &mut out).is_err(), "a partial day");
+    }
+
+    fn batches() -> impl Strategy<Value = Vec<Vec<(i32, i64, i64, i32)>>> {
+        // Few distinct days, so batches often hit days already stored.
+        let purchase = (-5..40i32, -1_000..1_000_000i64, 0..1_000i64, 1..4i32);
+        proptest::collection::vec(proptest::collection::vec(purchase, 0..12), 0..8)
+    }
+
+    proptest! {
+        /// However a customer's purchases arrive in feed batches, the packed
+        /// history holds each day once, in day order, with that day's sums.
+        #[test]
+        fn histories_hold_each_days_sums_in_day_order(batches in batches()) {
+            let mut packed = Vec::new();
+            let mut want: BTreeMap<i32, (i64, i64, i32)> = BTreeMap::new();
+            for batch in batches {
+                // What `ScoringStore::apply` hands over: one entry per day.
+                let mut days: BTreeMap<i32, (i64, i64, i32)> = BTreeMap::new();
+                for (d, amount, cost, n) in batch {
+                    for sums in [days.entry(d).or_default(), want.entry(d).or_default()] {
+                        sums.0 += amount;
+                        sums.1 += cost;
+                        sums.2 += n;
+                    }
+                }
+                let new: Vec<PurchaseDay> =
+                    days.into_iter().map(|(d, (a, c, n))| day(d, a, c, n)).collect();
+                packed = add_days(&packed, &new).unwrap();
+            }
+            let got: Vec<PurchaseDay> = unpack(&packed).unwrap().collect();
+            let want: Vec<PurchaseDay> =
+                want.into_iter().map(|(d, (a, c, n))| day(d, a, c, n)).collect();
+            prop_assert_eq!(got, want);
+        }
     }
 }

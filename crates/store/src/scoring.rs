@@ -20,7 +20,7 @@ pub use crate::product_groups::ProductGroup;
 pub use crate::purchase_days::CustomerDays;
 use crate::{
     Storage, begin_write, db_error,
-    purchase_days::{DayRows, PurchaseDays},
+    purchase_days::{PurchaseDay, PurchaseDays},
 };
 
 /// One stored score: the customer, the labels distributions count, and the
@@ -83,6 +83,11 @@ pub struct CustomerFacts {
     /// anonymous, in the scores and reports).
     pub erased: bool,
 }
+
+/// Customers' [`CustomerFacts`] by id. A recompute looks up a million:
+/// foldhash, not SipHash (the ids are the server's own UUIDs, nothing to
+/// defend against).
+pub type FactsById = HashMap<String, CustomerFacts, foldhash::fast::RandomState>;
 
 /// A customer's feedback summary as scoring stores it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -504,92 +509,119 @@ pub struct ScoringSnapshot {
     /// Customers with purchases; index = `Purchase::customer`.
     pub ids: Vec<String>,
     pub purchases: Vec<Purchase>,
-    pub facts: HashMap<String, CustomerFacts>,
+    pub facts: FactsById,
 }
 
-/// Purchases of every customer (or of `only`): the ids (index =
-/// `Purchase::customer`) and one `Purchase` per transaction. The read model
-/// keeps one row per customer and day, so a day of n transactions becomes n
-/// purchases on that day, the first carrying the day's amounts: occasions,
-/// sums and transaction counts (RFM frequency) all stay exact.
-async fn read_purchase_days<C: ConnectionTrait + sea_orm::StreamTrait>(
-    db: &C,
-    only: Option<&[String]>,
-) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
-    use futures::TryStreamExt;
-    let mut q = Query::select();
-    q.columns([
-        "customer_id",
-        "day",
-        "amount_nanos",
-        "cost_nanos",
-        "transactions",
-    ])
-    .from("scoring_customer_days");
-    if let Some(ids) = only {
-        q.and_where(Expr::col("customer_id").is_in(crate::query::padded(ids)));
-    }
-    // A full read is every purchase day of every customer (tens of millions
-    // of rows): unordered (a sequential scan; ordering by customer took
-    // PostgreSQL twice as long, and the summary buckets by customer itself),
-    // streamed, and read by position, so neither the rows nor a
-    // column-name lookup per value are kept.
-    let rows = db.stream(&q).await.map_err(db_error)?;
-    let mut rows = std::pin::pin!(rows);
-    let mut out = PurchaseDays::default();
-    while let Some(r) = rows.try_next().await.map_err(db_error)? {
-        let id: String = r.try_get_by_index(0).map_err(db_error)?;
-        out.push(
-            &id,
-            r.try_get_by_index(1).map_err(db_error)?,
-            r.try_get_by_index(2).map_err(db_error)?,
-            r.try_get_by_index(3).map_err(db_error)?,
-            r.try_get_by_index(4).map_err(db_error)?,
-        );
-    }
-    Ok(out.finish())
-}
+const FACT_COLUMNS: [&str; 7] = [
+    "customer_id",
+    "interactions",
+    "currency",
+    "latest_nps",
+    "oldest_open_complaint_day",
+    "complaints",
+    "erased",
+];
 
-/// What scoring knows of every customer (or of `only`) beside purchases.
+/// What scoring knows of every customer (or of `only`) beside purchases,
+/// row by row: the full read on SQLite, and the few customers online
+/// scoring rescores.
 async fn read_customer_facts<C: ConnectionTrait>(
     db: &C,
     only: Option<&[String]>,
-) -> Result<HashMap<String, CustomerFacts>, ApiError> {
+) -> Result<FactsById, ApiError> {
     let mut q = Query::select();
-    q.columns([
-        "customer_id",
-        "interactions",
-        "currency",
-        "latest_nps",
-        "oldest_open_complaint_day",
-        "complaints",
-        "erased",
-    ])
-    .from("scoring_customers");
+    q.columns(FACT_COLUMNS).from("scoring_customers");
     if let Some(ids) = only {
         q.and_where(Expr::col("customer_id").is_in(crate::query::padded(ids)));
     }
     let rows = db.query_all(&q).await.map_err(db_error)?;
-    rows.into_iter()
-        .map(|r| {
-            let id: String = r.try_get("", "customer_id").map_err(db_error)?;
-            let n: i32 = r.try_get("", "interactions").map_err(db_error)?;
-            let complaints: i32 = r.try_get("", "complaints").map_err(db_error)?;
+    let mut facts = FactsById::with_capacity_and_hasher(rows.len(), Default::default());
+    for r in rows {
+        let get_i32 = |i: usize| r.try_get_by_index::<i32>(i);
+        let facts_of = || -> Result<(String, CustomerFacts), sea_orm::DbErr> {
             Ok((
-                id,
+                r.try_get_by_index(0)?,
                 CustomerFacts {
-                    interactions: u32::try_from(n).unwrap_or(0),
-                    currency: r.try_get("", "currency").map_err(db_error)?,
-                    latest_nps: r.try_get("", "latest_nps").map_err(db_error)?,
-                    oldest_open_complaint_day: r
-                        .try_get("", "oldest_open_complaint_day")
-                        .map_err(db_error)?,
-                    complaints: u32::try_from(complaints).unwrap_or(0),
-                    erased: r.try_get("", "erased").map_err(db_error)?,
+                    interactions: u32::try_from(get_i32(1)?).unwrap_or(0),
+                    currency: r.try_get_by_index(2)?,
+                    latest_nps: r.try_get_by_index(3)?,
+                    oldest_open_complaint_day: r.try_get_by_index(4)?,
+                    complaints: u32::try_from(get_i32(5)?).unwrap_or(0),
+                    erased: r.try_get_by_index(6)?,
                 },
             ))
-        })
-        .collect()
+        };
+        let (id, f) = facts_of().map_err(db_error)?;
+        facts.insert(id, f);
+    }
+    Ok(facts)
+}
+
+/// [`CustomerFacts`] of every customer as a binary COPY hands them over
+/// (see [`read_customer_facts_postgres`]).
+struct FactRows(FactsById);
+
+impl crate::copy_out::CopyRows for FactRows {
+    const FIELDS: usize = 9;
+
+    fn row(&mut self, f: &[&[u8]]) -> Result<(), ApiError> {
+        use crate::copy_out::{boolean, int4, text};
+        // Each nullable column comes as (IS NULL, value or 0).
+        let optional = |null: &[u8], value: &[u8]| -> Result<Option<i32>, ApiError> {
+            Ok(if boolean(null)? {
+                None
+            } else {
+                Some(int4(value)?)
+            })
+        };
+        self.0.insert(
+            text(f[0])?.to_owned(),
+            CustomerFacts {
+                interactions: u32::try_from(int4(f[1])?).unwrap_or(0),
+                currency: text(f[2])?.to_owned(),
+                latest_nps: optional(f[3], f[4])?,
+                oldest_open_complaint_day: optional(f[5], f[6])?,
+                complaints: u32::try_from(int4(f[7])?).unwrap_or(0),
+                erased: boolean(f[8])?,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Every customer's [`CustomerFacts`] as `snapshot` (exported by `txn`)
+/// sees them, with binary COPY on a connection of its own: a million rows
+/// collected as query results, then looked up by column name, took longer
+/// than the purchase histories themselves.
+async fn read_customer_facts_postgres<C: ConnectionTrait>(
+    txn: &C,
+    pool: &sqlx::PgPool,
+    snapshot: &str,
+) -> Result<FactsById, ApiError> {
+    // The planner's row count (-1 before the first ANALYZE) sizes the map.
+    let estimate: i64 = txn
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT reltuples::int8 AS n FROM pg_class WHERE oid = 'scoring_customers'::regclass",
+        ))
+        .await
+        .map_err(db_error)?
+        .map(|r| r.try_get("", "n"))
+        .transpose()
+        .map_err(db_error)?
+        .unwrap_or(0);
+    let capacity = usize::try_from(estimate).unwrap_or(0);
+    let copy = "COPY (SELECT customer_id, interactions, currency, \
+                latest_nps IS NULL, coalesce(latest_nps, 0), \
+                oldest_open_complaint_day IS NULL, coalesce(oldest_open_complaint_day, 0), \
+                complaints, erased FROM scoring_customers) TO STDOUT (FORMAT binary)";
+    let rows = FactRows(FactsById::with_capacity_and_hasher(
+        capacity,
+        Default::default(),
+    ));
+    Ok(crate::copy_out::copy_out(pool, Some(snapshot), copy, rows)
+        .await?
+        .0)
 }
 
 #[derive(Clone)]
@@ -616,6 +648,10 @@ impl ScoringStore {
         advance: crate::cursor::Advance,
     ) -> Result<(), ApiError> {
         let txn = begin_write(&self.db).await?;
+        // The cursor first: on PostgreSQL its row stays locked until
+        // commit, so a replica applying the same batch waits here, then
+        // fails, before it reads any purchase history to merge into.
+        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, advance).await?;
         let regions: HashMap<&str, &str> = batch
             .customers
             .iter()
@@ -647,31 +683,19 @@ impl ScoringStore {
             e.1 += cost;
             e.2 += 1;
         }
-        let rows = days
-            .into_iter()
-            .map(|((id, day), (amount, cost, n))| {
-                vec![id.into(), day.into(), amount.into(), cost.into(), n.into()]
-            })
-            .collect();
-        crate::bulk::insert(
-            &txn,
-            "scoring_customer_days",
-            &[
-                "customer_id",
-                "day",
-                "amount_nanos",
-                "cost_nanos",
-                "transactions",
-            ],
-            rows,
-            crate::bulk::Conflict::Update {
-                key: &["customer_id", "day"],
-                columns: &["amount_nanos", "cost_nanos", "transactions"],
-                how: crate::bulk::Update::Add,
-            },
-            None,
-        )
-        .await?;
+        let mut histories: HashMap<&str, Vec<PurchaseDay>> = HashMap::new();
+        for ((id, day), (amount_nanos, cost_nanos, transactions)) in days {
+            histories.entry(id).or_default().push(PurchaseDay {
+                day,
+                amount_nanos,
+                cost_nanos,
+                transactions,
+            });
+        }
+        for days in histories.values_mut() {
+            days.sort_unstable_by_key(|d| d.day);
+        }
+        crate::purchase_days::add_to_histories(&txn, histories).await?;
         let mut interactions: HashMap<&str, i32> = HashMap::new();
         for id in &batch.interactions {
             *interactions.entry(id).or_default() += 1;
@@ -712,7 +736,6 @@ impl ScoringStore {
             None,
         )
         .await?;
-        crate::cursor::save(&txn, "scoring_feed_cursor", consumer, advance).await?;
         txn.commit().await.map_err(db_error)
     }
 
@@ -801,13 +824,22 @@ impl ScoringStore {
         let txn = self.begin_snapshot().await?;
         let data_seq = crate::cursor::load(&txn, "scoring_feed_cursor", consumer).await?;
         let score_revision = crate::cursor::last_revision(&txn, "scoring_score_head").await?;
-        // Both in the transaction's snapshot; on PostgreSQL the purchase days
-        // come over connections of their own, so the two reads overlap.
-        let (days, facts) = tokio::join!(
-            self.all_purchase_days(&txn),
-            read_customer_facts(&txn, None)
-        );
-        let ((ids, purchases), facts) = (days?, facts?);
+        // Both in the transaction's snapshot; on PostgreSQL each read has
+        // connections of its own, so they overlap.
+        let (days, facts) = if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            let pool = self.db.get_postgres_connection_pool();
+            let snapshot = crate::purchase_days::export_snapshot(&txn).await?;
+            tokio::join!(
+                crate::purchase_days::read_all_postgres::<_, PurchaseDays>(&txn, pool, &snapshot),
+                read_customer_facts_postgres(&txn, pool, &snapshot)
+            )
+        } else {
+            (
+                crate::purchase_days::read_rows::<_, PurchaseDays>(&txn, None).await,
+                read_customer_facts(&txn, None).await,
+            )
+        };
+        let ((ids, purchases), facts) = (days?.finish(), facts?);
         txn.commit().await.map_err(db_error)?;
         Ok(ScoringSnapshot {
             data_seq,
@@ -822,36 +854,19 @@ impl ScoringStore {
     /// consistent snapshot.
     pub async fn purchase_days(&self) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
         let txn = self.begin_snapshot().await?;
-        let all = self.all_purchase_days(&txn).await?;
+        let all = self.all_histories::<PurchaseDays>(&txn).await?;
         txn.commit().await.map_err(db_error)?;
-        Ok(all)
+        Ok(all.finish())
     }
 
     /// Each customer's purchase days and nothing else (population reports),
     /// from one consistent snapshot: on PostgreSQL with binary COPY over two
     /// connections, as a recompute reads.
     pub async fn customer_days(&self) -> Result<CustomerDays, ApiError> {
-        use futures::TryStreamExt;
-        use sea_orm::StreamTrait;
         let txn = self.begin_snapshot().await?;
-        let rows = if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
-            let pool = self.db.get_postgres_connection_pool();
-            crate::purchase_days::read_all_postgres::<_, DayRows>(&txn, pool).await?
-        } else {
-            let mut q = Query::select();
-            q.columns(["customer_id", "day"])
-                .from("scoring_customer_days");
-            let rows = txn.stream(&q).await.map_err(db_error)?;
-            let mut rows = std::pin::pin!(rows);
-            let mut out = DayRows::default();
-            while let Some(r) = rows.try_next().await.map_err(db_error)? {
-                let id: String = r.try_get_by_index(0).map_err(db_error)?;
-                out.push(&id, r.try_get_by_index(1).map_err(db_error)?);
-            }
-            out
-        };
+        let days = self.all_histories(&txn).await?;
         txn.commit().await.map_err(db_error)?;
-        Ok(rows.finish())
+        Ok(days)
     }
 
     /// A read-only repeatable-read transaction on PostgreSQL; a read
@@ -871,21 +886,19 @@ impl ScoringStore {
             .map_err(db_error)
     }
 
-    /// Every purchase day `txn` sees: on PostgreSQL with binary COPY over
-    /// two connections sharing its snapshot (see `purchase_days.rs`).
-    async fn all_purchase_days(
+    /// Every customer's purchase history `txn` sees: on PostgreSQL with
+    /// binary COPY over two connections sharing its snapshot (see
+    /// `purchase_days.rs`).
+    async fn all_histories<R: crate::purchase_days::Histories>(
         &self,
         txn: &sea_orm::DatabaseTransaction,
-    ) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
+    ) -> Result<R, ApiError> {
         if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
             let pool = self.db.get_postgres_connection_pool();
-            Ok(
-                crate::purchase_days::read_all_postgres::<_, PurchaseDays>(txn, pool)
-                    .await?
-                    .finish(),
-            )
+            let snapshot = crate::purchase_days::export_snapshot(txn).await?;
+            crate::purchase_days::read_all_postgres(txn, pool, &snapshot).await
         } else {
-            read_purchase_days(txn, None).await
+            crate::purchase_days::read_rows(txn, None).await
         }
     }
 
@@ -894,7 +907,10 @@ impl ScoringStore {
     pub async fn histories(&self, only: &[String]) -> Result<ScoringSnapshot, ApiError> {
         let mut out = ScoringSnapshot::default();
         for chunk in only.chunks(1_000) {
-            let (ids, purchases) = read_purchase_days(&self.db, Some(chunk)).await?;
+            let (ids, purchases) =
+                crate::purchase_days::read_rows::<_, PurchaseDays>(&self.db, Some(chunk))
+                    .await?
+                    .finish();
             let offset = out.ids.len() as u32;
             out.ids.extend(ids);
             out.purchases
