@@ -15,6 +15,9 @@
 //! commits while the migration runs is either in the copy or fails (its
 //! table is gone) and is retried by that pod until it is replaced; its
 //! cursor moves only with its batch, so nothing is lost.
+//!
+//! Going back unpacks them again: in SQL on PostgreSQL (each field's bytes
+//! cast through a bit string), row by row here on SQLite.
 
 use sea_orm_migration::{
     prelude::*,
@@ -107,62 +110,112 @@ impl MigrationTrait for Migration {
                     .col(Alias::new("day")),
             )
             .to_owned();
-        // Unpacked here, row by row: SQLite has no SQL to read integers
-        // out of bytes, and going back is rare.
-        let rows = m
-            .get_connection()
-            .query_all_raw(Statement::from_string(
-                backend,
-                format!("SELECT customer_id, days FROM {NEW}"),
-            ))
-            .await?;
         let mut statements = vec![backend.build(&create).to_string()];
-        let mut values: Vec<Vec<Value>> = Vec::new();
-        for r in rows {
-            let id: String = r.try_get_by_index(0)?;
-            let days: Vec<u8> = r.try_get_by_index(1)?;
-            if !days.len().is_multiple_of(DAY_BYTES) {
-                return Err(DbErr::Custom(format!(
-                    "{NEW}: customer {id:?} has {} bytes of days, not a multiple of {DAY_BYTES}",
-                    days.len()
-                )));
-            }
-            for d in days.chunks_exact(DAY_BYTES) {
-                let int4 = |at: usize| i32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]);
-                let int8 = |at: usize| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&d[at..at + 8]);
-                    i64::from_be_bytes(b)
-                };
-                values.push(vec![
-                    id.clone().into(),
-                    int4(0).into(),
-                    int8(4).into(),
-                    int8(12).into(),
-                    int4(20).into(),
-                ]);
-            }
-        }
-        // Statements of at most 1,000 rows (SQLite's parameter limit), with
-        // the values inlined: one batch, all or nothing.
-        for chunk in values.chunks(1_000) {
-            let mut insert = Query::insert();
-            insert.into_table(OLD).columns([
-                "customer_id",
-                "day",
-                "amount_nanos",
-                "cost_nanos",
-                "transactions",
-            ]);
-            for row in chunk {
-                insert
-                    .values(row.iter().cloned().map(SimpleExpr::from))
-                    .map_err(|e| DbErr::Custom(e.to_string()))?;
-            }
-            statements.push(backend.build(&insert).to_string());
+        if backend == DbBackend::Postgres {
+            statements.extend(unpack_in_sql(m).await?);
+        } else {
+            statements.extend(unpack_row_by_row(m).await?);
         }
         statements.push(format!("DROP TABLE {NEW}"));
         batch(m, statements).await?;
         collate(m, &[(OLD, &["customer_id"])], "C").await
     }
+}
+
+/// The statements that refill the old table, unpacked in PostgreSQL: day
+/// i of a history is bytes 24i..24i+24, each field's bytes read as a bit
+/// string and cast to its (signed) integer type.
+async fn unpack_in_sql(m: &SchemaManager<'_>) -> Result<Vec<String>, DbErr> {
+    check_whole_days(m).await?;
+    let field = |offset: usize, bytes: usize| {
+        format!(
+            "('x' || encode(substring(days FROM i * {DAY_BYTES} + {} FOR {bytes}), 'hex'))::bit({})::int{bytes}",
+            offset + 1,
+            bytes * 8
+        )
+    };
+    Ok(vec![format!(
+        "INSERT INTO {OLD} (customer_id, day, amount_nanos, cost_nanos, transactions) \
+         SELECT customer_id, {}, {}, {}, {} FROM {NEW}, \
+         generate_series(0, length(days) / {DAY_BYTES} - 1) AS i",
+        field(0, 4),
+        field(4, 8),
+        field(12, 8),
+        field(20, 4)
+    )])
+}
+
+/// Fails when a history is not a whole number of days (unpacking would
+/// lose its tail).
+async fn check_whole_days(m: &SchemaManager<'_>) -> Result<(), DbErr> {
+    let backend = m.get_database_backend();
+    let partial = m
+        .get_connection()
+        .query_all_raw(Statement::from_string(
+            backend,
+            format!("SELECT customer_id FROM {NEW} WHERE length(days) % {DAY_BYTES} <> 0 LIMIT 1"),
+        ))
+        .await?;
+    match partial.first() {
+        Some(r) => Err(DbErr::Custom(format!(
+            "{NEW}: customer {:?} has a partial day; not unpacked",
+            r.try_get_by_index::<String>(0)?
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The statements that refill the old table, unpacked here row by row
+/// (SQLite has no SQL to read integers out of bytes; its databases are the
+/// small, embedded ones).
+async fn unpack_row_by_row(m: &SchemaManager<'_>) -> Result<Vec<String>, DbErr> {
+    check_whole_days(m).await?;
+    let backend = m.get_database_backend();
+    let rows = m
+        .get_connection()
+        .query_all_raw(Statement::from_string(
+            backend,
+            format!("SELECT customer_id, days FROM {NEW}"),
+        ))
+        .await?;
+    let mut statements = Vec::new();
+    let mut values: Vec<Vec<Value>> = Vec::new();
+    for r in rows {
+        let id: String = r.try_get_by_index(0)?;
+        let days: Vec<u8> = r.try_get_by_index(1)?;
+        for d in days.chunks_exact(DAY_BYTES) {
+            let int4 = |at: usize| i32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]);
+            let int8 = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&d[at..at + 8]);
+                i64::from_be_bytes(b)
+            };
+            values.push(vec![
+                id.clone().into(),
+                int4(0).into(),
+                int8(4).into(),
+                int8(12).into(),
+                int4(20).into(),
+            ]);
+        }
+    }
+    // Statements of at most 1,000 rows (SQLite's parameter limit), with
+    // the values inlined: one batch, all or nothing.
+    for chunk in values.chunks(1_000) {
+        let mut insert = Query::insert();
+        insert.into_table(OLD).columns([
+            "customer_id",
+            "day",
+            "amount_nanos",
+            "cost_nanos",
+            "transactions",
+        ]);
+        for row in chunk {
+            insert
+                .values(row.iter().cloned().map(SimpleExpr::from))
+                .map_err(|e| DbErr::Custom(e.to_string()))?;
+        }
+        statements.push(backend.build(&insert).to_string());
+    }
+    Ok(statements)
 }
