@@ -110,9 +110,10 @@ impl MigrationTrait for Migration {
                     .col(Alias::new("day")),
             )
             .to_owned();
+        check_whole_days(m).await?;
         let mut statements = vec![backend.build(&create).to_string()];
         if backend == DbBackend::Postgres {
-            statements.extend(unpack_in_sql(m).await?);
+            statements.push(unpack_in_sql());
         } else {
             statements.extend(unpack_row_by_row(m).await?);
         }
@@ -122,11 +123,10 @@ impl MigrationTrait for Migration {
     }
 }
 
-/// The statements that refill the old table, unpacked in PostgreSQL: day
+/// The statement that refills the old table, unpacked in PostgreSQL: day
 /// i of a history is bytes 24i..24i+24, each field's bytes read as a bit
 /// string and cast to its (signed) integer type.
-async fn unpack_in_sql(m: &SchemaManager<'_>) -> Result<Vec<String>, DbErr> {
-    check_whole_days(m).await?;
+fn unpack_in_sql() -> String {
     let field = |offset: usize, bytes: usize| {
         format!(
             "('x' || encode(substring(days FROM i * {DAY_BYTES} + {} FOR {bytes}), 'hex'))::bit({})::int{bytes}",
@@ -134,7 +134,7 @@ async fn unpack_in_sql(m: &SchemaManager<'_>) -> Result<Vec<String>, DbErr> {
             bytes * 8
         )
     };
-    Ok(vec![format!(
+    format!(
         "INSERT INTO {OLD} (customer_id, day, amount_nanos, cost_nanos, transactions) \
          SELECT customer_id, {}, {}, {}, {} FROM {NEW}, \
          generate_series(0, length(days) / {DAY_BYTES} - 1) AS i",
@@ -142,7 +142,7 @@ async fn unpack_in_sql(m: &SchemaManager<'_>) -> Result<Vec<String>, DbErr> {
         field(4, 8),
         field(12, 8),
         field(20, 4)
-    )])
+    )
 }
 
 /// Fails when a history is not a whole number of days (unpacking would
@@ -169,7 +169,6 @@ async fn check_whole_days(m: &SchemaManager<'_>) -> Result<(), DbErr> {
 /// (SQLite has no SQL to read integers out of bytes; its databases are the
 /// small, embedded ones).
 async fn unpack_row_by_row(m: &SchemaManager<'_>) -> Result<Vec<String>, DbErr> {
-    check_whole_days(m).await?;
     let backend = m.get_database_backend();
     let rows = m
         .get_connection()

@@ -367,7 +367,8 @@ pub(crate) async fn add_to_histories<C: ConnectionTrait>(
     txn: &C,
     mut days: HashMap<&str, Vec<PurchaseDay>>,
 ) -> Result<(), ApiError> {
-    let ids: Vec<String> = days.keys().map(|id| (*id).to_owned()).collect();
+    // The ids borrow from the caller's batch, not from `days`.
+    let ids: Vec<&str> = days.keys().copied().collect();
     for chunk in ids.chunks(1_000) {
         let stored = txn
             .query_all(
@@ -384,10 +385,10 @@ pub(crate) async fn add_to_histories<C: ConnectionTrait>(
             .collect::<Result<_, sea_orm::DbErr>>()
             .map_err(crate::db_error)?;
         let mut rows = Vec::with_capacity(chunk.len());
-        for id in chunk {
-            let new = days.remove(id.as_str()).unwrap_or_default();
+        for &id in chunk {
+            let new = days.remove(id).unwrap_or_default();
             let old = stored.remove(id).unwrap_or_default();
-            rows.push(vec![id.clone().into(), add_days(&old, &new)?.into()]);
+            rows.push(vec![id.into(), add_days(&old, &new)?.into()]);
         }
         crate::bulk::insert(
             txn,
