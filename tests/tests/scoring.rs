@@ -707,22 +707,33 @@ backend_tests! {
 
     async fn a_full_recompute_replaces_the_scores_table_keeping_newer_and_unscored_rows(app: TestApp) {
         // PostgreSQL: a full recompute fills a fresh table and swaps it in.
-        use patron_store::{Storage, scoring::{ScoreRow, ScoringStore}};
+        use patron_store::{Storage, scoring::{RecomputeRead, ScoreRow, ScoringStore}};
         let row = stored_score;
         let storage = Storage::connect_lazy(&app.settings.database).await.unwrap();
         let store = ScoringStore::new(&storage);
         let at = chrono::Utc::now();
         let ids = |n: std::ops::Range<usize>| n.map(|i| format!("c-{i}")).collect::<Vec<_>>();
-        let before: Vec<ScoreRow> = ids(0..6).iter().map(|id| row(id, "old at 10")).collect();
+        let last_revision = || {
+            let store = store.clone();
+            async move { store.scores_after((0, None), 1_000).await.unwrap().iter().map(|r| r.0).max().unwrap() }
+        };
+        let before: Vec<ScoreRow> = ids(0..8).iter().map(|id| row(id, "old at 10")).collect();
         store.save_scores("m1", at, 10, &before).await.unwrap();
+        // The recompute reads the read model here: it sees these scores...
+        let read = last_revision().await;
+        // ...and not this one, of later data, saved before it begins.
         store.save_scores("m1", at, 30, &[row("c-2", "online at 30")]).await.unwrap();
-        let head = store.scores_after((0, None), 1_000).await.unwrap().iter().map(|r| r.0).max().unwrap();
+        let head = last_revision().await;
 
-        let Some(mut replacement) = store.begin_replacement("m2", at, 20).await.unwrap() else {
+        // It read customers 5 and 7 and did not score them (as a recompute
+        // does not score an erased customer without purchases), and read
+        // customer 6 for the first time.
+        let read = RecomputeRead { revision: read, unscored: vec!["c-5".into(), "c-7".into()] };
+        let Some(mut replacement) = store.begin_replacement("m2", at, 20, read).await.unwrap() else {
             assert_eq!(app.backend, patron_tests::Backend::Sqlite, "PostgreSQL replaces the table");
             return;
         };
-        // Customers 0-4 and a new one, 6, in two chunks; 5 is not rescored.
+        // Customers 0-4 and 6 in three chunks.
         let chunk = |r: std::ops::Range<usize>| ids(r).iter().map(|id| row(id, "recompute at 20")).collect::<Vec<_>>();
         replacement.write(&chunk(0..3)).await.unwrap();
         replacement.write(&chunk(3..5)).await.unwrap();
@@ -763,6 +774,7 @@ backend_tests! {
         assert_eq!(text("c-3"), "online at 25", "so does one written during the recompute");
         assert_eq!(text("c-4"), "online at 26", "and one written after the first pass of the takeover");
         assert_eq!(text("c-5"), "lagging at 15", "a customer the recompute did not score keeps its latest score");
+        assert_eq!(text("c-7"), "old at 10", "and so does one without a later one");
         assert_eq!(text("c-9"), "new at 27", "a customer new since the first pass is kept");
         // The recompute is one new revision, after the online scores written
         // while it ran (so a follower of the revisions sees both, in commit
@@ -789,7 +801,13 @@ backend_tests! {
         // abandoned (which changes nothing).
         store.save_scores("m2", at, 40, &[row("c-0", "online at 40")]).await.unwrap();
         assert_eq!(revisions_after(head + recompute_revision).await, [(1, "c-0".to_owned())]);
-        let mut again = store.begin_replacement("m3", at, 35).await.unwrap().unwrap();
+        // This one read up to the recompute above, so not c-0's score of
+        // later data, and scores only customers 0 and 1.
+        let read = RecomputeRead {
+            revision: head + recompute_revision,
+            unscored: ["c-2", "c-3", "c-4", "c-5", "c-6", "c-7", "c-9"].map(String::from).to_vec(),
+        };
+        let mut again = store.begin_replacement("m3", at, 35, read).await.unwrap().unwrap();
         again.write(&chunk(0..2)).await.unwrap();
         // More online writes than the replacement reserved revisions for
         // commit meanwhile (the counter is moved by hand): the swap gives
@@ -802,13 +820,17 @@ backend_tests! {
         let counter = head + recompute_revision + 1 + 100_000_000;
         assert_eq!(again.finish().await.unwrap(), ["c-0"]);
         assert_eq!(revisions_after(counter).await, [(1, "c-1".to_owned())]);
+        let kept = store.scores(&ids(0..10)).await.unwrap();
+        assert_eq!(kept.len(), 9, "every customer it did not score keeps a score");
+        assert_eq!(kept["c-9"], b"new at 27");
+        assert_eq!(kept["c-6"], b"recompute at 20");
         store.save_scores("m3", at, 45, &[row("c-5", "online at 45")]).await.unwrap();
         assert_eq!(revisions_after(counter + 1).await, [(1, "c-5".to_owned())]);
-        let mut abandoned = store.begin_replacement("m4", at, 50).await.unwrap().unwrap();
+        let mut abandoned = store.begin_replacement("m4", at, 50, RecomputeRead::default()).await.unwrap().unwrap();
         abandoned.write(&chunk(0..7)).await.unwrap();
         drop(abandoned);
         // Abandoned after the first pass of the takeover, too.
-        let mut abandoned = store.begin_replacement("m5", at, 50).await.unwrap().unwrap();
+        let mut abandoned = store.begin_replacement("m5", at, 50, RecomputeRead::default()).await.unwrap().unwrap();
         abandoned.write(&chunk(0..7)).await.unwrap();
         drop(abandoned.prepare().await.unwrap());
         let last = store.scores(&ids(0..7)).await.unwrap();
@@ -903,7 +925,7 @@ backend_tests! {
         let want_ids: Vec<String> = want.keys().cloned().collect();
         assert_eq!(ids, want_ids, "customers, numbered in id order");
         let mut got: Vec<Vec<(i32, i64, i64)>> = vec![Vec::new(); ids.len()];
-        for Purchase { customer, day, amount_nanos, cost_nanos } in purchases {
+        for &Purchase { customer, day, amount_nanos, cost_nanos } in &purchases {
             got[customer as usize].push((day, amount_nanos, cost_nanos));
         }
         for (i, (id, mut expected)) in want.into_iter().enumerate() {
@@ -911,9 +933,17 @@ backend_tests! {
             expected.sort_unstable_by_key(|p| (p.0, std::cmp::Reverse(p.1)));
             assert_eq!(got[i], expected, "{id}");
         }
-        let snapshot = store.snapshot(consumer).await.unwrap();
-        assert_eq!(snapshot.data_seq, position);
-        assert_eq!(snapshot.ids, ids);
+        // A recompute's read summarizes each customer as it reads it: the
+        // summaries of the purchases above, for a day within the purchases
+        // (those after it left out) and after them all.
+        for as_of_day in [19_003, 20_000] {
+            let snapshot = store.snapshot(consumer, as_of_day).await.unwrap();
+            assert_eq!(snapshot.data_seq, position);
+            assert_eq!(snapshot.ids, ids);
+            let summaries = patron_domain::models::summary::summarize(ids.len(), &purchases, as_of_day);
+            assert!(!summaries.is_empty());
+            assert_eq!(snapshot.summaries, summaries, "as of day {as_of_day}");
+        }
     }
 
     async fn purchases_scored_online_during_a_recompute_stay_visible(app: TestApp) {

@@ -30,7 +30,7 @@ use patron_domain::{
             ModelSettings, ValueQuadrant, ValueTier, score_customer,
             score_population_with_baseline, score_prospect,
         },
-        summary::{CustomerSummary, summarize},
+        summary::CustomerSummary,
     },
     money::Currency,
 };
@@ -42,7 +42,7 @@ use patron_runtime::{
     to_status,
 };
 use patron_store::scoring::{
-    CustomerFacts, DISTRIBUTION_COLUMNS, ScoreRow, ScoringSnapshot, ScoringStore,
+    CustomerFacts, DISTRIBUTION_COLUMNS, RecomputeRead, ScoreRow, ScoringSnapshot, ScoringStore,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -194,6 +194,8 @@ struct ScoredPopulation {
     fitted_now: bool,
     scores: Vec<CustomerScores>,
     prospects: Vec<String>,
+    /// Customers read and not scored (see [`read_but_unscored`]).
+    unscored: Vec<String>,
     baseline: Baseline,
 }
 
@@ -203,13 +205,15 @@ struct ScoredPopulation {
 /// it scores, so the provisional model follows the data until an analyst
 /// records one. CPU-bound: run it on a blocking thread.
 fn score_snapshot(
-    snapshot: ScoringSnapshot,
+    mut snapshot: ScoringSnapshot,
     pinned: Option<pb::ModelFit>,
     as_of: DateTime<Utc>,
     at: DateTime<Utc>,
 ) -> ApiResult<ScoredPopulation> {
     let as_of_day = day_of(as_of);
-    let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
+    // Taken out, so they are freed once scored rather than held while the
+    // scores are stored.
+    let summaries = std::mem::take(&mut snapshot.summaries);
     let (model, fitted_now) = match pinned {
         Some(model) => (Some(model), false),
         None => match models::fit_population(&summaries, as_of, at) {
@@ -229,6 +233,7 @@ fn score_snapshot(
     };
     let fitted = model.as_ref().map(models::fitted);
     let (signals, prospects) = signals_and_prospects(&summaries, &snapshot, as_of_day);
+    let unscored = read_but_unscored(&summaries, &snapshot);
     let (scores, baseline) = score_population_with_baseline(
         &summaries,
         Some(&signals),
@@ -242,8 +247,44 @@ fn score_snapshot(
         fitted_now,
         scores,
         prospects,
+        unscored,
         baseline,
     })
+}
+
+/// Customers the snapshot holds whom a recompute does not score: an erased
+/// customer without purchases up to the scoring date, or a customer whose
+/// purchases all come later and who has no other record. Their stored
+/// scores stay as they are (see `RecomputeRead`). Usually nobody, and found
+/// without a lookup per customer: the snapshot's ids are in id order, and
+/// only erased records and customers without a summary are looked up.
+fn read_but_unscored(summaries: &[CustomerSummary], snapshot: &ScoringSnapshot) -> Vec<String> {
+    let mut summarized = vec![false; snapshot.ids.len()];
+    for s in summaries {
+        summarized[s.customer as usize] = true;
+    }
+    let is_buyer = |id: &str| {
+        snapshot
+            .ids
+            .binary_search_by(|x| x.as_str().cmp(id))
+            .is_ok_and(|i| summarized[i])
+    };
+    let mut unscored: Vec<String> = snapshot
+        .facts
+        .iter()
+        .filter(|(id, f)| f.erased && !is_buyer(id))
+        .map(|(id, _)| id.clone())
+        .collect();
+    unscored.extend(
+        snapshot
+            .ids
+            .iter()
+            .zip(&summarized)
+            .filter(|(id, summarized)| !**summarized && !snapshot.facts.contains_key(id.as_str()))
+            .map(|(id, _)| id.clone()),
+    );
+    unscored.sort_unstable();
+    unscored
 }
 
 /// A customer's signals from outside purchases.
@@ -400,7 +441,7 @@ async fn run(
 ) -> ApiResult<()> {
     let as_of_day = day_of(as_of);
     let started = std::time::Instant::now();
-    let snapshot = store.snapshot(READ_MODEL).await?;
+    let snapshot = store.snapshot(READ_MODEL, as_of_day).await?;
     let read = started.elapsed();
     let pinned = models::newest(store)
         .await?
@@ -418,6 +459,7 @@ async fn run(
         model,
         scores,
         prospects,
+        unscored,
         baseline,
         ..
     } = population;
@@ -455,7 +497,15 @@ async fn run(
     let mut looked_up_to = snapshot_revision;
     let mut newer_online: HashSet<String> = HashSet::new();
     let mut replacement = store
-        .begin_replacement(&model_version, at, data_seq)
+        .begin_replacement(
+            &model_version,
+            at,
+            data_seq,
+            RecomputeRead {
+                revision: snapshot_revision,
+                unscored,
+            },
+        )
         .await?;
     let (chunks, mut encoded) = mpsc::channel::<Vec<ScoreRow>>(2);
     let encoder = {
@@ -761,10 +811,10 @@ impl OnlineScorer {
             .collect();
         customers.extend(buyers.iter().cloned());
         let started = std::time::Instant::now();
-        let snapshot = self.store.histories(&customers).await?;
+        let snapshot = self.store.histories(&customers, as_of_day).await?;
         let read = started.elapsed();
-        let summaries = summarize(snapshot.ids.len(), &snapshot.purchases, as_of_day);
-        let (signals, prospects) = signals_and_prospects(&summaries, &snapshot, as_of_day);
+        let summaries = &snapshot.summaries;
+        let (signals, prospects) = signals_and_prospects(summaries, &snapshot, as_of_day);
         let settings = ModelSettings::default();
         let mut rows: Vec<ScoreRow> = summaries
             .iter()
@@ -1044,4 +1094,69 @@ pub(crate) fn stream(store: ScoringStore, req: pb::StreamScoresRequest) -> ApiRe
         }
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use patron_domain::models::summary::{Purchase, summarize};
+
+    use super::*;
+
+    /// Who a recompute reads and leaves unscored: the replacement keeps
+    /// their stored scores, and drops every other score it read.
+    #[test]
+    fn the_unscored_are_the_erased_without_purchases_and_the_later_buyers_without_a_record() {
+        let record = |erased| CustomerFacts {
+            erased,
+            ..CustomerFacts::default()
+        };
+        let ids = [
+            "a-buyer",
+            "b-erased-buyer",
+            "c-later-buyer",
+            "d-later-buyer-on-record",
+        ];
+        let purchase = |customer, day| Purchase {
+            customer,
+            day,
+            amount_nanos: 1_000_000_000,
+            cost_nanos: 0,
+        };
+        let purchases = [
+            purchase(0, 10),
+            purchase(1, 10),
+            purchase(2, 30),
+            purchase(3, 30),
+        ];
+        let snapshot = ScoringSnapshot {
+            ids: ids.map(String::from).to_vec(),
+            facts: [
+                ("a-buyer", record(false)),
+                ("b-erased-buyer", record(true)),
+                ("d-later-buyer-on-record", record(false)),
+                ("e-prospect", record(false)),
+                ("f-erased-prospect", record(true)),
+            ]
+            .into_iter()
+            .map(|(id, f)| (id.to_owned(), f))
+            .collect(),
+            ..ScoringSnapshot::default()
+        };
+        let as_of_day = 20;
+        let summaries = summarize(ids.len(), &purchases, as_of_day);
+        assert_eq!(summaries.len(), 2);
+        assert_eq!(
+            read_but_unscored(&summaries, &snapshot),
+            ["c-later-buyer", "f-erased-prospect"]
+        );
+        // Everyone else is scored: the buyers, erased or not, and the
+        // prospects, among them a buyer of later days with a record.
+        let (_, prospects) = signals_and_prospects(&summaries, &snapshot, as_of_day);
+        assert_eq!(prospects, ["d-later-buyer-on-record", "e-prospect"]);
+        // With everyone scored, nobody.
+        let summaries = summarize(ids.len(), &purchases, 40);
+        let mut snapshot = snapshot;
+        snapshot.facts.remove("f-erased-prospect");
+        assert!(read_but_unscored(&summaries, &snapshot).is_empty());
+    }
 }

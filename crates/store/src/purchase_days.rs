@@ -21,7 +21,10 @@
 
 use std::collections::HashMap;
 
-use patron_domain::{ApiError, models::summary::Purchase};
+use patron_domain::{
+    ApiError,
+    models::summary::{CustomerSummary, DayTotals, Purchase, summarize_days},
+};
 use sea_orm::{
     ConnectionTrait, DbBackend, Statement,
     sea_query::{Expr, ExprTrait, Query},
@@ -117,15 +120,26 @@ pub(crate) fn add_days(packed: &[u8], new: &[PurchaseDay]) -> Result<Vec<u8>, Ap
     Ok(out)
 }
 
-/// One row of the table, as a full read hands it over.
-pub(crate) trait Histories: CopyRows + Default + Send + 'static {
-    /// Room for about `bytes` of packed days, so a large read does not grow
-    /// (and copy, and fault in) its buffers again and again.
-    fn with_capacity(bytes: usize) -> Self;
+/// One row of the table, as a full read hands it over. A read starts from
+/// an empty one, which says how to take the rows.
+pub(crate) trait Histories: Send + 'static {
+    /// Another empty one taking rows the same way, with room for about
+    /// `bytes` of packed days, so a large read does not grow (and copy, and
+    /// fault in) its buffers again and again.
+    fn with_room(&self, bytes: usize) -> Self;
     /// Takes one customer's row.
     fn push(&mut self, id: &str, packed: &[u8]) -> Result<(), ApiError>;
     /// Appends the other half's customers (each row is another customer).
     fn merge(&mut self, other: Self);
+}
+
+/// A binary COPY of `(customer_id, days)` rows fills any of them.
+impl<H: Histories> CopyRows for H {
+    const FIELDS: usize = 2;
+
+    fn row(&mut self, f: &[&[u8]]) -> Result<(), ApiError> {
+        self.push(copy_out::text(f[0])?, f[1])
+    }
 }
 
 /// Customers numbered in order of reading, and one [`Purchase`] per
@@ -144,26 +158,33 @@ impl PurchaseDays {
     /// order, and must not depend on where the database stored the rows.
     pub(crate) fn finish(self) -> (Vec<String>, Vec<Purchase>) {
         let PurchaseDays { ids, mut purchases } = self;
-        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
-        order.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
-        let mut renumber = vec![0u32; ids.len()];
-        for (new, old) in order.iter().enumerate() {
-            renumber[*old as usize] = new as u32;
-        }
+        let (ids, renumber) = in_id_order(ids);
         for p in &mut purchases {
             p.customer = renumber[p.customer as usize];
         }
-        let mut ids: Vec<Option<String>> = ids.into_iter().map(Some).collect();
-        let ids = order
-            .iter()
-            .map(|old| ids[*old as usize].take().unwrap_or_default())
-            .collect();
         (ids, purchases)
     }
 }
 
+/// `ids` (customers numbered in order of reading) in id order, and each
+/// customer's new number by its old one.
+fn in_id_order(ids: Vec<String>) -> (Vec<String>, Vec<u32>) {
+    let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+    order.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
+    let mut renumber = vec![0u32; ids.len()];
+    for (new, old) in order.iter().enumerate() {
+        renumber[*old as usize] = new as u32;
+    }
+    let mut ids: Vec<Option<String>> = ids.into_iter().map(Some).collect();
+    let ids = order
+        .iter()
+        .map(|old| ids[*old as usize].take().unwrap_or_default())
+        .collect();
+    (ids, renumber)
+}
+
 impl Histories for PurchaseDays {
-    fn with_capacity(bytes: usize) -> Self {
+    fn with_room(&self, bytes: usize) -> Self {
         Self {
             ids: Vec::new(),
             // Transactions beyond the first of a day add a purchase each;
@@ -205,14 +226,6 @@ impl Histories for PurchaseDays {
     }
 }
 
-impl CopyRows for PurchaseDays {
-    const FIELDS: usize = 2;
-
-    fn row(&mut self, f: &[&[u8]]) -> Result<(), ApiError> {
-        self.push(copy_out::text(f[0])?, f[1])
-    }
-}
-
 /// Each customer's purchase days (customers in no particular order), for
 /// population reports that need nothing else: in one flat array grouped by
 /// customer, without the customer ids, so a million customers with ten
@@ -235,7 +248,7 @@ impl CustomerDays {
 }
 
 impl Histories for CustomerDays {
-    fn with_capacity(bytes: usize) -> Self {
+    fn with_room(&self, bytes: usize) -> Self {
         Self {
             starts: Vec::new(),
             days: Vec::with_capacity(bytes / PurchaseDay::BYTES),
@@ -263,11 +276,72 @@ impl Histories for CustomerDays {
     }
 }
 
-impl CopyRows for CustomerDays {
-    const FIELDS: usize = 2;
+/// Each customer's [`CustomerSummary`] as of a day, made as its row is
+/// read: what scoring scores. Without a purchase per transaction, and so
+/// without the ten million of them a full read of ten million purchase
+/// days held before (240 MB, and as much again to group them by customer).
+pub(crate) struct Summaries {
+    as_of_day: i32,
+    /// Customers numbered in order of reading (see [`Self::finish`]).
+    ids: Vec<String>,
+    /// Those with a purchase up to `as_of_day`, in order of reading.
+    summaries: Vec<CustomerSummary>,
+}
 
-    fn row(&mut self, f: &[&[u8]]) -> Result<(), ApiError> {
-        self.push(copy_out::text(f[0])?, f[1])
+impl Summaries {
+    pub(crate) fn as_of(as_of_day: i32) -> Self {
+        Self {
+            as_of_day,
+            ids: Vec::new(),
+            summaries: Vec::new(),
+        }
+    }
+
+    /// The customer ids and summaries, customers numbered in id order
+    /// whatever order the rows came in, summaries in customer order (see
+    /// [`PurchaseDays::finish`]).
+    pub(crate) fn finish(self) -> (Vec<String>, Vec<CustomerSummary>) {
+        let Summaries {
+            ids, mut summaries, ..
+        } = self;
+        let (ids, renumber) = in_id_order(ids);
+        for s in &mut summaries {
+            s.customer = renumber[s.customer as usize];
+        }
+        summaries.sort_unstable_by_key(|s| s.customer);
+        (ids, summaries)
+    }
+}
+
+impl Histories for Summaries {
+    fn with_room(&self, _bytes: usize) -> Self {
+        Self::as_of(self.as_of_day)
+    }
+
+    fn push(&mut self, id: &str, packed: &[u8]) -> Result<(), ApiError> {
+        let customer = self.ids.len() as u32;
+        let days = unpack(packed)?.map(|d| DayTotals {
+            day: d.day,
+            amount_nanos: d.amount_nanos,
+            cost_nanos: d.cost_nanos,
+            // As [`PurchaseDays`] takes it: a stored day is at least one
+            // transaction.
+            transactions: Ord::max(d.transactions, 1).unsigned_abs(),
+        });
+        self.summaries
+            .extend(summarize_days(customer, days, self.as_of_day));
+        self.ids.push(id.to_owned());
+        Ok(())
+    }
+
+    fn merge(&mut self, other: Self) {
+        let offset = self.ids.len() as u32;
+        self.ids.extend(other.ids);
+        self.summaries
+            .extend(other.summaries.into_iter().map(|s| CustomerSummary {
+                customer: s.customer + offset,
+                ..s
+            }));
     }
 }
 
@@ -286,12 +360,13 @@ pub(crate) async fn export_snapshot<C: ConnectionTrait>(txn: &C) -> Result<Strin
     .map_err(crate::db_error)
 }
 
-/// Every customer's history, read with binary COPY over two connections
-/// that import `snapshot` (see [`export_snapshot`]) of `txn`.
+/// Every customer's history, read into `empty` with binary COPY over two
+/// connections that import `snapshot` (see [`export_snapshot`]) of `txn`.
 pub(crate) async fn read_all_postgres<C: ConnectionTrait, R: Histories>(
     txn: &C,
     pool: &sqlx::PgPool,
     snapshot: &str,
+    empty: R,
 ) -> Result<R, ApiError> {
     let value =
         |sql: &str| txn.query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()));
@@ -313,13 +388,13 @@ pub(crate) async fn read_all_postgres<C: ConnectionTrait, R: Histories>(
     // Each part parses on its own task, so both cores work on it.
     let part = |condition: String, blocks: i64| {
         let (pool, snapshot) = (pool.clone(), snapshot.to_owned());
-        let bytes = usize::try_from(blocks * block).unwrap_or(0);
+        let out = empty.with_room(usize::try_from(blocks * block).unwrap_or(0));
         tokio::spawn(async move {
             let copy = format!(
                 "COPY (SELECT customer_id, days FROM {TABLE} WHERE {condition}) \
                  TO STDOUT (FORMAT binary)"
             );
-            copy_out(&pool, Some(&snapshot), &copy, R::with_capacity(bytes)).await
+            copy_out(&pool, Some(&snapshot), &copy, out).await
         })
     };
     // The first part takes the second in (see `merge`): room for both.
@@ -334,9 +409,14 @@ pub(crate) async fn read_all_postgres<C: ConnectionTrait, R: Histories>(
     Ok(all)
 }
 
-/// Every customer's history (or those of `only`), row by row: the full
-/// read on SQLite, and the few customers online scoring rescores.
-pub(crate) async fn read_rows<C, R>(db: &C, only: Option<&[String]>) -> Result<R, ApiError>
+/// Every customer's history (or those of `only`), row by row, into
+/// `out`: the full read on SQLite, and the few customers online scoring
+/// rescores.
+pub(crate) async fn read_rows<C, R>(
+    db: &C,
+    only: Option<&[String]>,
+    mut out: R,
+) -> Result<R, ApiError>
 where
     C: ConnectionTrait + sea_orm::StreamTrait,
     R: Histories,
@@ -349,7 +429,6 @@ where
     }
     let rows = db.stream(&q).await.map_err(crate::db_error)?;
     let mut rows = std::pin::pin!(rows);
-    let mut out = R::default();
     while let Some(r) = rows.try_next().await.map_err(crate::db_error)? {
         let id: String = r.try_get_by_index(0).map_err(crate::db_error)?;
         let days: Vec<u8> = r.try_get_by_index(1).map_err(crate::db_error)?;
@@ -458,8 +537,7 @@ mod tests {
         ]
     }
 
-    fn direct<R: Histories>(rows: &[(&str, Vec<u8>)]) -> R {
-        let mut out = R::default();
+    fn direct<R: Histories>(rows: &[(&str, Vec<u8>)], mut out: R) -> R {
         for (id, days) in rows {
             out.push(id, days).unwrap();
         }
@@ -487,7 +565,7 @@ mod tests {
 
     #[test]
     fn purchases_expand_each_days_transactions() {
-        let (ids, purchases) = direct::<PurchaseDays>(&rows()).finish();
+        let (ids, purchases) = direct(&rows(), PurchaseDays::default()).finish();
         assert_eq!(ids, ["", "a", "b", "ü-ñ"]);
         let got: Vec<(u32, i32, i64, i64)> = purchases
             .iter()
@@ -512,8 +590,8 @@ mod tests {
     fn rows_split_anywhere_across_chunks_read_the_same() {
         let rows = rows();
         let bytes = copy_bytes(&rows);
-        let want = direct::<PurchaseDays>(&rows).finish();
-        let want_days = direct::<CustomerDays>(&rows);
+        let want = direct(&rows, PurchaseDays::default()).finish();
+        let want_days = direct(&rows, CustomerDays::default());
         for chunk in 1..=bytes.len() {
             let (mut reader, mut out) = (CopyReader::default(), PurchaseDays::default());
             let (mut days_reader, mut days) = (CopyReader::default(), CustomerDays::default());
@@ -528,19 +606,40 @@ mod tests {
         }
     }
 
+    /// A recompute's read summarizes each row as it comes: the same
+    /// summaries as reading every purchase and summarizing them after, for
+    /// any scoring day and however the read is split in two.
+    #[test]
+    fn summaries_as_read_equal_the_summaries_of_the_purchases() {
+        let rows = rows();
+        let (ids, purchases) = direct(&rows, PurchaseDays::default()).finish();
+        for as_of_day in [-4, -3, 0, 1, 19_000, 19_001, 20_000] {
+            let want = patron_domain::models::summary::summarize(ids.len(), &purchases, as_of_day);
+            for split in 0..=rows.len() {
+                let mut a = direct(&rows[..split], Summaries::as_of(as_of_day));
+                a.merge(direct(&rows[split..], Summaries::as_of(as_of_day)));
+                assert_eq!(
+                    a.finish(),
+                    (ids.clone(), want.clone()),
+                    "as of {as_of_day}, split at {split}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn merged_halves_equal_one_read() {
         let rows = rows();
         for split in 0..=rows.len() {
-            let mut a = direct::<PurchaseDays>(&rows[..split]);
-            a.merge(direct(&rows[split..]));
+            let mut a = direct(&rows[..split], PurchaseDays::default());
+            a.merge(direct(&rows[split..], PurchaseDays::default()));
             assert_eq!(
                 a.finish(),
-                direct::<PurchaseDays>(&rows).finish(),
+                direct(&rows, PurchaseDays::default()).finish(),
                 "split at {split}"
             );
-            let mut a = direct::<CustomerDays>(&rows[..split]);
-            a.merge(direct(&rows[split..]));
+            let mut a = direct(&rows[..split], CustomerDays::default());
+            a.merge(direct(&rows[split..], CustomerDays::default()));
             let got: Vec<Vec<i32>> = a.customers().map(<[i32]>::to_vec).collect();
             assert_eq!(
                 got,

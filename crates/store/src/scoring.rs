@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use patron_domain::{ApiError, models::summary::Purchase};
+use patron_domain::{
+    ApiError,
+    models::summary::{CustomerSummary, Purchase},
+};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection,
     sea_query::{Expr, ExprTrait, OnConflict, Query},
@@ -20,7 +23,7 @@ pub use crate::product_groups::ProductGroup;
 pub use crate::purchase_days::CustomerDays;
 use crate::{
     Storage, begin_write, db_error,
-    purchase_days::{PurchaseDay, PurchaseDays},
+    purchase_days::{PurchaseDay, PurchaseDays, Summaries},
 };
 
 /// One stored score: the customer, the labels distributions count, and the
@@ -183,6 +186,23 @@ pub struct ScoreReplacement {
     model_version: String,
     computed_at: DateTime<Utc>,
     data_seq: i64,
+    read: RecomputeRead,
+}
+
+/// What a full recompute read, which bounds what its replacement must look
+/// at in the old table: the rows up to `revision` are of customers it read,
+/// and it scored all of them but `unscored`.
+#[derive(Debug, Clone, Default)]
+pub struct RecomputeRead {
+    /// The score counter in the recompute's snapshot ([`ScoringSnapshot`]'s
+    /// `score_revision`). A row saved up to it was visible to the snapshot,
+    /// so it is of data the recompute read too: the recompute's own score of
+    /// that customer replaces it. Rows saved after it are taken over by the
+    /// rules of [`ScoreReplacement::prepare`].
+    pub revision: i64,
+    /// Customers the recompute read and did not score (an erased customer
+    /// without purchases): their rows up to `revision` are kept as they are.
+    pub unscored: Vec<String>,
 }
 
 impl ScoreReplacement {
@@ -249,23 +269,23 @@ impl ScoreReplacement {
             run(sql).await?;
         }
         // The rows to keep, as saved up to `seen`: the first pass of the
-        // takeover, over the whole old table. It runs before other writes
-        // wait; the swap then looks only at rows saved after `seen` (a
-        // range of the revision index). Revisions become visible in order,
-        // so every row up to `seen` is visible here.
+        // takeover. It runs before other writes wait; the swap then looks
+        // only at rows saved after `seen` (a range of the revision index).
+        // Revisions become visible in order, so every row up to `seen` is
+        // visible here.
         let seen = crate::cursor::last_revision(txn, "scoring_score_head").await?;
-        // The join gets the memory to hash the new ids instead of probing
-        // the index once per old row.
-        run("SET LOCAL work_mem = '256MB'".to_owned()).await?;
         // A table of this transaction, dropped before it commits (a rollback
         // takes it away too). Not TEMPORARY: that needs the TEMP privilege,
         // which locked-down databases revoke.
         let kept = format!("{next}_kept");
-        // Both kinds of row to keep in one pass over the old table (two
-        // passes, an anti-join and a semi-join, took 0.2 s more at a million
-        // rows): customers the recompute did not score, and later feed
-        // positions than it read. `customer_id` is the new table's key, so
-        // the join adds no row.
+        // Both kinds of row to keep among those saved while the recompute
+        // ran (after its read, a range of the old table's revision index):
+        // customers it did not score, and later feed positions than it read.
+        // `customer_id` is the new table's key, so the join adds no row.
+        // Rows up to the read are replaced by the new scores (see
+        // `RecomputeRead`): looking at the whole old table for them, a join
+        // of a million rows against a million, took 0.6 to 1.4 s of a
+        // recompute.
         let old_columns = SCORE_COLUMNS
             .iter()
             .map(|c| format!("o.{c}"))
@@ -275,10 +295,30 @@ impl ScoreReplacement {
             "CREATE UNLOGGED TABLE {kept} AS \
              SELECT {old_columns} FROM scoring_scores o \
              LEFT JOIN {next} n ON n.customer_id = o.customer_id \
-             WHERE o.revision <= {seen} AND (n.customer_id IS NULL OR o.data_seq > {})",
-            self.data_seq
+             WHERE o.revision > {read} AND o.revision <= {seen} \
+             AND (n.customer_id IS NULL OR o.data_seq > {data_seq})",
+            read = self.read.revision,
+            data_seq = self.data_seq
         ))
         .await?;
+        // And the rows up to the read of customers the recompute did not
+        // score (usually nobody).
+        for chunk in self.read.unscored.chunks(1_000) {
+            let mut insert = Query::insert();
+            insert
+                .into_table(sea_orm::sea_query::Alias::new(kept.clone()))
+                .columns(SCORE_COLUMNS)
+                .select_from(
+                    Query::select()
+                        .columns(SCORE_COLUMNS)
+                        .from("scoring_scores")
+                        .and_where(Expr::col("revision").lte(self.read.revision))
+                        .and_where(Expr::col("customer_id").is_in(crate::query::padded(chunk)))
+                        .to_owned(),
+                )
+                .map_err(|e| ApiError::internal(format!("building the takeover: {e}")))?;
+            txn.execute(&insert).await.map_err(db_error)?;
+        }
         Ok(PreparedReplacement {
             txn: self.txn,
             pool: self.pool,
@@ -510,9 +550,13 @@ pub struct ScoringSnapshot {
     /// written while the snapshot is scored have later ones (see
     /// [`ScoringStore::scores_newer_since`]).
     pub score_revision: i64,
-    /// Customers with purchases; index = `Purchase::customer`.
+    /// Customers with purchases; index = `CustomerSummary::customer`. In id
+    /// order when read by [`ScoringStore::snapshot`].
     pub ids: Vec<String>,
-    pub purchases: Vec<Purchase>,
+    /// The customers with a purchase up to the scoring date, in customer
+    /// order, summarized as they were read (the purchases themselves are
+    /// not kept).
+    pub summaries: Vec<CustomerSummary>,
     pub facts: FactsById,
 }
 
@@ -823,8 +867,13 @@ impl ScoringStore {
     /// Everything a recompute reads, from one consistent snapshot (a
     /// read-only repeatable-read transaction on PostgreSQL; a read
     /// transaction is a snapshot on SQLite), with the read model's feed
-    /// position for `consumer` in that snapshot.
-    pub async fn snapshot(&self, consumer: &str) -> Result<ScoringSnapshot, ApiError> {
+    /// position for `consumer` in that snapshot; customers summarized as of
+    /// `as_of_day`.
+    pub async fn snapshot(
+        &self,
+        consumer: &str,
+        as_of_day: i32,
+    ) -> Result<ScoringSnapshot, ApiError> {
         let txn = self.begin_snapshot().await?;
         let data_seq = crate::cursor::load(&txn, "scoring_feed_cursor", consumer).await?;
         let score_revision = crate::cursor::last_revision(&txn, "scoring_score_head").await?;
@@ -834,22 +883,27 @@ impl ScoringStore {
             let pool = self.db.get_postgres_connection_pool();
             let snapshot = crate::purchase_days::export_snapshot(&txn).await?;
             tokio::join!(
-                crate::purchase_days::read_all_postgres::<_, PurchaseDays>(&txn, pool, &snapshot),
+                crate::purchase_days::read_all_postgres(
+                    &txn,
+                    pool,
+                    &snapshot,
+                    Summaries::as_of(as_of_day)
+                ),
                 read_customer_facts_postgres(&txn, pool, &snapshot)
             )
         } else {
             (
-                crate::purchase_days::read_rows::<_, PurchaseDays>(&txn, None).await,
+                crate::purchase_days::read_rows(&txn, None, Summaries::as_of(as_of_day)).await,
                 read_customer_facts(&txn, None).await,
             )
         };
-        let ((ids, purchases), facts) = (days?.finish(), facts?);
+        let ((ids, summaries), facts) = (days?.finish(), facts?);
         txn.commit().await.map_err(db_error)?;
         Ok(ScoringSnapshot {
             data_seq,
             score_revision,
             ids,
-            purchases,
+            summaries,
             facts,
         })
     }
@@ -858,7 +912,7 @@ impl ScoringStore {
     /// consistent snapshot.
     pub async fn purchase_days(&self) -> Result<(Vec<String>, Vec<Purchase>), ApiError> {
         let txn = self.begin_snapshot().await?;
-        let all = self.all_histories::<PurchaseDays>(&txn).await?;
+        let all = self.all_histories(&txn, PurchaseDays::default()).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(all.finish())
     }
@@ -868,7 +922,7 @@ impl ScoringStore {
     /// connections, as a recompute reads.
     pub async fn customer_days(&self) -> Result<CustomerDays, ApiError> {
         let txn = self.begin_snapshot().await?;
-        let days = self.all_histories(&txn).await?;
+        let days = self.all_histories(&txn, CustomerDays::default()).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(days)
     }
@@ -890,37 +944,42 @@ impl ScoringStore {
             .map_err(db_error)
     }
 
-    /// Every customer's purchase history `txn` sees: on PostgreSQL with
-    /// binary COPY over two connections sharing its snapshot (see
-    /// `purchase_days.rs`).
+    /// Every customer's purchase history `txn` sees, into `empty`: on
+    /// PostgreSQL with binary COPY over two connections sharing its snapshot
+    /// (see `purchase_days.rs`).
     async fn all_histories<R: crate::purchase_days::Histories>(
         &self,
         txn: &sea_orm::DatabaseTransaction,
+        empty: R,
     ) -> Result<R, ApiError> {
         if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
             let pool = self.db.get_postgres_connection_pool();
             let snapshot = crate::purchase_days::export_snapshot(txn).await?;
-            crate::purchase_days::read_all_postgres(txn, pool, &snapshot).await
+            crate::purchase_days::read_all_postgres(txn, pool, &snapshot, empty).await
         } else {
-            crate::purchase_days::read_rows(txn, None).await
+            crate::purchase_days::read_rows(txn, None, empty).await
         }
     }
 
     /// [`Self::snapshot`] of some customers only (online scoring), read
     /// without a snapshot: the caller scores after its own batch committed.
-    pub async fn histories(&self, only: &[String]) -> Result<ScoringSnapshot, ApiError> {
+    pub async fn histories(
+        &self,
+        only: &[String],
+        as_of_day: i32,
+    ) -> Result<ScoringSnapshot, ApiError> {
         let mut out = ScoringSnapshot::default();
         for chunk in only.chunks(1_000) {
-            let (ids, purchases) =
-                crate::purchase_days::read_rows::<_, PurchaseDays>(&self.db, Some(chunk))
+            let (ids, summaries) =
+                crate::purchase_days::read_rows(&self.db, Some(chunk), Summaries::as_of(as_of_day))
                     .await?
                     .finish();
             let offset = out.ids.len() as u32;
             out.ids.extend(ids);
-            out.purchases
-                .extend(purchases.into_iter().map(|p| Purchase {
-                    customer: p.customer + offset,
-                    ..p
+            out.summaries
+                .extend(summaries.into_iter().map(|s| CustomerSummary {
+                    customer: s.customer + offset,
+                    ..s
                 }));
             out.facts
                 .extend(read_customer_facts(&self.db, Some(chunk)).await?);
@@ -1074,6 +1133,7 @@ impl ScoringStore {
         model_version: &str,
         computed_at: DateTime<Utc>,
         data_seq: i64,
+        read: RecomputeRead,
     ) -> Result<Option<ScoreReplacement>, ApiError> {
         if self.db.get_database_backend() != sea_orm::DbBackend::Postgres {
             return Ok(None);
@@ -1133,6 +1193,7 @@ impl ScoringStore {
             model_version: model_version.to_owned(),
             computed_at,
             data_seq,
+            read,
         }))
     }
 

@@ -144,23 +144,78 @@ pub fn summarize(customers: usize, purchases: &[Purchase], as_of_day: i32) -> Ve
 type Entry = [i64; 3];
 
 fn summarize_one(customer: u32, entries: &[Entry], as_of_day: i32) -> CustomerSummary {
-    // Days were stored widened from i32, so narrowing them back is exact.
-    let first_day = entries[0][0] as i32;
-    let mut s = CustomerSummary {
-        customer,
-        first_day,
-        last_day: first_day,
-        ..Default::default()
-    };
-    let mut occasion_day = first_day;
-    let mut occasions = 0u32;
-    let mut repeat_total: i128 = 0;
+    let mut history = History::new(customer, as_of_day);
     for &[day, amount_nanos, cost_nanos] in entries {
-        let day = day as i32;
-        s.transactions += 1;
+        // Days were stored widened from i32, so narrowing them back is exact.
+        history.add(day as i32, amount_nanos, cost_nanos, 1);
+    }
+    history.summary()
+}
+
+/// One customer's purchases on one UTC day, summed: the form a customer's
+/// history is stored in (see [`summarize_days`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DayTotals {
+    /// Days since 1970-01-01 (UTC).
+    pub day: i32,
+    pub amount_nanos: i64,
+    pub cost_nanos: i64,
+    /// Transactions that day (RFM frequency counts each).
+    pub transactions: u32,
+}
+
+/// One customer's summary from its purchases summed per day, `days` in day
+/// order, each day once; the days after `as_of_day` are ignored. Equal to
+/// [`summarize`] of the same transactions (a property test checks it), without
+/// a purchase per transaction: a recompute summarizes each customer as its
+/// stored history is read. `None` without a purchase up to `as_of_day`.
+pub fn summarize_days(
+    customer: u32,
+    days: impl IntoIterator<Item = DayTotals>,
+    as_of_day: i32,
+) -> Option<CustomerSummary> {
+    let mut history = History::new(customer, as_of_day);
+    for d in days.into_iter().take_while(|d| d.day <= as_of_day) {
+        history.add(d.day, d.amount_nanos, d.cost_nanos, d.transactions);
+    }
+    (history.summary.transactions > 0).then(|| history.summary())
+}
+
+/// A customer's summary as its purchases are added in day order: the one
+/// place the data convention is applied.
+struct History {
+    summary: CustomerSummary,
+    as_of_day: i32,
+    occasion_day: i32,
+    occasions: u32,
+    repeat_total: i128,
+}
+
+impl History {
+    fn new(customer: u32, as_of_day: i32) -> Self {
+        Self {
+            summary: CustomerSummary {
+                customer,
+                ..Default::default()
+            },
+            as_of_day,
+            occasion_day: 0,
+            occasions: 0,
+            repeat_total: 0,
+        }
+    }
+
+    /// Adds `transactions` purchases on `day` (not before the last one
+    /// added) worth `amount_nanos` and costing `cost_nanos` in all.
+    fn add(&mut self, day: i32, amount_nanos: i64, cost_nanos: i64, transactions: u32) {
+        let s = &mut self.summary;
+        if self.occasions == 0 {
+            s.first_day = day;
+        }
+        s.transactions += transactions;
         s.total_nanos += i128::from(amount_nanos);
         s.total_cost_nanos += i128::from(cost_nanos);
-        let age = as_of_day - day;
+        let age = self.as_of_day - day;
         if age < 365 {
             s.trailing_365_nanos += i128::from(amount_nanos);
             s.trailing_365_cost_nanos += i128::from(cost_nanos);
@@ -170,27 +225,32 @@ fn summarize_one(customer: u32, entries: &[Entry], as_of_day: i32) -> CustomerSu
         } else if age < 360 {
             s.prior_180_nanos += i128::from(amount_nanos);
         }
-        if occasions == 0 || day != occasion_day {
-            occasions += 1;
-            if occasions == 2 {
-                s.first_gap = Some(f64::from(day - first_day));
+        if self.occasions == 0 || day != self.occasion_day {
+            self.occasions += 1;
+            if self.occasions == 2 {
+                s.first_gap = Some(f64::from(day - s.first_day));
             }
-            occasion_day = day;
+            self.occasion_day = day;
         }
-        if occasions > 1 {
-            repeat_total += i128::from(amount_nanos);
+        if self.occasions > 1 {
+            self.repeat_total += i128::from(amount_nanos);
         }
         s.last_day = day;
     }
-    s.x = occasions - 1;
-    s.t_x = f64::from(s.last_day - first_day);
-    s.t = f64::from(as_of_day - first_day);
-    s.repeat_mean_value = if s.x > 0 {
-        repeat_total as f64 / NANOS / f64::from(s.x)
-    } else {
-        0.0
-    };
-    s
+
+    /// The summary of what was added (at least one purchase).
+    fn summary(self) -> CustomerSummary {
+        let mut s = self.summary;
+        s.x = self.occasions - 1;
+        s.t_x = f64::from(s.last_day - s.first_day);
+        s.t = f64::from(self.as_of_day - s.first_day);
+        s.repeat_mean_value = if s.x > 0 {
+            self.repeat_total as f64 / NANOS / f64::from(s.x)
+        } else {
+            0.0
+        };
+        s
+    }
 }
 
 #[cfg(test)]
@@ -233,5 +293,34 @@ mod tests {
             (c1.x, c1.t_x, c1.t, c1.repeat_mean_value),
             (0, 0.0, 20.0, 0.0)
         );
+    }
+
+    proptest::proptest! {
+        /// Summing each day first, as the stored histories do, gives the
+        /// summary of the transactions themselves.
+        #[test]
+        fn a_summary_of_day_totals_equals_the_summary_of_the_transactions(
+            transactions in proptest::collection::vec((0i32..60, -5i64..100, 0i64..50), 0..40),
+            as_of_day in 0i32..70,
+        ) {
+            let purchases: Vec<Purchase> = transactions
+                .iter()
+                .map(|&(day, units, cost)| Purchase {
+                    customer: 0,
+                    day,
+                    amount_nanos: units * 1_000_000_000,
+                    cost_nanos: cost * 1_000_000,
+                })
+                .collect();
+            let mut days: std::collections::BTreeMap<i32, DayTotals> = Default::default();
+            for p in &purchases {
+                let d = days.entry(p.day).or_insert(DayTotals { day: p.day, ..Default::default() });
+                d.amount_nanos += p.amount_nanos;
+                d.cost_nanos += p.cost_nanos;
+                d.transactions += 1;
+            }
+            let expected = summarize(1, &purchases, as_of_day).first().copied();
+            proptest::prop_assert_eq!(summarize_days(0, days.into_values(), as_of_day), expected);
+        }
     }
 }
