@@ -23,6 +23,7 @@ mod m20261126_000012_bytewise_ids;
 mod m20261127_000013_scoring_awaiting_baseline;
 mod m20261127_000014_scoring_product_channels;
 mod m20261128_000015_scoring_customer_histories;
+mod m20261129_000016_scoring_narrow_scores;
 
 macro_rules! migrator {
     ($name:ident, $table:literal, [$($migration:expr),* $(,)?]) => {
@@ -61,7 +62,8 @@ migrator!(
         m20261126_000012_bytewise_ids::Scoring,
         m20261127_000013_scoring_awaiting_baseline::Migration,
         m20261127_000014_scoring_product_channels::Migration,
-        m20261128_000015_scoring_customer_histories::Migration
+        m20261128_000015_scoring_customer_histories::Migration,
+        m20261129_000016_scoring_narrow_scores::Migration
     ]
 );
 migrator!(
@@ -84,4 +86,5 @@ migrator!(
     ]
 );
 
+pub use m20261129_000016_scoring_narrow_scores::SCORE_LABELS;
 pub use sea_orm_migration::MigratorTrait;

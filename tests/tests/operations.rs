@@ -707,6 +707,18 @@ async fn without_migrate_on_start_a_server_waits_for_the_migration_job() {
     running.await.unwrap().unwrap();
 }
 
+/// How many of scoring's migrations come before the one named `name`, and
+/// how many there are in all.
+fn scoring_migrations_around(name: &str) -> (u32, u32) {
+    use patron_migrations::{MigratorTrait, ScoringMigrator};
+    let all = ScoringMigrator::migrations();
+    let before = all
+        .iter()
+        .position(|m| m.name() == name)
+        .unwrap_or_else(|| panic!("no scoring migration {name}"));
+    (before as u32, all.len() as u32)
+}
+
 /// `m20261128_000015_scoring_customer_histories` packs scoring's day rows
 /// into one history per customer (days in day order, 24 bytes each,
 /// big-endian, extreme values included) and unpacks them on the way down,
@@ -749,12 +761,9 @@ async fn the_purchase_history_migration_packs_the_day_rows_and_back() {
             .await
             .unwrap();
         let db = storage.connection();
-        let before = ScoringMigrator::get_pending_migrations(db)
-            .await
-            .unwrap()
-            .len()
-            - 1;
-        ScoringMigrator::up(db, Some(before as u32)).await.unwrap();
+        let (before, all) =
+            scoring_migrations_around("m20261128_000015_scoring_customer_histories");
+        ScoringMigrator::up(db, Some(before)).await.unwrap();
         // Inserted newest day first: the packing orders by day.
         for (id, day, amount, cost, n) in rows.iter().rev() {
             db.execute_raw(Statement::from_sql_and_values(
@@ -801,7 +810,8 @@ async fn the_purchase_history_migration_packs_the_day_rows_and_back() {
             "{backend:?}: the day rows' table is dropped"
         );
 
-        ScoringMigrator::down(db, Some(1)).await.unwrap();
+        // Down through it (and the migrations after it).
+        ScoringMigrator::down(db, Some(all - before)).await.unwrap();
         let got: Vec<(String, i32, i64, i64, i32)> = query(
             "SELECT customer_id, day, amount_nanos, cost_nanos, transactions \
              FROM scoring_customer_days ORDER BY customer_id, day",
@@ -827,6 +837,141 @@ async fn the_purchase_history_migration_packs_the_day_rows_and_back() {
                 .unwrap()
                 .len(),
             3,
+            "{backend:?}: and up again"
+        );
+    }
+}
+
+/// `m20261129_000016_scoring_narrow_scores` turns the stored labels into
+/// codes and drops `model_version`, on each backend: every label of every
+/// dimension reads back under its own name (the store reads the codes
+/// through the migration's list), and going down restores the names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_narrow_scores_migration_keeps_every_label_and_back() {
+    use patron_migrations::{MigratorTrait, SCORE_LABELS, ScoringMigrator};
+    use patron_store::scoring::ScoringStore;
+    use patron_tests::fresh_database;
+    use sea_orm::{ConnectionTrait, Statement};
+    // Row i has label i of each dimension (the first label where a
+    // dimension has fewer), and one more row has names no version wrote.
+    let rows = SCORE_LABELS.iter().map(|(_, l)| l.len()).max().unwrap();
+    let label = |dimension: usize, i: usize| {
+        let labels = SCORE_LABELS[dimension].1;
+        labels.get(i).copied().unwrap_or(labels[0])
+    };
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some((database, _dir)) = fresh_database(backend).await else {
+            continue;
+        };
+        let storage = patron_store::Storage::connect_lazy(&database)
+            .await
+            .unwrap();
+        let db = storage.connection();
+        let (before, _) = scoring_migrations_around("m20261129_000016_scoring_narrow_scores");
+        ScoringMigrator::up(db, Some(before)).await.unwrap();
+        let bytes = match db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => "decode('0a01', 'hex')",
+            _ => "unhex('0a01')",
+        };
+        let insert = |id: String, labels: Vec<String>| {
+            let labels = labels
+                .iter()
+                .map(|l| format!("'{l}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "INSERT INTO scoring_scores (customer_id, model_version, computed_at, segment, \
+                 value_tier, value_quadrant, churn_risk, lifecycle_stage, score, data_seq, revision) \
+                 VALUES ('{id}', 'm1', '2026-11-25 12:00:00+00', {labels}, {bytes}, 7, 3)"
+            )
+        };
+        for i in 0..rows {
+            db.execute_unprepared(&insert(
+                format!("c-{i:02}"),
+                (0..5).map(|d| label(d, i).to_owned()).collect(),
+            ))
+            .await
+            .unwrap();
+        }
+        db.execute_unprepared(&insert("c-unknown".into(), vec!["bogus".into(); 5]))
+            .await
+            .unwrap();
+        ScoringMigrator::up(db, None).await.unwrap();
+
+        let distribution = ScoringStore::new(&storage).distribution().await.unwrap();
+        assert_eq!(distribution.customers, rows as i64 + 1, "{backend:?}");
+        for (column, labels) in SCORE_LABELS {
+            let mut want: Vec<(&str, i64)> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    // The label's own row; the first label also has the rows
+                    // past the list's end and the unknown names (code 0).
+                    let extra = if i == 0 { rows - labels.len() + 1 } else { 0 };
+                    (*name, (1 + extra) as i64)
+                })
+                .collect();
+            want.sort();
+            let mut got: Vec<(&str, i64)> = distribution
+                .counts
+                .iter()
+                .filter(|(c, _, _)| *c == column)
+                .map(|(_, name, n)| (*name, *n))
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "{backend:?}: {column}");
+        }
+        let query = |sql: &str| {
+            db.query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                sql.to_owned(),
+            ))
+        };
+        assert!(
+            query("SELECT model_version FROM scoring_scores")
+                .await
+                .is_err(),
+            "{backend:?}: model_version is dropped"
+        );
+        let kept = query(
+            "SELECT score, data_seq, revision FROM scoring_scores WHERE customer_id = 'c-03'",
+        )
+        .await
+        .unwrap();
+        let kept: (Vec<u8>, i64, i64) = (
+            kept[0].try_get_by_index(0).unwrap(),
+            kept[0].try_get_by_index(1).unwrap(),
+            kept[0].try_get_by_index(2).unwrap(),
+        );
+        assert_eq!(
+            kept,
+            (vec![0x0a, 0x01], 7, 3),
+            "{backend:?}: the rest is kept"
+        );
+
+        ScoringMigrator::down(db, Some(1)).await.unwrap();
+        let names = query(
+            "SELECT customer_id, model_version, segment, value_tier, value_quadrant, churn_risk, \
+             lifecycle_stage FROM scoring_scores ORDER BY customer_id",
+        )
+        .await
+        .unwrap();
+        assert_eq!(names.len(), rows + 1, "{backend:?}");
+        for (i, r) in names.iter().enumerate() {
+            let got: Vec<String> = (1..7).map(|c| r.try_get_by_index(c).unwrap()).collect();
+            let mut want = vec![String::new()];
+            // c-unknown, last, comes back with code 0's names.
+            want.extend((0..5).map(|d| label(d, if i < rows { i } else { 0 }).to_owned()));
+            assert_eq!(got, want, "{backend:?}: row {i} on the way down");
+        }
+        ScoringMigrator::up(db, None).await.unwrap();
+        assert_eq!(
+            ScoringStore::new(&storage)
+                .distribution()
+                .await
+                .unwrap()
+                .customers,
+            rows as i64 + 1,
             "{backend:?}: and up again"
         );
     }

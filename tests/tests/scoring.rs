@@ -259,11 +259,8 @@ async fn fit_when_caught_up(
 fn stored_score(id: &str, score: &str) -> patron_store::scoring::ScoreRow {
     patron_store::scoring::ScoreRow {
         customer_id: id.into(),
-        segment: "champions",
-        value_tier: "VALUE_TIER_HIGH",
-        value_quadrant: "VALUE_QUADRANT_STAR",
-        churn_risk: "CHURN_RISK_LOW",
-        lifecycle_stage: "LIFECYCLE_STAGE_ACTIVE",
+        // champions, high, star, low, active
+        labels: [1, 3, 1, 1, 3],
         score: score.as_bytes().to_vec(),
     }
 }
@@ -670,22 +667,22 @@ backend_tests! {
             let store = store.clone();
             async move { store.scores(&ids).await.unwrap() }
         };
-        store.save_scores("m1", at, 10, &[row("c-1", "online at 10")]).await.unwrap();
-        store.save_scores("m1", at, 5, &[row("c-1", "recompute read at 5")]).await.unwrap();
+        store.save_scores(at, 10, &[row("c-1", "online at 10")]).await.unwrap();
+        store.save_scores(at, 5, &[row("c-1", "recompute read at 5")]).await.unwrap();
         assert_eq!(stored(vec!["c-1".into()]).await["c-1"], b"online at 10");
-        store.save_scores("m2", at, 10, &[row("c-1", "recompute read at 10")]).await.unwrap();
+        store.save_scores(at, 10, &[row("c-1", "recompute read at 10")]).await.unwrap();
         assert_eq!(stored(vec!["c-1".into()]).await["c-1"], b"recompute read at 10", "same data: the recompute wins");
 
         let ids: Vec<String> = (0..3_000).map(|i| format!("bulk-{i}")).collect();
         let first: Vec<ScoreRow> = ids.iter().map(|id| row(id, "first at 20")).collect();
-        store.save_scores("m2", at, 20, &first).await.unwrap();
+        store.save_scores(at, 20, &first).await.unwrap();
         let (none, before_online) = store.scores_newer_since(0, i64::MAX).await.unwrap();
         assert!(none.is_empty());
         // Online updates of every third customer at 30, then a recompute that read at 25.
         let online: Vec<ScoreRow> = ids.iter().step_by(3).map(|id| row(id, "online at 30")).collect();
-        store.save_scores("m2", at, 30, &online).await.unwrap();
+        store.save_scores(at, 30, &online).await.unwrap();
         let recompute: Vec<ScoreRow> = ids.iter().map(|id| row(id, "recompute at 25")).collect();
-        store.save_scores("m2", at, 25, &recompute).await.unwrap();
+        store.save_scores(at, 25, &recompute).await.unwrap();
         let after = stored(ids.clone()).await;
         for (i, id) in ids.iter().enumerate() {
             let want: &[u8] = if i % 3 == 0 { b"online at 30" } else { b"recompute at 25" };
@@ -718,18 +715,18 @@ backend_tests! {
             async move { store.scores_after((0, None), 1_000).await.unwrap().iter().map(|r| r.0).max().unwrap() }
         };
         let before: Vec<ScoreRow> = ids(0..8).iter().map(|id| row(id, "old at 10")).collect();
-        store.save_scores("m1", at, 10, &before).await.unwrap();
+        store.save_scores(at, 10, &before).await.unwrap();
         // The recompute reads the read model here: it sees these scores...
         let read = last_revision().await;
         // ...and not this one, of later data, saved before it begins.
-        store.save_scores("m1", at, 30, &[row("c-2", "online at 30")]).await.unwrap();
+        store.save_scores(at, 30, &[row("c-2", "online at 30")]).await.unwrap();
         let head = last_revision().await;
 
         // It read customers 5 and 7 and did not score them (as a recompute
         // does not score an erased customer without purchases), and read
         // customer 6 for the first time.
         let read = RecomputeRead { revision: read, unscored: vec!["c-5".into(), "c-7".into()] };
-        let Some(mut replacement) = store.begin_replacement("m2", at, 20, read).await.unwrap() else {
+        let Some(mut replacement) = store.begin_replacement(at, 20, read).await.unwrap() else {
             assert_eq!(app.backend, patron_tests::Backend::Sqlite, "PostgreSQL replaces the table");
             return;
         };
@@ -743,7 +740,7 @@ backend_tests! {
         // whole replacement, seconds at a million customers).
         tokio::time::timeout(
             std::time::Duration::from_secs(20),
-            store.save_scores("m1", at, 25, &[row("c-3", "online at 25")]),
+            store.save_scores(at, 25, &[row("c-3", "online at 25")]),
         )
         .await
         .expect("an online score waited for the recompute's copy")
@@ -755,7 +752,7 @@ backend_tests! {
         // customer, a lagging one (of data the recompute read) of a rescored
         // and of a customer it did not score, and a new customer.
         for (id, data_seq, text) in [("c-4", 26, "online at 26"), ("c-5", 15, "lagging at 15"), ("c-9", 27, "new at 27"), ("c-1", 18, "lagging at 18")] {
-            tokio::time::timeout(std::time::Duration::from_secs(20), store.save_scores("m1", at, data_seq, &[row(id, text)]))
+            tokio::time::timeout(std::time::Duration::from_secs(20), store.save_scores(at, data_seq, &[row(id, text)]))
                 .await
                 .expect("an online score waited for the recompute's takeover")
                 .unwrap();
@@ -799,7 +796,7 @@ backend_tests! {
         // The swapped-in table has the original's keys and indexes: upserts
         // (after the recompute's revision), a second replacement, and one
         // abandoned (which changes nothing).
-        store.save_scores("m2", at, 40, &[row("c-0", "online at 40")]).await.unwrap();
+        store.save_scores(at, 40, &[row("c-0", "online at 40")]).await.unwrap();
         assert_eq!(revisions_after(head + recompute_revision).await, [(1, "c-0".to_owned())]);
         // This one read up to the recompute above, so not c-0's score of
         // later data, and scores only customers 0 and 1.
@@ -807,7 +804,7 @@ backend_tests! {
             revision: head + recompute_revision,
             unscored: ["c-2", "c-3", "c-4", "c-5", "c-6", "c-7", "c-9"].map(String::from).to_vec(),
         };
-        let mut again = store.begin_replacement("m3", at, 35, read).await.unwrap().unwrap();
+        let mut again = store.begin_replacement(at, 35, read).await.unwrap().unwrap();
         again.write(&chunk(0..2)).await.unwrap();
         // More online writes than the replacement reserved revisions for
         // commit meanwhile (the counter is moved by hand): the swap gives
@@ -824,13 +821,13 @@ backend_tests! {
         assert_eq!(kept.len(), 9, "every customer it did not score keeps a score");
         assert_eq!(kept["c-9"], b"new at 27");
         assert_eq!(kept["c-6"], b"recompute at 20");
-        store.save_scores("m3", at, 45, &[row("c-5", "online at 45")]).await.unwrap();
+        store.save_scores(at, 45, &[row("c-5", "online at 45")]).await.unwrap();
         assert_eq!(revisions_after(counter + 1).await, [(1, "c-5".to_owned())]);
-        let mut abandoned = store.begin_replacement("m4", at, 50, RecomputeRead::default()).await.unwrap().unwrap();
+        let mut abandoned = store.begin_replacement(at, 50, RecomputeRead::default()).await.unwrap().unwrap();
         abandoned.write(&chunk(0..7)).await.unwrap();
         drop(abandoned);
         // Abandoned after the first pass of the takeover, too.
-        let mut abandoned = store.begin_replacement("m5", at, 50, RecomputeRead::default()).await.unwrap().unwrap();
+        let mut abandoned = store.begin_replacement(at, 50, RecomputeRead::default()).await.unwrap().unwrap();
         abandoned.write(&chunk(0..7)).await.unwrap();
         drop(abandoned.prepare().await.unwrap());
         let last = store.scores(&ids(0..7)).await.unwrap();

@@ -25,6 +25,7 @@ use patron_domain::{
     ApiError, ErrorCode, Money, Violations,
     activity::check_id,
     models::{
+        rfm::Segment,
         scores::{
             Baseline, ChurnRisk, CustomerScores, CustomerSignals, FittedModel, LifecycleStage,
             ModelSettings, ValueQuadrant, ValueTier, score_customer,
@@ -385,7 +386,7 @@ fn prospect_row(
         as_of: Some(to_timestamp(as_of)),
         ..Default::default()
     };
-    stored(proto, "")
+    stored(proto, None)
 }
 
 /// The stored form of one score: encoded, with the labels distributions count.
@@ -400,35 +401,23 @@ fn score_row(
     let id = &snapshot.ids[s.customer as usize];
     let currency = currency_of(snapshot, id);
     let proto = to_proto(s, id, currency, version, as_of, at, ranks_stale);
-    stored(proto, s.segment.as_str())
+    stored(proto, Some(s.segment))
 }
 
-/// A score as stored, labelled for the distribution counts.
-fn stored(proto: pb::CustomerScore, segment: &'static str) -> ScoreRow {
-    let name = |v: Result<&'static str, ()>| v.unwrap_or("");
+/// A score as stored, labelled for the distribution counts with the codes
+/// of `SCORE_LABELS`: a segment's is its place in `Segment::ALL` after ""
+/// (none, a prospect's), an enum's is its number.
+fn stored(proto: pb::CustomerScore, segment: Option<Segment>) -> ScoreRow {
+    let code = |n: i32| i16::try_from(n).unwrap_or_default();
     ScoreRow {
         customer_id: proto.customer_id.clone(),
-        segment,
-        value_tier: name(
-            pb::ValueTier::try_from(proto.value_tier)
-                .map(|v| v.as_str_name())
-                .map_err(drop),
-        ),
-        value_quadrant: name(
-            pb::ValueQuadrant::try_from(proto.value_quadrant)
-                .map(|v| v.as_str_name())
-                .map_err(drop),
-        ),
-        churn_risk: name(
-            pb::ChurnRisk::try_from(proto.churn.as_ref().map_or(0, |c| c.risk))
-                .map(|v| v.as_str_name())
-                .map_err(drop),
-        ),
-        lifecycle_stage: name(
-            pb::LifecycleStage::try_from(proto.lifecycle_stage)
-                .map(|v| v.as_str_name())
-                .map_err(drop),
-        ),
+        labels: [
+            segment.map_or(0, |s| s as i16 + 1),
+            code(proto.value_tier),
+            code(proto.value_quadrant),
+            code(proto.churn.as_ref().map_or(0, |c| c.risk)),
+            code(proto.lifecycle_stage),
+        ],
         score: proto.encode_to_vec(),
     }
 }
@@ -498,7 +487,6 @@ async fn run(
     let mut newer_online: HashSet<String> = HashSet::new();
     let mut replacement = store
         .begin_replacement(
-            &model_version,
             at,
             data_seq,
             RecomputeRead {
@@ -546,11 +534,7 @@ async fn run(
     while let Some(rows) = encoded.recv().await {
         match &mut replacement {
             Some(replacement) => replacement.write(&rows).await?,
-            None => {
-                store
-                    .save_scores(&model_version, at, data_seq, &rows)
-                    .await?
-            }
+            None => store.save_scores(at, data_seq, &rows).await?,
         }
         done += rows.len() as i64;
         let waited = std::time::Instant::now();
@@ -842,9 +826,7 @@ impl OnlineScorer {
             return Ok(0);
         }
         let scored = started.elapsed();
-        self.store
-            .save_scores(&run.model_version, at, data_seq, &rows)
-            .await?;
+        self.store.save_scores(at, data_seq, &rows).await?;
         let saved = started.elapsed();
         refresh_cache(&self.cache, &rows).await;
         tracing::debug!(
@@ -1028,7 +1010,10 @@ pub(crate) async fn distribution(store: &ScoringStore) -> ApiResult<pb::ScoreDis
         ..Default::default()
     };
     for (column, key, count) in d.counts {
-        let bucket = pb::DistributionBucket { key, count };
+        let bucket = pb::DistributionBucket {
+            key: key.to_owned(),
+            count,
+        };
         match column {
             // Prospects have no RFM segment; they are counted in `customers`.
             c if c == DISTRIBUTION_COLUMNS[0] && bucket.key.is_empty() => {}
@@ -1101,6 +1086,52 @@ mod tests {
     use patron_domain::models::summary::{Purchase, summarize};
 
     use super::*;
+
+    /// The label codes a score is stored with read back, through the
+    /// migration's list, as the names of its segment and enums.
+    #[test]
+    fn stored_labels_read_back_as_their_names() {
+        use patron_store::scoring::label_name;
+        let labelled = |segment, tier, quadrant, risk, stage| {
+            let proto = pb::CustomerScore {
+                value_tier: tier,
+                value_quadrant: quadrant,
+                churn: Some(pb::ChurnScore {
+                    risk,
+                    ..Default::default()
+                }),
+                lifecycle_stage: stage,
+                ..Default::default()
+            };
+            let codes = stored(proto, segment).labels;
+            (0..5).map(|d| label_name(d, codes[d])).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            labelled(None, 0, 0, 0, 1)[0],
+            "",
+            "a prospect has no segment"
+        );
+        for segment in Segment::ALL {
+            assert_eq!(labelled(Some(segment), 0, 0, 0, 0)[0], segment.as_str());
+        }
+        for n in 0..8 {
+            let names = labelled(None, n, n, n, n);
+            let want = [
+                pb::ValueTier::try_from(n).map(|v| v.as_str_name()),
+                pb::ValueQuadrant::try_from(n).map(|v| v.as_str_name()),
+                pb::ChurnRisk::try_from(n).map(|v| v.as_str_name()),
+                pb::LifecycleStage::try_from(n).map(|v| v.as_str_name()),
+            ];
+            for (dimension, want) in want.into_iter().enumerate() {
+                // A number no enum has (no version writes one) reads as "".
+                assert_eq!(
+                    names[dimension + 1],
+                    want.unwrap_or(""),
+                    "{n} of {dimension}"
+                );
+            }
+        }
+    }
 
     /// Who a recompute reads and leaves unscored: the replacement keeps
     /// their stored scores, and drops every other score it read.

@@ -31,30 +31,44 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct ScoreRow {
     pub customer_id: String,
-    pub segment: &'static str,
-    pub value_tier: &'static str,
-    pub value_quadrant: &'static str,
-    pub churn_risk: &'static str,
-    pub lifecycle_stage: &'static str,
+    /// The labels, by [`DISTRIBUTION_COLUMNS`], as stored: each the code of a
+    /// name in [`SCORE_LABELS`] (its position in that column's list). Two
+    /// bytes each instead of the name: a recompute writes a million rows.
+    pub labels: [i16; 5],
     pub score: Vec<u8>,
 }
+
+pub use patron_migrations::SCORE_LABELS;
 
 /// Counts per label of each dimension.
 #[derive(Debug, Clone, Default)]
 pub struct Distribution {
     pub customers: i64,
     pub computed_at: Option<DateTime<Utc>>,
-    /// (dimension column, label, count)
-    pub counts: Vec<(&'static str, String, i64)>,
+    /// (dimension column, label name, count)
+    pub counts: Vec<(&'static str, &'static str, i64)>,
 }
 
-pub const DISTRIBUTION_COLUMNS: [&str; 5] = [
-    "segment",
-    "value_tier",
-    "value_quadrant",
-    "churn_risk",
-    "lifecycle_stage",
-];
+/// The label columns of a stored score, in [`ScoreRow::labels`]' order.
+pub const DISTRIBUTION_COLUMNS: [&str; 5] = {
+    let mut columns = [""; 5];
+    let mut i = 0;
+    while i < columns.len() {
+        columns[i] = SCORE_LABELS[i].0;
+        i += 1;
+    }
+    columns
+};
+
+/// The name of label `code` in the `dimension`th label column ("" for a
+/// code no version wrote).
+pub fn label_name(dimension: usize, code: i16) -> &'static str {
+    usize::try_from(code)
+        .ok()
+        .and_then(|code| SCORE_LABELS[dimension].1.get(code))
+        .copied()
+        .unwrap_or("")
+}
 
 /// One transaction, on its way to the product rollup.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -102,9 +116,8 @@ pub struct FeedbackSignals {
 
 /// The stored columns of a score, key first, `revision` last (see
 /// [`COPIED_COLUMNS`]).
-const SCORE_COLUMNS: [&str; 11] = [
+const SCORE_COLUMNS: [&str; 10] = [
     "customer_id",
-    "model_version",
     "computed_at",
     "segment",
     "value_tier",
@@ -142,31 +155,26 @@ const REVISIONS_RESERVED: i64 = 1 << 24;
 const REPLACEMENT_LOCK: i64 = 0x7061_7472_6f6e_0001;
 
 /// What every score of one write shares.
-struct ScoreStamp<'a> {
-    model_version: &'a str,
+struct ScoreStamp {
     computed_at: DateTime<Utc>,
     revision: i64,
     data_seq: i64,
 }
 
-impl ScoreStamp<'_> {
+impl ScoreStamp {
     fn rows(&self, scores: &[ScoreRow]) -> Vec<Vec<sea_orm::Value>> {
         scores
             .iter()
             .map(|r| {
-                vec![
-                    r.customer_id.as_str().into(),
-                    self.model_version.into(),
-                    self.computed_at.into(),
-                    r.segment.into(),
-                    r.value_tier.into(),
-                    r.value_quadrant.into(),
-                    r.churn_risk.into(),
-                    r.lifecycle_stage.into(),
+                let mut row = Vec::with_capacity(SCORE_COLUMNS.len());
+                row.extend([r.customer_id.as_str().into(), self.computed_at.into()]);
+                row.extend(r.labels.map(sea_orm::Value::from));
+                row.extend([
                     r.score.clone().into(),
                     self.data_seq.into(),
                     self.revision.into(),
-                ]
+                ]);
+                row
             })
             .collect()
     }
@@ -183,7 +191,6 @@ pub struct ScoreReplacement {
     table: String,
     /// The revision every new row carries (see [`REVISIONS_RESERVED`]).
     reserved: i64,
-    model_version: String,
     computed_at: DateTime<Utc>,
     data_seq: i64,
     read: RecomputeRead,
@@ -209,7 +216,7 @@ impl ScoreReplacement {
     /// Adds new scores (each customer once over all calls), in PostgreSQL's
     /// binary COPY format.
     pub async fn write(&mut self, scores: &[ScoreRow]) -> Result<(), ApiError> {
-        let mut buf = Vec::with_capacity(scores.len() * 512);
+        let mut buf = Vec::with_capacity(scores.len() * 384);
         // Microseconds since 2000-01-01, PostgreSQL's timestamp epoch.
         let at = self.computed_at.timestamp_micros() - 946_684_800_000_000;
         for r in scores {
@@ -219,16 +226,9 @@ impl ScoreReplacement {
                 buf.extend_from_slice(b);
             };
             bytes(r.customer_id.as_bytes());
-            bytes(self.model_version.as_bytes());
             bytes(&at.to_be_bytes());
-            for label in [
-                r.segment,
-                r.value_tier,
-                r.value_quadrant,
-                r.churn_risk,
-                r.lifecycle_stage,
-            ] {
-                bytes(label.as_bytes());
+            for label in r.labels {
+                bytes(&label.to_be_bytes());
             }
             bytes(&r.score);
             bytes(&self.data_seq.to_be_bytes());
@@ -447,16 +447,24 @@ impl PreparedReplacement {
         }
         self.txn.commit().await.map_err(db_error)?;
         let locked = locked.elapsed();
-        // The planner knows nothing of the new table until it is analyzed,
-        // which autovacuum does only later (or, where it is off, never):
-        // a sample of it, now, for the queries that follow. The scores are
-        // in place either way: a failure here is only logged.
-        if let Err(e) = sqlx::raw_sql("ANALYZE scoring_scores")
-            .execute(&self.pool)
-            .await
-        {
-            tracing::warn!(error = %e, "could not analyze the new score table");
-        }
+        // The planner knows the new table's size (the index builds counted
+        // its rows) but not its columns until it is analyzed, which
+        // autovacuum does only later (or, where it is off, never): a sample
+        // of it, now. The scores are in place and the recompute is done, so
+        // it is not waited for (a third of a second at a million scores); a
+        // failure is only logged. The next replacement's `DROP TABLE` waits
+        // for it.
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match sqlx::raw_sql("ANALYZE scoring_scores").execute(&pool).await {
+                Ok(_) => tracing::debug!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "new score table analyzed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not analyze the new score table"),
+            }
+        });
         newer.sort();
         newer.dedup();
         tracing::info!(
@@ -1044,7 +1052,6 @@ impl ScoringStore {
     /// recompute must not overwrite an online update made after it read).
     pub async fn save_scores(
         &self,
-        model_version: &str,
         computed_at: DateTime<Utc>,
         data_seq: i64,
         scores: &[ScoreRow],
@@ -1052,7 +1059,6 @@ impl ScoringStore {
         let txn = begin_write(&self.db).await?;
         let revision = crate::cursor::next_revision(&txn, "scoring_score_head").await?;
         let stamp = ScoreStamp {
-            model_version,
             computed_at,
             revision,
             data_seq,
@@ -1130,7 +1136,6 @@ impl ScoringStore {
     /// ([`ScoreReplacement::finish`]).
     pub async fn begin_replacement(
         &self,
-        model_version: &str,
         computed_at: DateTime<Utc>,
         data_seq: i64,
         read: RecomputeRead,
@@ -1190,7 +1195,6 @@ impl ScoringStore {
             pool: pool.clone(),
             table,
             reserved,
-            model_version: model_version.to_owned(),
             computed_at,
             data_seq,
             read,
@@ -1227,10 +1231,11 @@ impl ScoringStore {
             .collect()
     }
 
-    /// Counts of the stored scores per label of every dimension.
+    /// Counts of the stored scores per label of every dimension, each
+    /// dimension's labels in name order.
     pub async fn distribution(&self) -> Result<Distribution, ApiError> {
         let mut out = Distribution::default();
-        for column in DISTRIBUTION_COLUMNS {
+        for (dimension, column) in DISTRIBUTION_COLUMNS.into_iter().enumerate() {
             let rows = self
                 .db
                 .query_all(
@@ -1238,19 +1243,23 @@ impl ScoringStore {
                         .column(column)
                         .expr_as(Expr::col(column).count(), "n")
                         .from("scoring_scores")
-                        .group_by_col(column)
-                        .order_by(column, sea_orm::Order::Asc),
+                        .group_by_col(column),
                 )
                 .await
                 .map_err(db_error)?;
-            for r in rows {
-                let label: String = r.try_get("", column).map_err(db_error)?;
-                let n: i64 = r.try_get("", "n").map_err(db_error)?;
-                if column == "segment" {
-                    out.customers += n;
-                }
-                out.counts.push((column, label, n));
+            let mut counts = rows
+                .iter()
+                .map(|r| {
+                    let code: i16 = r.try_get("", column).map_err(db_error)?;
+                    let n: i64 = r.try_get("", "n").map_err(db_error)?;
+                    Ok((column, label_name(dimension, code), n))
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            counts.sort_by_key(|(_, label, _)| *label);
+            if dimension == 0 {
+                out.customers = counts.iter().map(|(_, _, n)| n).sum();
             }
+            out.counts.extend(counts);
         }
         let latest = self
             .db
@@ -1459,6 +1468,29 @@ impl ScoringStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_codes_name_their_place_in_the_migrations_list() {
+        assert_eq!(
+            DISTRIBUTION_COLUMNS,
+            [
+                "segment",
+                "value_tier",
+                "value_quadrant",
+                "churn_risk",
+                "lifecycle_stage"
+            ]
+        );
+        assert_eq!(label_name(0, 0), "");
+        assert_eq!(label_name(0, 1), "champions");
+        assert_eq!(label_name(1, 3), "VALUE_TIER_HIGH");
+        assert_eq!(label_name(4, 6), "LIFECYCLE_STAGE_CHURNED");
+        for (dimension, (_, labels)) in SCORE_LABELS.iter().enumerate() {
+            for code in [-1, labels.len() as i16, i16::MAX] {
+                assert_eq!(label_name(dimension, code), "", "unknown {code}");
+            }
+        }
+    }
 
     #[test]
     fn a_replacement_copies_every_score_column_but_the_revision() {
