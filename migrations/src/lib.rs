@@ -87,4 +87,23 @@ migrator!(
 );
 
 pub use m20261129_000016_scoring_narrow_scores::SCORE_LABELS;
+
+/// Runs `statements` as one batch on one connection (on SQLite a pool's
+/// connections can disagree about the schema while it changes), all or
+/// nothing: PostgreSQL runs migrations in a transaction, SQLite gets a
+/// savepoint.
+pub(crate) async fn run_batch(
+    m: &SchemaManager<'_>,
+    mut statements: Vec<String>,
+) -> Result<(), DbErr> {
+    use sea_orm_migration::sea_orm::DbBackend;
+    if m.get_database_backend() != DbBackend::Postgres {
+        statements.insert(0, "SAVEPOINT migration_batch".to_owned());
+        statements.push("RELEASE migration_batch".to_owned());
+    }
+    m.get_connection()
+        .execute_unprepared(&statements.join(";\n"))
+        .await
+        .map(|_| ())
+}
 pub use sea_orm_migration::MigratorTrait;

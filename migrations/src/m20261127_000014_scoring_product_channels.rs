@@ -11,7 +11,7 @@
 
 use sea_orm_migration::{prelude::*, sea_orm::DbBackend};
 
-use crate::m20261126_000012_bytewise_ids::collate;
+use crate::{m20261126_000012_bytewise_ids::collate, run_batch};
 
 pub(crate) struct Migration;
 
@@ -76,13 +76,8 @@ async fn rebuild(
         batch.push(format!(
             "ALTER TABLE {TABLE} RENAME CONSTRAINT {next}_pkey TO {TABLE}_pkey"
         ));
-    } else {
-        batch.insert(0, "SAVEPOINT product_channels".to_owned());
-        batch.push("RELEASE product_channels".to_owned());
     }
-    m.get_connection()
-        .execute_unprepared(&batch.join(";\n"))
-        .await?;
+    run_batch(m, batch).await?;
     // Ids compare bytewise (PostgreSQL only).
     collate(m, &[(TABLE, &["customer_id"])], "C").await
 }

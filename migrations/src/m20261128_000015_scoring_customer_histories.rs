@@ -24,7 +24,7 @@ use sea_orm_migration::{
     sea_orm::{DbBackend, Statement},
 };
 
-use crate::m20261126_000012_bytewise_ids::collate;
+use crate::{m20261126_000012_bytewise_ids::collate, run_batch};
 
 pub(crate) struct Migration;
 
@@ -38,21 +38,6 @@ const OLD: &str = "scoring_customer_days";
 const NEW: &str = "scoring_customer_histories";
 /// Bytes per packed day.
 const DAY_BYTES: usize = 24;
-
-/// Runs `statements` as one batch on one connection (on SQLite a pool's
-/// connections can disagree about the schema while it changes), all or
-/// nothing: PostgreSQL runs migrations in a transaction, SQLite gets a
-/// savepoint.
-async fn batch(m: &SchemaManager<'_>, mut statements: Vec<String>) -> Result<(), DbErr> {
-    if m.get_database_backend() != DbBackend::Postgres {
-        statements.insert(0, "SAVEPOINT customer_histories".to_owned());
-        statements.push("RELEASE customer_histories".to_owned());
-    }
-    m.get_connection()
-        .execute_unprepared(&statements.join(";\n"))
-        .await
-        .map(|_| ())
-}
 
 #[async_trait::async_trait]
 #[allow(elided_lifetimes_in_paths)]
@@ -90,7 +75,7 @@ impl MigrationTrait for Migration {
             ),
             format!("DROP TABLE {OLD}"),
         ]);
-        batch(m, statements).await?;
+        run_batch(m, statements).await?;
         // Ids compare bytewise (PostgreSQL only).
         collate(m, &[(NEW, &["customer_id"])], "C").await
     }
@@ -118,7 +103,7 @@ impl MigrationTrait for Migration {
             statements.extend(unpack_row_by_row(m).await?);
         }
         statements.push(format!("DROP TABLE {NEW}"));
-        batch(m, statements).await?;
+        run_batch(m, statements).await?;
         collate(m, &[(OLD, &["customer_id"])], "C").await
     }
 }

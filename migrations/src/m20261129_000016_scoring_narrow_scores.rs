@@ -161,10 +161,8 @@ fn converted_labels(narrow: bool) -> Vec<String> {
         .collect()
 }
 
-/// Replaces the table by one of the other shape holding the same scores:
-/// one batch of statements on one connection (on SQLite a pool's
-/// connections can disagree about the schema while it changes), all or
-/// nothing.
+/// Replaces the table by one of the other shape holding the same scores, in
+/// one batch (all or nothing, see `run_batch`).
 async fn rebuild(m: &SchemaManager<'_>, narrow: bool) -> Result<(), DbErr> {
     let backend = m.get_database_backend();
     let next = format!("{TABLE}_narrowing");
@@ -198,14 +196,8 @@ async fn rebuild(m: &SchemaManager<'_>, narrow: bool) -> Result<(), DbErr> {
         batch.push(format!(
             "ALTER TABLE {TABLE} RENAME CONSTRAINT {next}_pkey TO {TABLE}_pkey"
         ));
-    } else {
-        batch.insert(0, "SAVEPOINT narrow_scores".to_owned());
-        batch.push("RELEASE narrow_scores".to_owned());
     }
-    m.get_connection()
-        .execute_unprepared(&batch.join(";\n"))
-        .await
-        .map(|_| ())
+    crate::run_batch(m, batch).await
 }
 
 #[async_trait::async_trait]
