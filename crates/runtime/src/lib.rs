@@ -21,7 +21,8 @@ pub use config::{ServiceKind, Settings};
 /// Every Patron process allocates through mimalloc: the servers allocate
 /// and free many short-lived buffers (messages, pipelines, rows), where the
 /// system allocator paid for fresh pages on each large buffer (measured on
-/// the bulk cache refresh, see BENCHMARKS.md).
+/// the bulk cache refresh, see BENCHMARKS.md). Built without transparent
+/// huge pages (the workspace's `no_thp` feature).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use error::{ApiResult, to_status};

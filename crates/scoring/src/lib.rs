@@ -3,6 +3,7 @@
 //! come, see the open issue) scores, the hot-score cache and reports.
 
 mod consumer;
+mod encode;
 mod grpc;
 mod models;
 mod reports;

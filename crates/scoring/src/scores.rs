@@ -51,6 +51,7 @@ use tonic::Status;
 
 use crate::{
     consumer::READ_MODEL,
+    encode::ScoreEncoder,
     models::{self, day_of},
 };
 
@@ -76,11 +77,55 @@ fn money(currency: Option<Currency>, nanos: i128) -> Option<common::Money> {
     }))
 }
 
+#[cfg(test)]
 fn units(currency: Option<Currency>, value: f64) -> Option<common::Money> {
     money(currency, (value * 1e9).round() as i128)
 }
 
-fn to_proto(
+pub(crate) fn churn_risk(s: &CustomerScores) -> pb::ChurnRisk {
+    match s.churn_risk {
+        ChurnRisk::Low => pb::ChurnRisk::Low,
+        ChurnRisk::Medium => pb::ChurnRisk::Medium,
+        ChurnRisk::High => pb::ChurnRisk::High,
+    }
+}
+
+pub(crate) fn value_tier(s: &CustomerScores) -> pb::ValueTier {
+    match s.value_tier {
+        None => pb::ValueTier::Unspecified,
+        Some(ValueTier::Low) => pb::ValueTier::Low,
+        Some(ValueTier::Medium) => pb::ValueTier::Medium,
+        Some(ValueTier::High) => pb::ValueTier::High,
+    }
+}
+
+pub(crate) fn value_quadrant(s: &CustomerScores) -> pb::ValueQuadrant {
+    match s.value_quadrant {
+        None => pb::ValueQuadrant::Unspecified,
+        Some(ValueQuadrant::Star) => pb::ValueQuadrant::Star,
+        Some(ValueQuadrant::Grow) => pb::ValueQuadrant::Grow,
+        Some(ValueQuadrant::Maintain) => pb::ValueQuadrant::Maintain,
+        Some(ValueQuadrant::Minimal) => pb::ValueQuadrant::Minimal,
+    }
+}
+
+pub(crate) fn lifecycle_stage(s: &CustomerScores) -> pb::LifecycleStage {
+    match s.lifecycle {
+        LifecycleStage::Prospect => pb::LifecycleStage::Prospect,
+        LifecycleStage::New => pb::LifecycleStage::New,
+        LifecycleStage::Active => pb::LifecycleStage::Active,
+        LifecycleStage::Loyal => pb::LifecycleStage::Loyal,
+        LifecycleStage::AtRisk => pb::LifecycleStage::AtRisk,
+        LifecycleStage::Churned => pb::LifecycleStage::Churned,
+    }
+}
+
+/// A computed score as the API's message: the specification that
+/// `encode::ScoreEncoder`, which recomputes and online scoring use, is
+/// checked against byte for byte (it writes the same bytes without building
+/// the message).
+#[cfg(test)]
+pub(crate) fn to_proto(
     s: &CustomerScores,
     id: &str,
     currency: Option<Currency>,
@@ -112,34 +157,12 @@ fn to_proto(
         }),
         churn: Some(pb::ChurnScore {
             probability: s.churn_probability,
-            risk: match s.churn_risk {
-                ChurnRisk::Low => pb::ChurnRisk::Low,
-                ChurnRisk::Medium => pb::ChurnRisk::Medium,
-                ChurnRisk::High => pb::ChurnRisk::High,
-            } as i32,
+            risk: churn_risk(s) as i32,
             reasons: s.churn_reasons.iter().map(|r| (*r).to_owned()).collect(),
         }),
-        value_tier: match s.value_tier {
-            None => pb::ValueTier::Unspecified,
-            Some(ValueTier::Low) => pb::ValueTier::Low,
-            Some(ValueTier::Medium) => pb::ValueTier::Medium,
-            Some(ValueTier::High) => pb::ValueTier::High,
-        } as i32,
-        value_quadrant: match s.value_quadrant {
-            None => pb::ValueQuadrant::Unspecified,
-            Some(ValueQuadrant::Star) => pb::ValueQuadrant::Star,
-            Some(ValueQuadrant::Grow) => pb::ValueQuadrant::Grow,
-            Some(ValueQuadrant::Maintain) => pb::ValueQuadrant::Maintain,
-            Some(ValueQuadrant::Minimal) => pb::ValueQuadrant::Minimal,
-        } as i32,
-        lifecycle_stage: match s.lifecycle {
-            LifecycleStage::Prospect => pb::LifecycleStage::Prospect,
-            LifecycleStage::New => pb::LifecycleStage::New,
-            LifecycleStage::Active => pb::LifecycleStage::Active,
-            LifecycleStage::Loyal => pb::LifecycleStage::Loyal,
-            LifecycleStage::AtRisk => pb::LifecycleStage::AtRisk,
-            LifecycleStage::Churned => pb::LifecycleStage::Churned,
-        } as i32,
+        value_tier: value_tier(s) as i32,
+        value_quadrant: value_quadrant(s) as i32,
+        lifecycle_stage: lifecycle_stage(s) as i32,
         loyalty_index: s.loyalty_index,
         profitability: Some(pb::Profitability {
             revenue: money(currency, s.revenue_nanos),
@@ -194,6 +217,8 @@ struct ScoredPopulation {
     /// The recompute fitted `model` itself; it is not recorded yet.
     fitted_now: bool,
     scores: Vec<CustomerScores>,
+    /// By customer number (see [`BuyerRecords`]).
+    currencies: Vec<Option<Currency>>,
     prospects: Vec<String>,
     /// Customers read and not scored (see [`read_but_unscored`]).
     unscored: Vec<String>,
@@ -233,7 +258,11 @@ fn score_snapshot(
         },
     };
     let fitted = model.as_ref().map(models::fitted);
-    let (signals, prospects) = signals_and_prospects(&summaries, &snapshot, as_of_day);
+    let BuyerRecords {
+        signals,
+        currencies,
+        prospects,
+    } = buyer_records(&summaries, &snapshot, as_of_day);
     let unscored = read_but_unscored(&summaries, &snapshot);
     let (scores, baseline) = score_population_with_baseline(
         &summaries,
@@ -247,6 +276,7 @@ fn score_snapshot(
         model,
         fitted_now,
         scores,
+        currencies,
         prospects,
         unscored,
         baseline,
@@ -300,30 +330,48 @@ fn signal_of(facts: Option<&CustomerFacts>, as_of_day: i32) -> CustomerSignals {
     })
 }
 
-/// Each summarized customer's signals from outside purchases, and the
-/// prospects: the read model's other customers (no purchase up to the
-/// scoring date), by id. An erased customer without purchases is nobody.
-fn signals_and_prospects(
+/// What the snapshot's customer records add to its summaries.
+struct BuyerRecords {
+    /// Each summarized customer's signals from outside purchases, by
+    /// summary.
+    signals: Vec<CustomerSignals>,
+    /// The currency of each summarized customer's purchases, by customer
+    /// number: looked up here once, with the signals, rather than again
+    /// for each score written.
+    currencies: Vec<Option<Currency>>,
+    /// The read model's other customers (no purchase up to the scoring
+    /// date), by id. An erased customer without purchases is nobody.
+    prospects: Vec<String>,
+}
+
+fn buyer_records(
     summaries: &[CustomerSummary],
     snapshot: &ScoringSnapshot,
     as_of_day: i32,
-) -> (Vec<CustomerSignals>, Vec<String>) {
+) -> BuyerRecords {
     let mut buyers_found = 0;
+    let mut currencies = vec![None; snapshot.ids.len()];
     let signals = summaries
         .iter()
         .map(|s| {
             let facts = snapshot.facts.get(&snapshot.ids[s.customer as usize]);
             buyers_found += usize::from(facts.is_some_and(|f| !f.erased));
+            currencies[s.customer as usize] = facts.and_then(|f| f.currency);
             signal_of(facts, as_of_day)
         })
         .collect();
+    let records = |prospects| BuyerRecords {
+        signals,
+        currencies,
+        prospects,
+    };
     // When every customer is a buyer found above (the common case) there
     // is no prospect. For a million customers, counting costs about 5 ms;
     // the set of buyers below about 650 ms (measured on the 2-core CI kind
     // of machine), so it is built only when there are prospects to find.
     let customers = snapshot.facts.values().filter(|f| !f.erased).count();
     if customers == buyers_found {
-        return (signals, Vec::new());
+        return records(Vec::new());
     }
     let buyers: HashSet<&str> = summaries
         .iter()
@@ -336,14 +384,11 @@ fn signals_and_prospects(
         .map(|(id, _)| id.clone())
         .collect();
     prospects.sort_unstable();
-    (signals, prospects)
+    records(prospects)
 }
 
 fn currency_of(snapshot: &ScoringSnapshot, id: &str) -> Option<Currency> {
-    snapshot
-        .facts
-        .get(id)
-        .and_then(|f| Currency::parse(&f.currency).ok())
+    snapshot.facts.get(id).and_then(|f| f.currency)
 }
 
 /// A prospect's score (see `score_prospect`): lifecycle PROSPECT, loyalty,
@@ -389,37 +434,58 @@ fn prospect_row(
     stored(proto, None)
 }
 
-/// The stored form of one score: encoded, with the labels distributions count.
+/// The stored form of one score: encoded, with the labels distributions
+/// count. `currencies` by customer number (see [`BuyerRecords`]).
 fn score_row(
     s: &CustomerScores,
     snapshot: &ScoringSnapshot,
-    version: &str,
-    as_of: DateTime<Utc>,
-    at: DateTime<Utc>,
+    currencies: &[Option<Currency>],
+    encoder: &mut ScoreEncoder<'_>,
     ranks_stale: bool,
 ) -> ScoreRow {
     let id = &snapshot.ids[s.customer as usize];
-    let currency = currency_of(snapshot, id);
-    let proto = to_proto(s, id, currency, version, as_of, at, ranks_stale);
-    stored(proto, Some(s.segment))
+    let currency = currencies[s.customer as usize];
+    ScoreRow {
+        customer_id: id.clone(),
+        labels: labels(
+            Some(s.segment),
+            value_tier(s) as i32,
+            value_quadrant(s) as i32,
+            churn_risk(s) as i32,
+            lifecycle_stage(s) as i32,
+        ),
+        score: encoder.encode(s, id, currency, ranks_stale),
+    }
 }
 
 /// A score as stored, labelled for the distribution counts with the codes
 /// of `SCORE_LABELS`: a segment's is its place in `Segment::ALL` after ""
 /// (none, a prospect's), an enum's is its number.
 fn stored(proto: pb::CustomerScore, segment: Option<Segment>) -> ScoreRow {
-    let code = |n: i32| i16::try_from(n).unwrap_or_default();
     ScoreRow {
         customer_id: proto.customer_id.clone(),
-        labels: [
-            segment.map_or(0, |s| s as i16 + 1),
-            code(proto.value_tier),
-            code(proto.value_quadrant),
-            code(proto.churn.as_ref().map_or(0, |c| c.risk)),
-            code(proto.lifecycle_stage),
-        ],
+        labels: labels(
+            segment,
+            proto.value_tier,
+            proto.value_quadrant,
+            proto.churn.as_ref().map_or(0, |c| c.risk),
+            proto.lifecycle_stage,
+        ),
         score: proto.encode_to_vec(),
     }
+}
+
+/// A score's label codes (see [`stored`]), from its segment and enum
+/// numbers.
+fn labels(segment: Option<Segment>, tier: i32, quadrant: i32, risk: i32, stage: i32) -> [i16; 5] {
+    let code = |n: i32| i16::try_from(n).unwrap_or_default();
+    [
+        segment.map_or(0, |s| s as i16 + 1),
+        code(tier),
+        code(quadrant),
+        code(risk),
+        code(stage),
+    ]
 }
 
 async fn run(
@@ -447,6 +513,7 @@ async fn run(
         snapshot,
         model,
         scores,
+        currencies,
         prospects,
         unscored,
         baseline,
@@ -508,24 +575,32 @@ async fn run(
                     cache.bulk_write_order(&cache_key(&snapshot.ids[s.customer as usize]))
                 });
             }
-            for part in scores.chunks(CHUNK) {
-                let rows = part
-                    .iter()
-                    .map(|s| score_row(s, &snapshot, &version, as_of, at, false))
-                    .collect();
-                if chunks.blocking_send(rows).is_err() {
-                    return; // the store step failed or the caller left
+            let encode = || {
+                let mut encoder = ScoreEncoder::new(&version, as_of, at);
+                for part in scores.chunks(CHUNK) {
+                    let rows = part
+                        .iter()
+                        .map(|s| score_row(s, &snapshot, &currencies, &mut encoder, false))
+                        .collect();
+                    if chunks.blocking_send(rows).is_err() {
+                        return; // the store step failed or the caller left
+                    }
                 }
-            }
-            for part in prospects.chunks(CHUNK) {
-                let rows = part
-                    .iter()
-                    .map(|id| prospect_row(id, &snapshot, as_of_day, &version, as_of, at))
-                    .collect();
-                if chunks.blocking_send(rows).is_err() {
-                    return;
+                for part in prospects.chunks(CHUNK) {
+                    let rows = part
+                        .iter()
+                        .map(|id| prospect_row(id, &snapshot, as_of_day, &version, as_of, at))
+                        .collect();
+                    if chunks.blocking_send(rows).is_err() {
+                        return;
+                    }
                 }
-            }
+            };
+            encode();
+            // Handed back to be freed once the recompute has answered: at a
+            // million customers, three million allocations (a third of a
+            // second of a core, which the store step needs meanwhile).
+            (snapshot, scores, currencies, prospects)
         })
     };
     let mut caching: Option<tokio::task::JoinHandle<()>> = None;
@@ -560,7 +635,7 @@ async fn run(
         }
         let cache = cache.clone();
         caching = Some(tokio::spawn(
-            async move { refresh_cache(&cache, &rows).await },
+            async move { refresh_cache(&cache, rows).await },
         ));
         if done < total {
             // A caller that went away does not stop the recompute: it
@@ -568,7 +643,7 @@ async fn run(
             let _ = tx.send(Ok(progress(done))).await;
         }
     }
-    encoder
+    let population = encoder
         .await
         .map_err(|e| ApiError::internal(format!("encoding scores: {e}")))?;
     // Every write of this recompute reaches the cache before its scores are
@@ -623,6 +698,7 @@ async fn run(
         "scores recomputed"
     );
     let _ = tx.send(Ok(progress(total))).await;
+    tokio::task::spawn_blocking(move || drop(population));
     Ok(())
 }
 
@@ -688,12 +764,15 @@ async fn drop_cached(cache: &Cache, customers: &[String]) {
 }
 
 /// Writes new scores over cached ones (pipelined); on failure they expire
-/// within the TTL.
-async fn refresh_cache(cache: &Cache, rows: &[ScoreRow]) {
-    for chunk in rows.chunks(CHUNK) {
-        let entries = chunk
-            .iter()
-            .map(|r| (cache_key(&r.customer_id), Bytes::from(r.score.clone())))
+/// within the TTL. The encoded scores move into the cache's buffers, not
+/// copied: a recompute refreshes a million.
+async fn refresh_cache(cache: &Cache, rows: Vec<ScoreRow>) {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let entries = rows
+            .by_ref()
+            .take(CHUNK)
+            .map(|r| (cache_key(&r.customer_id), Bytes::from(r.score)))
             .collect();
         if let Err(e) = cache.put_many(entries).await {
             tracing::warn!(error = %e, "could not refresh cached scores; they expire within the TTL");
@@ -798,8 +877,13 @@ impl OnlineScorer {
         let snapshot = self.store.histories(&customers, as_of_day).await?;
         let read = started.elapsed();
         let summaries = &snapshot.summaries;
-        let (signals, prospects) = signals_and_prospects(summaries, &snapshot, as_of_day);
+        let BuyerRecords {
+            signals,
+            currencies,
+            prospects,
+        } = buyer_records(summaries, &snapshot, as_of_day);
         let settings = ModelSettings::default();
+        let mut encoder = ScoreEncoder::new(&run.model_version, as_of, at);
         let mut rows: Vec<ScoreRow> = summaries
             .iter()
             .zip(&signals)
@@ -814,7 +898,7 @@ impl OnlineScorer {
                     &run.baseline,
                     as_of_day,
                 );
-                score_row(&score, &snapshot, &run.model_version, as_of, at, true)
+                score_row(&score, &snapshot, &currencies, &mut encoder, true)
             })
             .collect();
         rows.extend(
@@ -828,16 +912,17 @@ impl OnlineScorer {
         let scored = started.elapsed();
         self.store.save_scores(at, data_seq, &rows).await?;
         let saved = started.elapsed();
-        refresh_cache(&self.cache, &rows).await;
+        let customers = rows.len();
+        refresh_cache(&self.cache, rows).await;
         tracing::debug!(
-            customers = rows.len(),
+            customers,
             read_ms = read.as_millis() as u64,
             score_ms = (scored - read).as_millis() as u64,
             save_ms = (saved - scored).as_millis() as u64,
             cache_ms = (started.elapsed() - saved).as_millis() as u64,
             "rescored online"
         );
-        Ok(rows.len())
+        Ok(customers)
     }
 }
 
@@ -1182,7 +1267,7 @@ mod tests {
         );
         // Everyone else is scored: the buyers, erased or not, and the
         // prospects, among them a buyer of later days with a record.
-        let (_, prospects) = signals_and_prospects(&summaries, &snapshot, as_of_day);
+        let prospects = buyer_records(&summaries, &snapshot, as_of_day).prospects;
         assert_eq!(prospects, ["d-later-buyer-on-record", "e-prospect"]);
         // With everyone scored, nobody.
         let summaries = summarize(ids.len(), &purchases, 40);

@@ -124,9 +124,10 @@ pub(crate) fn add_days(packed: &[u8], new: &[PurchaseDay]) -> Result<Vec<u8>, Ap
 /// an empty one, which says how to take the rows.
 pub(crate) trait Histories: Send + 'static {
     /// Another empty one taking rows the same way, with room for about
-    /// `bytes` of packed days, so a large read does not grow (and copy, and
-    /// fault in) its buffers again and again.
-    fn with_room(&self, bytes: usize) -> Self;
+    /// `bytes` of packed days in about `rows` rows (customers), so a large
+    /// read does not grow (and copy, and fault in) its buffers again and
+    /// again.
+    fn with_room(&self, bytes: usize, rows: usize) -> Self;
     /// Takes one customer's row.
     fn push(&mut self, id: &str, packed: &[u8]) -> Result<(), ApiError>;
     /// Appends the other half's customers (each row is another customer).
@@ -184,9 +185,9 @@ fn in_id_order(ids: Vec<String>) -> (Vec<String>, Vec<u32>) {
 }
 
 impl Histories for PurchaseDays {
-    fn with_room(&self, bytes: usize) -> Self {
+    fn with_room(&self, bytes: usize, rows: usize) -> Self {
         Self {
-            ids: Vec::new(),
+            ids: Vec::with_capacity(rows),
             // Transactions beyond the first of a day add a purchase each;
             // the table's size (row headers, ids) leaves room for them.
             purchases: Vec::with_capacity(bytes / PurchaseDay::BYTES),
@@ -248,9 +249,9 @@ impl CustomerDays {
 }
 
 impl Histories for CustomerDays {
-    fn with_room(&self, bytes: usize) -> Self {
+    fn with_room(&self, bytes: usize, rows: usize) -> Self {
         Self {
-            starts: Vec::new(),
+            starts: Vec::with_capacity(rows + 1),
             days: Vec::with_capacity(bytes / PurchaseDay::BYTES),
         }
     }
@@ -314,8 +315,13 @@ impl Summaries {
 }
 
 impl Histories for Summaries {
-    fn with_room(&self, _bytes: usize) -> Self {
-        Self::as_of(self.as_of_day)
+    fn with_room(&self, _bytes: usize, rows: usize) -> Self {
+        Self {
+            as_of_day: self.as_of_day,
+            ids: Vec::with_capacity(rows),
+            // Nearly every row is a buyer's.
+            summaries: Vec::with_capacity(rows),
+        }
     }
 
     fn push(&mut self, id: &str, packed: &[u8]) -> Result<(), ApiError> {
@@ -371,24 +377,37 @@ pub(crate) async fn read_all_postgres<C: ConnectionTrait, R: Histories>(
     let value =
         |sql: &str| txn.query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()));
     // The table's size in blocks now (pg_class.relpages is only an
-    // estimate, 0 until the table is first analyzed).
-    let (pages, block): (i64, i64) = value(&format!(
+    // estimate, 0 until the table is first analyzed), and the planner's
+    // count of its rows (-1 before the first ANALYZE: then the buffers grow
+    // as they fill).
+    let (pages, block, rows): (i64, i64, i64) = value(&format!(
         "SELECT pg_relation_size('{TABLE}') / current_setting('block_size')::int8 AS pages, \
-         current_setting('block_size')::int8 AS block"
+         current_setting('block_size')::int8 AS block, \
+         (SELECT reltuples::int8 FROM pg_class WHERE oid = '{TABLE}'::regclass) AS rows"
     ))
     .await
     .map_err(crate::db_error)?
-    .map(|r| Ok::<_, sea_orm::DbErr>((r.try_get("", "pages")?, r.try_get("", "block")?)))
+    .map(|r| {
+        Ok::<_, sea_orm::DbErr>((
+            r.try_get("", "pages")?,
+            r.try_get("", "block")?,
+            r.try_get("", "rows")?,
+        ))
+    })
     .transpose()
     .map_err(crate::db_error)?
-    .unwrap_or((0, 8192));
+    .unwrap_or((0, 8192, 0));
     // Two halves by block number; the second is open-ended, so rows in
     // blocks added since are read too (those the snapshot sees).
     let middle = pages / 2;
     // Each part parses on its own task, so both cores work on it.
     let part = |condition: String, blocks: i64| {
         let (pool, snapshot) = (pool.clone(), snapshot.to_owned());
-        let out = empty.with_room(usize::try_from(blocks * block).unwrap_or(0));
+        let rows = if pages > 0 { rows * blocks / pages } else { 0 };
+        let out = empty.with_room(
+            usize::try_from(blocks * block).unwrap_or(0),
+            usize::try_from(rows).unwrap_or(0),
+        );
         tokio::spawn(async move {
             let copy = format!(
                 "COPY (SELECT customer_id, days FROM {TABLE} WHERE {condition}) \

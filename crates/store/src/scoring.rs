@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use patron_domain::{
     ApiError,
     models::summary::{CustomerSummary, Purchase},
+    money::Currency,
 };
 use sea_orm::{
     ConnectionTrait, DatabaseConnection,
@@ -90,8 +91,9 @@ pub struct ProductRow {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CustomerFacts {
     pub interactions: u32,
-    /// Currency of the customer's purchases (the latest seen).
-    pub currency: String,
+    /// Currency of the customer's purchases (the latest seen); none before
+    /// the first. Parsed as it is read, once per customer.
+    pub currency: Option<Currency>,
     pub latest_nps: Option<i32>,
     /// UTC day the oldest open complaint was filed.
     pub oldest_open_complaint_day: Option<i32>,
@@ -599,7 +601,7 @@ async fn read_customer_facts<C: ConnectionTrait>(
                 r.try_get_by_index(0)?,
                 CustomerFacts {
                     interactions: u32::try_from(get_i32(1)?).unwrap_or(0),
-                    currency: r.try_get_by_index(2)?,
+                    currency: currency_of(&r.try_get_by_index::<String>(2)?),
                     latest_nps: r.try_get_by_index(3)?,
                     oldest_open_complaint_day: r.try_get_by_index(4)?,
                     complaints: u32::try_from(get_i32(5)?).unwrap_or(0),
@@ -634,7 +636,7 @@ impl crate::copy_out::CopyRows for FactRows {
             text(f[0])?.to_owned(),
             CustomerFacts {
                 interactions: u32::try_from(int4(f[1])?).unwrap_or(0),
-                currency: text(f[2])?.to_owned(),
+                currency: currency_of(text(f[2])?),
                 latest_nps: optional(f[3], f[4])?,
                 oldest_open_complaint_day: optional(f[5], f[6])?,
                 complaints: u32::try_from(int4(f[7])?).unwrap_or(0),
@@ -643,6 +645,13 @@ impl crate::copy_out::CopyRows for FactRows {
         );
         Ok(())
     }
+}
+
+/// A stored currency code ("" before the customer's first purchase).
+fn currency_of(code: &str) -> Option<Currency> {
+    (!code.is_empty())
+        .then(|| Currency::parse(code).ok())
+        .flatten()
 }
 
 /// Every customer's [`CustomerFacts`] as `snapshot` (exported by `txn`)
