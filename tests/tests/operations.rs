@@ -707,16 +707,35 @@ async fn without_migrate_on_start_a_server_waits_for_the_migration_job() {
     running.await.unwrap().unwrap();
 }
 
-/// How many of scoring's migrations come before the one named `name`, and
-/// how many there are in all.
-fn scoring_migrations_around(name: &str) -> (u32, u32) {
+/// A fresh database of `backend` with scoring's schema as it was just
+/// before the migration named `name`; `after` is how many migrations come
+/// from it on (`down` that many to undo it). None when the backend is not
+/// available.
+struct SchemaBefore {
+    storage: patron_store::Storage,
+    after: u32,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn scoring_schema_before(backend: Backend, name: &str) -> Option<SchemaBefore> {
     use patron_migrations::{MigratorTrait, ScoringMigrator};
+    let (database, dir) = patron_tests::fresh_database(backend).await?;
+    let storage = patron_store::Storage::connect_lazy(&database)
+        .await
+        .unwrap();
     let all = ScoringMigrator::migrations();
     let before = all
         .iter()
         .position(|m| m.name() == name)
         .unwrap_or_else(|| panic!("no scoring migration {name}"));
-    (before as u32, all.len() as u32)
+    ScoringMigrator::up(storage.connection(), Some(before as u32))
+        .await
+        .unwrap();
+    Some(SchemaBefore {
+        storage,
+        after: (all.len() - before) as u32,
+        _dir: dir,
+    })
 }
 
 /// `m20261128_000015_scoring_customer_histories` packs scoring's day rows
@@ -726,7 +745,6 @@ fn scoring_migrations_around(name: &str) -> (u32, u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_purchase_history_migration_packs_the_day_rows_and_back() {
     use patron_migrations::{MigratorTrait, ScoringMigrator};
-    use patron_tests::fresh_database;
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
     // (customer, day, amount, cost, transactions), as the old table held them.
     let rows: Vec<(String, i32, i64, i64, i32)> = vec![
@@ -754,16 +772,12 @@ async fn the_purchase_history_migration_packs_the_day_rows_and_back() {
         ("c".into(), packed(&[&rows[3]])),
     ];
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let Some((database, _dir)) = fresh_database(backend).await else {
+        let Some(schema) =
+            scoring_schema_before(backend, "m20261128_000015_scoring_customer_histories").await
+        else {
             continue;
         };
-        let storage = patron_store::Storage::connect_lazy(&database)
-            .await
-            .unwrap();
-        let db = storage.connection();
-        let (before, all) =
-            scoring_migrations_around("m20261128_000015_scoring_customer_histories");
-        ScoringMigrator::up(db, Some(before)).await.unwrap();
+        let db = schema.storage.connection();
         // Inserted newest day first: the packing orders by day.
         for (id, day, amount, cost, n) in rows.iter().rev() {
             db.execute_raw(Statement::from_sql_and_values(
@@ -811,7 +825,7 @@ async fn the_purchase_history_migration_packs_the_day_rows_and_back() {
         );
 
         // Down through it (and the migrations after it).
-        ScoringMigrator::down(db, Some(all - before)).await.unwrap();
+        ScoringMigrator::down(db, Some(schema.after)).await.unwrap();
         let got: Vec<(String, i32, i64, i64, i32)> = query(
             "SELECT customer_id, day, amount_nanos, cost_nanos, transactions \
              FROM scoring_customer_days ORDER BY customer_id, day",
@@ -850,7 +864,6 @@ async fn the_purchase_history_migration_packs_the_day_rows_and_back() {
 async fn the_narrow_scores_migration_keeps_every_label_and_back() {
     use patron_migrations::{MigratorTrait, SCORE_LABELS, ScoringMigrator};
     use patron_store::scoring::ScoringStore;
-    use patron_tests::fresh_database;
     use sea_orm::{ConnectionTrait, Statement};
     // Row i has label i of each dimension (the first label where a
     // dimension has fewer), and one more row has names no version wrote.
@@ -860,15 +873,12 @@ async fn the_narrow_scores_migration_keeps_every_label_and_back() {
         labels.get(i).copied().unwrap_or(labels[0])
     };
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let Some((database, _dir)) = fresh_database(backend).await else {
+        let Some(schema) =
+            scoring_schema_before(backend, "m20261129_000016_scoring_narrow_scores").await
+        else {
             continue;
         };
-        let storage = patron_store::Storage::connect_lazy(&database)
-            .await
-            .unwrap();
-        let db = storage.connection();
-        let (before, _) = scoring_migrations_around("m20261129_000016_scoring_narrow_scores");
-        ScoringMigrator::up(db, Some(before)).await.unwrap();
+        let (storage, db) = (&schema.storage, schema.storage.connection());
         let bytes = match db.get_database_backend() {
             sea_orm::DbBackend::Postgres => "decode('0a01', 'hex')",
             _ => "unhex('0a01')",
@@ -898,7 +908,7 @@ async fn the_narrow_scores_migration_keeps_every_label_and_back() {
             .unwrap();
         ScoringMigrator::up(db, None).await.unwrap();
 
-        let distribution = ScoringStore::new(&storage).distribution().await.unwrap();
+        let distribution = ScoringStore::new(storage).distribution().await.unwrap();
         assert_eq!(distribution.customers, rows as i64 + 1, "{backend:?}");
         for (column, labels) in SCORE_LABELS {
             let mut want: Vec<(&str, i64)> = labels
@@ -966,7 +976,7 @@ async fn the_narrow_scores_migration_keeps_every_label_and_back() {
         }
         ScoringMigrator::up(db, None).await.unwrap();
         assert_eq!(
-            ScoringStore::new(&storage)
+            ScoringStore::new(storage)
                 .distribution()
                 .await
                 .unwrap()

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use patron_domain::{Money, models::scores::CustomerScores, money::Currency};
 use prost::encoding::{self, WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use crate::scores::{churn_risk, lifecycle_stage, value_quadrant, value_tier};
+use crate::scores::{amount, churn_risk, lifecycle_stage, unit_amount, value_quadrant, value_tier};
 
 /// Encodes the scores of one recompute (or one online batch): what they
 /// share, and a buffer reused for each nested message.
@@ -27,35 +27,6 @@ pub(crate) struct ScoreEncoder<'a> {
     as_of: (i64, i32),
     at: (i64, i32),
     nested: Vec<u8>,
-}
-
-/// An amount as `patron.common.v1.Money` holds it.
-#[derive(Clone, Copy)]
-struct Parts {
-    currency: Currency,
-    units: i64,
-    nanos: i32,
-}
-
-/// `scores::money`'s amount (saturated to i64 nanos), without a currency
-/// nothing.
-fn parts(currency: Option<Currency>, nanos: i128) -> Option<Parts> {
-    let currency = currency?;
-    let (units, nanos) = Money {
-        currency,
-        nanos: nanos.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
-    }
-    .to_parts();
-    Some(Parts {
-        currency,
-        units,
-        nanos,
-    })
-}
-
-/// `scores::units`: a model's output in units, rounded to the nano.
-fn unit_parts(currency: Option<Currency>, value: f64) -> Option<Parts> {
-    parts(currency, (value * 1e9).round() as i128)
 }
 
 fn timestamp(t: DateTime<Utc>) -> (i64, i32) {
@@ -104,19 +75,20 @@ fn message(tag: u32, body: &[u8], buf: &mut Vec<u8>) {
 }
 
 /// A `Money` field, when there is an amount.
-fn money(tag: u32, m: Option<Parts>, buf: &mut Vec<u8>) {
+fn money(tag: u32, m: Option<Money>, buf: &mut Vec<u8>) {
     let Some(m) = m else { return };
     let code = m.currency.as_str();
+    let (units, nanos) = m.to_parts();
     let len = key_len(1)
         + encoded_len_varint(code.len() as u64)
         + code.len()
-        + int64_len(2, m.units)
-        + int64_len(3, i64::from(m.nanos));
+        + int64_len(2, units)
+        + int64_len(3, i64::from(nanos));
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
     string(1, code, buf);
-    int64(2, m.units, buf);
-    int32(3, m.nanos, buf);
+    int64(2, units, buf);
+    int32(3, nanos, buf);
 }
 
 /// A `google.protobuf.Timestamp` field.
@@ -153,7 +125,7 @@ impl<'a> ScoreEncoder<'a> {
         b.clear();
         int64(1, s.recency_days, b);
         int64(2, i64::from(s.frequency), b);
-        money(3, parts(currency, s.monetary_nanos), b);
+        money(3, amount(currency, s.monetary_nanos), b);
         int32(4, i32::from(s.r_score), b);
         int32(5, i32::from(s.f_score), b);
         int32(6, i32::from(s.m_score), b);
@@ -165,12 +137,12 @@ impl<'a> ScoreEncoder<'a> {
         message(2, b, &mut out);
 
         b.clear();
-        money(1, parts(currency, s.monetary_nanos), b);
-        money(2, unit_parts(currency, s.simple_clv), b);
+        money(1, amount(currency, s.monetary_nanos), b);
+        money(2, unit_amount(currency, s.simple_clv), b);
         double(3, s.expected_purchases_365d, b);
         double(4, s.p_alive, b);
-        money(5, unit_parts(currency, s.predicted_clv_365d), b);
-        money(6, unit_parts(currency, s.expected_occasion_value), b);
+        money(5, unit_amount(currency, s.predicted_clv_365d), b);
+        money(6, unit_amount(currency, s.expected_occasion_value), b);
         message(3, b, &mut out);
 
         b.clear();
@@ -189,9 +161,9 @@ impl<'a> ScoreEncoder<'a> {
         double(8, s.loyalty_index, &mut out);
 
         b.clear();
-        money(1, parts(currency, s.revenue_nanos), b);
-        money(2, parts(currency, s.cost_nanos), b);
-        money(3, parts(currency, s.margin_nanos), b);
+        money(1, amount(currency, s.revenue_nanos), b);
+        money(2, amount(currency, s.cost_nanos), b);
+        money(3, amount(currency, s.margin_nanos), b);
         message(9, b, &mut out);
 
         time(10, self.at, &mut out);

@@ -69,17 +69,27 @@ fn cache_key(customer_id: &str) -> String {
     key
 }
 
-fn money(currency: Option<Currency>, nanos: i128) -> Option<common::Money> {
-    let currency = currency?;
-    Some(to_money(Money {
-        currency,
+/// A models' amount (nanos, summed as i128) as `Money`, saturated to what
+/// it holds; none without a currency.
+pub(crate) fn amount(currency: Option<Currency>, nanos: i128) -> Option<Money> {
+    Some(Money {
+        currency: currency?,
         nanos: nanos.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
-    }))
+    })
+}
+
+/// A model's output in units, rounded to the nano (see [`amount`]).
+pub(crate) fn unit_amount(currency: Option<Currency>, value: f64) -> Option<Money> {
+    amount(currency, (value * 1e9).round() as i128)
+}
+
+fn money(currency: Option<Currency>, nanos: i128) -> Option<common::Money> {
+    amount(currency, nanos).map(to_money)
 }
 
 #[cfg(test)]
 fn units(currency: Option<Currency>, value: f64) -> Option<common::Money> {
-    money(currency, (value * 1e9).round() as i128)
+    unit_amount(currency, value).map(to_money)
 }
 
 pub(crate) fn churn_risk(s: &CustomerScores) -> pb::ChurnRisk {
