@@ -261,7 +261,7 @@ fn stored_score(id: &str, score: &str) -> patron_store::scoring::ScoreRow {
         customer_id: id.into(),
         // champions, high, star, low, active
         labels: [1, 3, 1, 1, 3],
-        score: score.as_bytes().to_vec(),
+        score: score.as_bytes().to_vec().into(),
     }
 }
 
@@ -940,6 +940,15 @@ backend_tests! {
             let summaries = patron_domain::models::summary::summarize(ids.len(), &purchases, as_of_day);
             assert!(!summaries.is_empty());
             assert_eq!(snapshot.summaries, summaries, "as of day {as_of_day}");
+            // Every customer's record once, in id order, whichever half of
+            // the table it lies in (each batch rewrote the rows it touched).
+            let facts: Vec<(&str, Option<&str>)> = snapshot
+                .facts
+                .iter()
+                .map(|(id, f)| (id, f.currency.as_ref().map(|c| c.as_str())))
+                .collect();
+            let want_facts: Vec<(&str, Option<&str>)> = want_ids.iter().map(|id| (id.as_str(), Some("EUR"))).collect();
+            assert_eq!(facts, want_facts);
         }
     }
 

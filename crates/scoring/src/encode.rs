@@ -110,16 +110,18 @@ impl<'a> ScoreEncoder<'a> {
         }
     }
 
-    /// The encoded `CustomerScore` of customer `id` (see `scores::to_proto`).
+    /// Appends the encoded `CustomerScore` of customer `id` (see
+    /// `scores::to_proto`) to `out`. A recompute encodes a chunk of scores
+    /// into one buffer they then share (see `scores::score_rows`).
     pub(crate) fn encode(
         &mut self,
         s: &CustomerScores,
         id: &str,
         currency: Option<Currency>,
         ranks_stale: bool,
-    ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(320);
-        string(1, id, &mut out);
+        out: &mut Vec<u8>,
+    ) {
+        string(1, id, out);
 
         let b = &mut self.nested;
         b.clear();
@@ -134,7 +136,7 @@ impl<'a> ScoreEncoder<'a> {
         if ranks_stale {
             encoding::bool::encode(9, &true, b);
         }
-        message(2, b, &mut out);
+        message(2, b, out);
 
         b.clear();
         money(1, amount(currency, s.monetary_nanos), b);
@@ -143,7 +145,7 @@ impl<'a> ScoreEncoder<'a> {
         double(4, s.p_alive, b);
         money(5, unit_amount(currency, s.predicted_clv_365d), b);
         money(6, unit_amount(currency, s.expected_occasion_value), b);
-        message(3, b, &mut out);
+        message(3, b, out);
 
         b.clear();
         double(1, s.churn_probability, b);
@@ -153,23 +155,22 @@ impl<'a> ScoreEncoder<'a> {
             encode_varint(reason.len() as u64, b);
             b.extend_from_slice(reason.as_bytes());
         }
-        message(4, b, &mut out);
+        message(4, b, out);
 
-        int32(5, value_tier(s) as i32, &mut out);
-        int32(6, value_quadrant(s) as i32, &mut out);
-        int32(7, lifecycle_stage(s) as i32, &mut out);
-        double(8, s.loyalty_index, &mut out);
+        int32(5, value_tier(s) as i32, out);
+        int32(6, value_quadrant(s) as i32, out);
+        int32(7, lifecycle_stage(s) as i32, out);
+        double(8, s.loyalty_index, out);
 
         b.clear();
         money(1, amount(currency, s.revenue_nanos), b);
         money(2, amount(currency, s.cost_nanos), b);
         money(3, amount(currency, s.margin_nanos), b);
-        message(9, b, &mut out);
+        message(9, b, out);
 
-        time(10, self.at, &mut out);
-        string(11, self.version, &mut out);
-        time(12, self.as_of, &mut out);
-        out
+        time(10, self.at, out);
+        string(11, self.version, out);
+        time(12, self.as_of, out);
     }
 }
 
@@ -319,22 +320,31 @@ mod tests {
             let currency = currency.map(|c| Currency::parse(c).unwrap());
             let want = crate::scores::to_proto(&s, &id, currency, &version, as_of, at, ranks_stale)
                 .encode_to_vec();
-            let got = ScoreEncoder::new(&version, as_of, at).encode(&s, &id, currency, ranks_stale);
+            let mut got = Vec::new();
+            ScoreEncoder::new(&version, as_of, at).encode(&s, &id, currency, ranks_stale, &mut got);
             prop_assert_eq!(got, want);
         }
     }
 
-    /// One encoder, many scores: its reused buffer carries nothing over.
+    /// One encoder, many scores one after the other in one buffer: each
+    /// is whole and on its own (the reused nested buffer carries nothing
+    /// over, nothing is written before or over an earlier score).
     #[test]
     fn an_encoder_encodes_each_score_on_its_own() {
         let at = Utc.timestamp_opt(1_790_000_000, 5).unwrap();
         let mut encoder = ScoreEncoder::new("m1", at, at);
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         let eur = Some(Currency::parse("EUR").unwrap());
+        let mut out = Vec::new();
+        let mut wanted = Vec::new();
         for _ in 0..200 {
             let s = scores().new_tree(&mut runner).unwrap().current();
             let want = crate::scores::to_proto(&s, "c-1", eur, "m1", at, at, false).encode_to_vec();
-            assert_eq!(encoder.encode(&s, "c-1", eur, false), want);
+            let start = out.len();
+            encoder.encode(&s, "c-1", eur, false, &mut out);
+            assert_eq!(out[start..], want[..]);
+            wanted.extend(want);
         }
+        assert_eq!(out, wanted);
     }
 }

@@ -6,6 +6,7 @@
 use futures::TryStreamExt;
 use patron_domain::ApiError;
 use sea_orm::sqlx::{self, Connection, Postgres, pool::PoolConnection};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::db_error;
 
@@ -85,6 +86,74 @@ pub(crate) async fn copy_out<R: CopyRows>(
         conn.close_on_drop();
     }
     result
+}
+
+/// All of `SELECT {columns} FROM {table}` as `txn`'s exported `snapshot`
+/// sees it (see `purchase_days::export_snapshot`), with [`copy_out`] in two
+/// halves by block number, each on a connection and a task of its own, so
+/// both cores parse. `part(bytes, rows)` makes the empty taker of a half
+/// from a size: the first half's is the whole table's, as the caller
+/// appends the second half to it, the second's its own share (bytes, and
+/// the planner's count of rows: 0 before the first ANALYZE, when the
+/// takers grow as they fill).
+pub(crate) async fn copy_out_in_halves<C, R>(
+    txn: &C,
+    pool: &sqlx::PgPool,
+    snapshot: &str,
+    table: &str,
+    columns: &str,
+    part: impl Fn(usize, usize) -> R,
+) -> Result<(R, R), ApiError>
+where
+    C: ConnectionTrait,
+    R: CopyRows + Send + 'static,
+{
+    // The table's size in blocks now (pg_class.relpages is only an
+    // estimate, 0 until the table is first analyzed), and the planner's
+    // count of its rows (-1 before the first ANALYZE).
+    let (pages, block, rows): (i64, i64, i64) = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "SELECT pg_relation_size('{table}') / current_setting('block_size')::int8 AS pages, \
+                 current_setting('block_size')::int8 AS block, \
+                 (SELECT reltuples::int8 FROM pg_class WHERE oid = '{table}'::regclass) AS rows"
+            ),
+        ))
+        .await
+        .map_err(db_error)?
+        .map(|r| {
+            Ok::<_, sea_orm::DbErr>((
+                r.try_get("", "pages")?,
+                r.try_get("", "block")?,
+                r.try_get("", "rows")?,
+            ))
+        })
+        .transpose()
+        .map_err(db_error)?
+        .unwrap_or((0, 8192, 0));
+    // Two halves by block number; the second is open-ended, so rows in
+    // blocks added since are read too (those the snapshot sees).
+    let middle = pages / 2;
+    let half = |condition: String, blocks: i64| {
+        let (pool, snapshot) = (pool.clone(), snapshot.to_owned());
+        let rows = if pages > 0 { rows * blocks / pages } else { 0 };
+        let out = part(
+            usize::try_from(blocks * block).unwrap_or(0),
+            usize::try_from(rows).unwrap_or(0),
+        );
+        let copy = format!(
+            "COPY (SELECT {columns} FROM {table} WHERE {condition}) TO STDOUT (FORMAT binary)"
+        );
+        tokio::spawn(async move { copy_out(&pool, Some(&snapshot), &copy, out).await })
+    };
+    let first = half(format!("ctid < '({middle},0)'::tid"), pages);
+    let second = half(format!("ctid >= '({middle},0)'::tid"), pages - middle);
+    let joined = |r: Result<Result<R, ApiError>, tokio::task::JoinError>| {
+        r.map_err(|e| ApiError::internal(format!("reading {table}: {e}")))?
+    };
+    let (a, b) = tokio::join!(first, second);
+    Ok((joined(a)?, joined(b)?))
 }
 
 pub(crate) fn sqlx_error(e: sqlx::Error) -> ApiError {

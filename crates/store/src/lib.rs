@@ -10,6 +10,7 @@ mod copy_out;
 pub mod cursor;
 mod error;
 pub mod feedback;
+mod id_order;
 pub mod paging;
 mod product_groups;
 pub mod profile;

@@ -31,7 +31,7 @@ use sea_orm::{
     sqlx,
 };
 
-use crate::copy_out::{self, CopyRows, copy_out};
+use crate::copy_out::{self, CopyRows};
 
 pub(crate) const TABLE: &str = "scoring_customer_histories";
 
@@ -169,17 +169,17 @@ impl PurchaseDays {
 
 /// `ids` (customers numbered in order of reading) in id order, and each
 /// customer's new number by its old one.
-fn in_id_order(ids: Vec<String>) -> (Vec<String>, Vec<u32>) {
-    let mut order: Vec<u32> = (0..ids.len() as u32).collect();
-    order.sort_unstable_by(|a, b| ids[*a as usize].cmp(&ids[*b as usize]));
+fn in_id_order(mut ids: Vec<String>) -> (Vec<String>, Vec<u32>) {
+    let order = crate::id_order::id_order(&ids);
     let mut renumber = vec![0u32; ids.len()];
     for (new, old) in order.iter().enumerate() {
         renumber[*old as usize] = new as u32;
     }
-    let mut ids: Vec<Option<String>> = ids.into_iter().map(Some).collect();
+    // Each id is moved out once (an empty `String` left behind allocates
+    // nothing).
     let ids = order
         .iter()
-        .map(|old| ids[*old as usize].take().unwrap_or_default())
+        .map(|old| std::mem::take(&mut ids[*old as usize]))
         .collect();
     (ids, renumber)
 }
@@ -306,10 +306,19 @@ impl Summaries {
             ids, mut summaries, ..
         } = self;
         let (ids, renumber) = in_id_order(ids);
-        for s in &mut summaries {
+        // Each customer has one summary at most: placed by its new number
+        // in one pass, not sorted (a tenth of a second at a million).
+        let mut place = vec![u32::MAX; ids.len()];
+        for (at, s) in summaries.iter_mut().enumerate() {
             s.customer = renumber[s.customer as usize];
+            debug_assert_eq!(place[s.customer as usize], u32::MAX, "two summaries");
+            place[s.customer as usize] = at as u32;
         }
-        summaries.sort_unstable_by_key(|s| s.customer);
+        let summaries = place
+            .into_iter()
+            .filter(|&at| at != u32::MAX)
+            .map(|at| summaries[at as usize])
+            .collect();
         (ids, summaries)
     }
 }
@@ -374,57 +383,16 @@ pub(crate) async fn read_all_postgres<C: ConnectionTrait, R: Histories>(
     snapshot: &str,
     empty: R,
 ) -> Result<R, ApiError> {
-    let value =
-        |sql: &str| txn.query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_owned()));
-    // The table's size in blocks now (pg_class.relpages is only an
-    // estimate, 0 until the table is first analyzed), and the planner's
-    // count of its rows (-1 before the first ANALYZE: then the buffers grow
-    // as they fill).
-    let (pages, block, rows): (i64, i64, i64) = value(&format!(
-        "SELECT pg_relation_size('{TABLE}') / current_setting('block_size')::int8 AS pages, \
-         current_setting('block_size')::int8 AS block, \
-         (SELECT reltuples::int8 FROM pg_class WHERE oid = '{TABLE}'::regclass) AS rows"
-    ))
-    .await
-    .map_err(crate::db_error)?
-    .map(|r| {
-        Ok::<_, sea_orm::DbErr>((
-            r.try_get("", "pages")?,
-            r.try_get("", "block")?,
-            r.try_get("", "rows")?,
-        ))
-    })
-    .transpose()
-    .map_err(crate::db_error)?
-    .unwrap_or((0, 8192, 0));
-    // Two halves by block number; the second is open-ended, so rows in
-    // blocks added since are read too (those the snapshot sees).
-    let middle = pages / 2;
-    // Each part parses on its own task, so both cores work on it.
-    let part = |condition: String, blocks: i64| {
-        let (pool, snapshot) = (pool.clone(), snapshot.to_owned());
-        let rows = if pages > 0 { rows * blocks / pages } else { 0 };
-        let out = empty.with_room(
-            usize::try_from(blocks * block).unwrap_or(0),
-            usize::try_from(rows).unwrap_or(0),
-        );
-        tokio::spawn(async move {
-            let copy = format!(
-                "COPY (SELECT customer_id, days FROM {TABLE} WHERE {condition}) \
-                 TO STDOUT (FORMAT binary)"
-            );
-            copy_out(&pool, Some(&snapshot), &copy, out).await
-        })
-    };
-    // The first part takes the second in (see `merge`): room for both.
-    let first = part(format!("ctid < '({middle},0)'::tid"), pages);
-    let second = part(format!("ctid >= '({middle},0)'::tid"), pages - middle);
-    let joined = |r: Result<Result<R, ApiError>, tokio::task::JoinError>| {
-        r.map_err(|e| ApiError::internal(format!("reading purchase histories: {e}")))?
-    };
-    let (a, b) = tokio::join!(first, second);
-    let (mut all, b) = (joined(a)?, joined(b)?);
-    all.merge(b);
+    let (mut all, second) = copy_out::copy_out_in_halves(
+        txn,
+        pool,
+        snapshot,
+        TABLE,
+        "customer_id, days",
+        |bytes, rows| empty.with_room(bytes, rows),
+    )
+    .await?;
+    all.merge(second);
     Ok(all)
 }
 
