@@ -1023,10 +1023,9 @@ impl ScoringStore {
         let data_seq = crate::cursor::load(&txn, "scoring_feed_cursor", consumer).await?;
         let score_revision = crate::cursor::last_revision(&txn, "scoring_score_head").await?;
         // Both in the transaction's snapshot; on PostgreSQL each read has
-        // connections of its own, so they overlap, and the histories (read
-        // over two connections, done first) are put in id order while the
-        // facts are still coming: at a million customers that sort is half
-        // a second of one core, which the facts' single reader leaves free.
+        // two connections of its own, so they overlap, and each is put in
+        // id order on a blocking thread as soon as it is in (the other may
+        // still be coming).
         let (days, facts) = if self.db.get_database_backend() == sea_orm::DbBackend::Postgres {
             let pool = self.db.get_postgres_connection_pool();
             let snapshot = crate::purchase_days::export_snapshot(&txn).await?;
