@@ -28,6 +28,18 @@ pub(crate) fn id_order(ids: &[String]) -> Vec<u32> {
     keyed.into_iter().map(|(_, _, i)| i).collect()
 }
 
+/// `ids` put in [`id_order`], with that order (`order[k]`: where the k-th
+/// came from). Each id is moved, not copied (an empty `String` left behind
+/// allocates nothing).
+pub(crate) fn into_id_order(mut ids: Vec<String>) -> (Vec<String>, Vec<u32>) {
+    let order = id_order(&ids);
+    let ids = order
+        .iter()
+        .map(|&i| std::mem::take(&mut ids[i as usize]))
+        .collect();
+    (ids, order)
+}
+
 /// The first 32 bytes of `id`, zero-padded, as two big-endian integers.
 /// Where two ids' prefixes differ, they order as the ids do: at the first
 /// differing byte either both ids have a byte (the same comparison), or

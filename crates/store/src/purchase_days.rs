@@ -169,18 +169,12 @@ impl PurchaseDays {
 
 /// `ids` (customers numbered in order of reading) in id order, and each
 /// customer's new number by its old one.
-fn in_id_order(mut ids: Vec<String>) -> (Vec<String>, Vec<u32>) {
-    let order = crate::id_order::id_order(&ids);
+fn in_id_order(ids: Vec<String>) -> (Vec<String>, Vec<u32>) {
+    let (ids, order) = crate::id_order::into_id_order(ids);
     let mut renumber = vec![0u32; ids.len()];
     for (new, old) in order.iter().enumerate() {
         renumber[*old as usize] = new as u32;
     }
-    // Each id is moved out once (an empty `String` left behind allocates
-    // nothing).
-    let ids = order
-        .iter()
-        .map(|old| std::mem::take(&mut ids[*old as usize]))
-        .collect();
     (ids, renumber)
 }
 

@@ -120,14 +120,11 @@ pub struct FactsById {
 
 impl FactsById {
     /// Puts customers read in any order in id order (each id once).
-    fn from_unordered(mut ids: Vec<String>, facts: Vec<CustomerFacts>) -> Self {
-        let order = crate::id_order::id_order(&ids);
+    fn from_unordered(ids: Vec<String>, facts: Vec<CustomerFacts>) -> Self {
+        let (ids, order) = crate::id_order::into_id_order(ids);
         Self {
             facts: order.iter().map(|&i| facts[i as usize].clone()).collect(),
-            ids: order
-                .iter()
-                .map(|&i| std::mem::take(&mut ids[i as usize]))
-                .collect(),
+            ids,
         }
     }
 
