@@ -1,11 +1,12 @@
 //! `patron.scoring.v1.ScoringService`: the read model fed by the profile
-//! change feed, the fitted purchase models (BG/NBD + Gamma-Gamma), and (to
-//! come, see the open issue) scores, the hot-score cache and reports.
+//! change feed, the fitted purchase models (BG/NBD + Gamma-Gamma), full and
+//! online scoring, the hot-score cache and the reports.
 
 mod consumer;
 mod encode;
 mod grpc;
 mod models;
+mod prefetch;
 mod reports;
 mod scores;
 

@@ -53,6 +53,7 @@ use crate::{
     consumer::READ_MODEL,
     encode::ScoreEncoder,
     models::{self, day_of},
+    prefetch::prefetch,
 };
 
 pub(crate) type ProgressStream =
@@ -457,10 +458,34 @@ fn score_rows<'s>(
     encoder: &mut ScoreEncoder<'_>,
     ranks_stale: bool,
 ) -> Vec<ScoreRow> {
+    let scores: Vec<&CustomerScores> = scores.collect();
     let mut buf = Vec::with_capacity(scores.len() * 320);
     let mut rows = Vec::with_capacity(scores.len());
     let mut ends = Vec::with_capacity(scores.len());
-    for s in scores {
+    for (i, s) in scores.iter().enumerate() {
+        // What the scores a few places ahead lead to, loaded meanwhile (see
+        // `prefetch`): first the score, then (its customer number read by
+        // now) the id's place, the currency and the churn reasons, then the
+        // id's bytes.
+        if let Some(ahead) = scores.get(i + 6) {
+            prefetch(*ahead);
+        }
+        if let Some(ahead) = scores.get(i + 3) {
+            let customer = ahead.customer as usize;
+            if let Some(id) = snapshot.ids.get(customer) {
+                prefetch(id);
+            }
+            if let Some(currency) = currencies.get(customer) {
+                prefetch(currency);
+            }
+            prefetch(ahead.churn_reasons.as_slice());
+        }
+        if let Some(id) = scores
+            .get(i + 1)
+            .and_then(|a| snapshot.ids.get(a.customer as usize))
+        {
+            prefetch(id.as_bytes());
+        }
         let id = &snapshot.ids[s.customer as usize];
         let currency = currencies[s.customer as usize];
         encoder.encode(s, id, currency, ranks_stale, &mut buf);
@@ -484,6 +509,134 @@ fn score_rows<'s>(
         start = end;
     }
     rows
+}
+
+/// What a recompute encodes, shared by its two encoders (see `run`): each
+/// score is at a place, a buyer's its index in `scores`, a prospect's
+/// `scores.len()` plus its index in `prospects`.
+struct Encodable {
+    snapshot: ScoringSnapshot,
+    scores: Vec<CustomerScores>,
+    currencies: Vec<Option<Currency>>,
+    prospects: Vec<usize>,
+    version: String,
+    as_of: DateTime<Utc>,
+    at: DateTime<Utc>,
+}
+
+impl Encodable {
+    fn buyers(&self) -> u32 {
+        self.scores.len() as u32
+    }
+
+    fn id(&self, place: u32) -> &str {
+        match place.checked_sub(self.buyers()) {
+            None => &self.snapshot.ids[self.scores[place as usize].customer as usize],
+            Some(p) => self.snapshot.facts.at(self.prospects[p as usize]).0,
+        }
+    }
+
+    /// Every place in id order: the buyers (numbered in id order) merged
+    /// with the prospects (in the facts' id order).
+    fn id_order(&self) -> Vec<u32> {
+        let buyers = self.buyers();
+        merged(buyers, self.prospects.len() as u32, |place| self.id(place))
+    }
+
+    /// The buyers in the cache's bulk-write order, so each chunk's refresh
+    /// fills whole Redis hashes, then the prospects. An order of places, as
+    /// moving the scores themselves (a million swaps of 200-byte scores)
+    /// took 0.15 s.
+    fn cache_order(&self, cache: &Cache) -> Vec<u32> {
+        let mut order: Vec<u32> = if cache.orders_bulk_writes() {
+            let mut key = String::new();
+            let mut keyed: Vec<(u32, u32)> = (0..self.buyers())
+                .map(|place| {
+                    cache_key_into(&mut key, self.id(place));
+                    (cache.bulk_write_order(&key), place)
+                })
+                .collect();
+            keyed.sort_unstable();
+            keyed.into_iter().map(|(_, place)| place).collect()
+        } else {
+            (0..self.buyers()).collect()
+        };
+        order.extend(self.buyers()..self.buyers() + self.prospects.len() as u32);
+        order
+    }
+
+    /// The stored forms of the scores at `places`, in that order.
+    fn rows(&self, places: &[u32], encoder: &mut ScoreEncoder<'_>) -> Vec<ScoreRow> {
+        let mut rows = Vec::with_capacity(places.len());
+        let buyers = self.buyers();
+        for run in places.chunk_by(|a, b| (*a < buyers) == (*b < buyers)) {
+            if run[0] < buyers {
+                let scores = run.iter().map(|&p| &self.scores[p as usize]);
+                rows.extend(score_rows(
+                    scores,
+                    &self.snapshot,
+                    &self.currencies,
+                    encoder,
+                    false,
+                ));
+            } else {
+                rows.extend(run.iter().map(|&p| {
+                    prospect_row(
+                        self.prospects[(p - buyers) as usize],
+                        &self.snapshot,
+                        day_of(self.as_of),
+                        &self.version,
+                        self.as_of,
+                        self.at,
+                    )
+                }));
+            }
+        }
+        rows
+    }
+}
+
+/// The places `0..left` and `left..left + right`, each in order of `key`,
+/// merged into one order of `key` (ties: left first). Every place comes
+/// once, whatever the keys.
+fn merged<'k>(left: u32, right: u32, key: impl Fn(u32) -> &'k str) -> Vec<u32> {
+    let end = left + right;
+    let mut order = Vec::with_capacity(end as usize);
+    let (mut l, mut r) = (0, left);
+    while l < left || r < end {
+        if r == end || (l < left && key(l) <= key(r)) {
+            order.push(l);
+            l += 1;
+        } else {
+            order.push(r);
+            r += 1;
+        }
+    }
+    order
+}
+
+/// Encodes the population's scores on a blocking thread, in the order
+/// `order` gives, and sends their stored forms a chunk at a time (at most
+/// two chunks ahead of the receiver). Stops early when the receiver goes.
+fn encode_in_background(
+    population: &Arc<Encodable>,
+    order: impl FnOnce(&Encodable) -> Vec<u32> + Send + 'static,
+) -> (mpsc::Receiver<Vec<ScoreRow>>, tokio::task::JoinHandle<()>) {
+    let (chunks, encoded) = mpsc::channel::<Vec<ScoreRow>>(2);
+    let population = population.clone();
+    let encoder = tokio::task::spawn_blocking(move || {
+        let places = order(&population);
+        let mut encoder = ScoreEncoder::new(&population.version, population.as_of, population.at);
+        for part in places.chunks(CHUNK) {
+            if chunks
+                .blocking_send(population.rows(part, &mut encoder))
+                .is_err()
+            {
+                return; // the store step failed or the caller left
+            }
+        }
+    });
+    (encoded, encoder)
 }
 
 /// A score as stored, labelled for the distribution counts with the codes
@@ -560,13 +713,19 @@ async fn run(
         model_version: model_version.clone(),
         as_of: Some(to_timestamp(as_of)),
     };
-    // Three stages overlap: a blocking thread encodes chunk i+1 while the
-    // store writes chunk i and the cache takes chunk i-1. On PostgreSQL the
-    // store fills a fresh table that replaces the old one at the end (see
-    // `ScoringStore::begin_replacement`), so the cache gets each chunk
-    // before the store shows it: until then a miss can still load (and
-    // cache) a customer's previous score, which the TTL bounds. Elsewhere
-    // each chunk is saved, then cached.
+    // The scores go to the store and to the cache at once, each in its own
+    // order and so encoded twice, on two blocking threads:
+    // - the store takes them in id order. On PostgreSQL it fills a fresh
+    //   table that replaces the old one at the end (see
+    //   `ScoringStore::begin_replacement`), and the new table's index builds
+    //   then find their input sorted: 1.2 instead of 2.7 CPU-seconds at a
+    //   million scores, more than the second encoding costs (BENCHMARKS.md,
+    //   session 29). Elsewhere each chunk is saved as it comes.
+    // - the cache takes them in its bulk-write order, so each chunk's
+    //   refresh fills whole Redis hashes.
+    // Until the swap, a miss can still load (and cache) a customer's
+    // previous score, which the TTL bounds; a cache fill never replaces an
+    // entry written meanwhile, so the two orders need no coordination.
     //
     // Online scoring goes on meanwhile (on PostgreSQL until the swap at the
     // end), so a customer may already have a newer score than this
@@ -578,9 +737,7 @@ async fn run(
     // found by the next look and its entry dropped.
     let data_seq = snapshot.data_seq;
     let snapshot_revision = snapshot.score_revision;
-    let mut looked_up_to = snapshot_revision;
-    let mut newer_online: HashSet<String> = HashSet::new();
-    let mut replacement = store
+    let replacement = store
         .begin_replacement(
             at,
             data_seq,
@@ -590,113 +747,96 @@ async fn run(
             },
         )
         .await?;
-    let (chunks, mut encoded) = mpsc::channel::<Vec<ScoreRow>>(2);
-    let encoder = {
-        let version = model_version.clone();
+    let population = Arc::new(Encodable {
+        snapshot,
+        scores,
+        currencies,
+        prospects,
+        version: model_version.clone(),
+        as_of,
+        at,
+    });
+    let (mut for_store, store_encoder) = encode_in_background(&population, Encodable::id_order);
+    let (mut for_cache, cache_encoder) = {
         let cache = cache.clone();
-        tokio::task::spawn_blocking(move || {
-            // In the cache's bulk-write order, so each chunk's refresh fills
-            // whole Redis hashes (the store does not care about the order):
-            // an order of the scores' places, as moving the scores themselves
-            // (a million swaps of 200-byte scores) took 0.15 s.
-            let order: Vec<u32> = if cache.orders_bulk_writes() {
-                let mut key = String::new();
-                let mut keyed: Vec<(u32, u32)> = scores
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        cache_key_into(&mut key, &snapshot.ids[s.customer as usize]);
-                        (cache.bulk_write_order(&key), i as u32)
-                    })
-                    .collect();
-                keyed.sort_unstable();
-                keyed.into_iter().map(|(_, i)| i).collect()
-            } else {
-                (0..scores.len() as u32).collect()
-            };
-            let encode = || {
-                let mut encoder = ScoreEncoder::new(&version, as_of, at);
-                for part in order.chunks(CHUNK) {
-                    let part = part.iter().map(|&i| &scores[i as usize]);
-                    let rows = score_rows(part, &snapshot, &currencies, &mut encoder, false);
-                    if chunks.blocking_send(rows).is_err() {
-                        return; // the store step failed or the caller left
-                    }
-                }
-                for part in prospects.chunks(CHUNK) {
-                    let rows = part
-                        .iter()
-                        .map(|&p| prospect_row(p, &snapshot, as_of_day, &version, as_of, at))
-                        .collect();
-                    if chunks.blocking_send(rows).is_err() {
-                        return;
-                    }
-                }
-            };
-            encode();
-            // Handed back to be freed once the recompute has answered: at a
-            // million customers, three million allocations (a third of a
-            // second of a core, which the store step needs meanwhile).
-            (snapshot, scores, currencies, prospects)
-        })
+        encode_in_background(&population, move |p| p.cache_order(&cache))
     };
-    let mut caching: Option<tokio::task::JoinHandle<()>> = None;
-    let mut done = 0;
-    let mut cache_wait = std::time::Duration::ZERO;
-    while let Some(rows) = encoded.recv().await {
-        match &mut replacement {
-            Some(replacement) => replacement.write(&rows).await?,
-            None => store.save_scores(at, data_seq, &rows).await?,
+    let to_store = async {
+        let mut done = 0;
+        let mut replacement = replacement;
+        while let Some(rows) = for_store.recv().await {
+            match &mut replacement {
+                Some(replacement) => replacement.write(&rows).await?,
+                None => store.save_scores(at, data_seq, &rows).await?,
+            }
+            done += rows.len() as i64;
+            if done < total {
+                // A caller that went away does not stop the recompute: it
+                // finishes, so the store and the cache agree.
+                let _ = tx.send(Ok(progress(done))).await;
+            }
         }
-        done += rows.len() as i64;
+        let copied = started.elapsed();
+        // The new table is indexed while the cache may still be taking
+        // the last chunks; only the swap waits for them (below).
+        let prepared = match replacement {
+            Some(replacement) => Some(replacement.prepare().await?),
+            None => None,
+        };
+        Ok::<_, ApiError>((prepared, copied))
+    };
+    let to_cache = async {
+        let mut looked_up_to = snapshot_revision;
+        let mut newer_online: HashSet<String> = HashSet::new();
+        let mut caching: Option<tokio::task::JoinHandle<()>> = None;
+        let mut cache_wait = std::time::Duration::ZERO;
+        while let Some(mut rows) = for_cache.recv().await {
+            let waited = std::time::Instant::now();
+            if let Some(previous) = caching.take() {
+                let _ = previous.await;
+            }
+            cache_wait += waited.elapsed();
+            // Every earlier chunk is in the cache now, so an online score
+            // saved since the last look may have been replaced there by one
+            // of them (saved after that chunk's look, cached before its
+            // write): such entries are dropped here, so reads load the
+            // online scores now rather than after the recompute. Customers
+            // still to come are left out of their chunks.
+            let (newer, seen) = store.scores_newer_since(looked_up_to, data_seq).await?;
+            looked_up_to = seen;
+            if !newer.is_empty() {
+                drop_cached(cache, &newer).await;
+                newer_online.extend(newer);
+            }
+            if !newer_online.is_empty() {
+                rows.retain(|r| !newer_online.contains(&r.customer_id));
+            }
+            let cache = cache.clone();
+            caching = Some(tokio::spawn(
+                async move { refresh_cache(&cache, rows).await },
+            ));
+        }
         let waited = std::time::Instant::now();
-        if let Some(previous) = caching.take() {
-            let _ = previous.await;
+        if let Some(last) = caching.take() {
+            let _ = last.await;
         }
-        cache_wait += waited.elapsed();
-        // Every earlier chunk is in the cache now, so an online score saved
-        // since the last look may have been replaced there by one of them
-        // (saved after that chunk's look, cached before its write): such
-        // entries are dropped here, so reads load the online scores now
-        // rather than after the recompute. Customers still to come are
-        // left out of their chunks.
-        let (newer, seen) = store.scores_newer_since(looked_up_to, data_seq).await?;
-        looked_up_to = seen;
-        if !newer.is_empty() {
-            drop_cached(cache, &newer).await;
-            newer_online.extend(newer);
-        }
-        let mut rows = rows;
-        if !newer_online.is_empty() {
-            rows.retain(|r| !newer_online.contains(&r.customer_id));
-        }
-        let cache = cache.clone();
-        caching = Some(tokio::spawn(
-            async move { refresh_cache(&cache, rows).await },
-        ));
-        if done < total {
-            // A caller that went away does not stop the recompute: it
-            // finishes, so the store and the cache agree.
-            let _ = tx.send(Ok(progress(done))).await;
-        }
+        Ok::<_, ApiError>((cache_wait + waited.elapsed(), started.elapsed()))
+    };
+    let ((prepared, copied), (cache_wait, cached)) = tokio::try_join!(to_store, to_cache)?;
+    for encoder in [store_encoder, cache_encoder] {
+        encoder
+            .await
+            .map_err(|e| ApiError::internal(format!("encoding scores: {e}")))?;
     }
-    let population = encoder
-        .await
-        .map_err(|e| ApiError::internal(format!("encoding scores: {e}")))?;
     // Every write of this recompute reaches the cache before its scores are
     // all committed, so none lands on top of a later online score...
-    let waited = std::time::Instant::now();
-    if let Some(last) = caching.take() {
-        let _ = last.await;
-    }
-    cache_wait += waited.elapsed();
     // ...but an online score saved just after the last chunk's check may
     // have reached the cache before that chunk did, which then replaced it
     // with this recompute's older score (for the TTL, an hour by default).
     // Every customer with a newer score than this recompute's is dropped
     // from the cache below, so reads load the newer scores from the store.
-    let newer = match replacement {
-        Some(replacement) => replacement.finish().await?,
+    let newer = match prepared {
+        Some(prepared) => prepared.swap().await?,
         None => {
             store
                 .scores_newer_since(snapshot_revision, data_seq)
@@ -726,10 +866,14 @@ async fn run(
         customers = total,
         read_ms = read.as_millis() as u64,
         score_ms = (scored - read).as_millis() as u64,
-        // Encoding and caching overlap with storing; `cache_wait_ms` is the
-        // time the store step waited for the cache, `cache_ms` the tail
-        // (dropping entries that online scores made stale).
+        // Caching overlaps with storing; `cache_wait_ms` is the time the
+        // cache side waited for Redis between its chunks, `cache_ms` the
+        // tail (dropping entries that online scores made stale).
         store_ms = (stored - scored).as_millis() as u64,
+        // When, in the store step, the last score went to the store (the
+        // new table indexed and swapped in after it) and to the cache.
+        copied_ms = (copied - scored).as_millis() as u64,
+        cached_ms = (cached - scored).as_millis() as u64,
         cache_wait_ms = cache_wait.as_millis() as u64,
         cache_ms = (started.elapsed() - stored).as_millis() as u64,
         "scores recomputed"
@@ -1208,6 +1352,34 @@ mod tests {
     use patron_domain::models::summary::{Purchase, summarize};
 
     use super::*;
+
+    proptest::proptest! {
+        /// The store's order of a recompute's scores: buyers and prospects,
+        /// each sorted, come out as one sorted order holding every place
+        /// once (the new table's index builds count on the order, the
+        /// recompute on every place). Unsorted input still yields every
+        /// place once.
+        #[test]
+        fn merged_places_are_in_key_order_each_once(
+            mut left in proptest::collection::vec("[a-c]{0,3}", 0..40),
+            mut right in proptest::collection::vec("[a-c]{0,3}", 0..40),
+            sorted in proptest::bool::ANY,
+        ) {
+            if sorted {
+                left.sort();
+                right.sort();
+            }
+            let keys: Vec<&str> = left.iter().chain(&right).map(String::as_str).collect();
+            let order = merged(left.len() as u32, right.len() as u32, |p| keys[p as usize]);
+            let mut places = order.clone();
+            places.sort_unstable();
+            proptest::prop_assert_eq!(places, (0..keys.len() as u32).collect::<Vec<_>>());
+            if sorted {
+                let in_order: Vec<&str> = order.iter().map(|&p| keys[p as usize]).collect();
+                proptest::prop_assert!(in_order.is_sorted(), "{:?}", in_order);
+            }
+        }
+    }
 
     /// The label codes a score is stored with read back, through the
     /// migration's list, as the names of its segment and enums.
